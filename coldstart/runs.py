@@ -1,0 +1,207 @@
+"""The run directory: resolved config, atomic manifest, and stages that are skipped, resumed or refused.
+
+A stage works in `<run>/.<stage>.partial/` and is renamed to `<run>/<stage>/` when it finishes. Its fingerprint (the
+config sections it reads and the hashes of its inputs) decides what a re-run does: the same fingerprint skips a
+finished stage and resumes an unfinished one; a different one refuses to touch a finished stage unless forced.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from coldstart.errors import ColdstartError
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = ".fingerprint.json"
+STAGES = ("score", "warmup", "handoff", "rl", "eval")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(root: Path, skip: Callable[[Path], bool] = lambda p: False) -> str:
+    """One hash of every file's relative path and content under `root` (or of `root` itself when it is a file)."""
+    root = Path(root)
+    if root.is_file():
+        return file_sha256(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if rel.name == FINGERPRINT_FILE or skip(rel):
+            continue
+        digest.update(f"{rel.as_posix()}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def is_checkpoint(rel: Path) -> bool:
+    return rel.parts[0].startswith("checkpoint-")
+
+
+def json_sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("coldstart", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+class RunDir:
+    """One run's folder: `config.yaml`, `manifest.json` and a folder per stage."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def partial_dir(self, stage: str) -> Path:
+        return self.root / f".{stage}.partial"
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            return {"stages": {}}
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ColdstartError(f"{self.manifest_path}: not valid JSON ({e}); restore it or start a new run") from e
+
+    def update_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
+        manifest = self.manifest()
+        entry = manifest["stages"].setdefault(stage, {})
+        entry.update(fields)
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
+        return entry
+
+    def write_config(self, text: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / "config.yaml", text)
+
+    def finished(self, stage: str) -> dict[str, Any] | None:
+        """The manifest entry of a finished stage whose folder is in place, else None."""
+        entry = self.manifest()["stages"].get(stage)
+        if entry and entry.get("status") == "done" and self.stage_dir(stage).is_dir():
+            return entry
+        return None
+
+    def require(self, stage: str, by: str) -> Path:
+        """The folder of a finished earlier stage that `by` reads; a clear error when it is not there."""
+        if self.finished(stage) is None:
+            raise ColdstartError(f"{self.root}: stage '{stage}' has not finished; '{by}' reads its outputs (run it first)")
+        return self.stage_dir(stage)
+
+    def run_stage(
+        self,
+        stage: str,
+        fingerprint: dict[str, Any],
+        body: Callable[[Path], dict[str, Any]],
+        force: bool = False,
+        config_text: str | None = None,
+        keep: Callable[[Path], bool] = lambda rel: True,
+    ) -> dict[str, Any]:
+        """Run `body(work_dir)` unless the stage already finished with this fingerprint; returns its manifest entry.
+
+        `body` writes into `work_dir` (kept across interruptions, so it can resume) and returns metrics. When it
+        returns, top-level entries for which `keep(name)` is False are removed and the folder is renamed into place.
+        """
+        digest = json_sha256(fingerprint)
+        final, work = self.stage_dir(stage), self.partial_dir(stage)
+        entry = self.manifest()["stages"].get(stage, {})
+        if final.is_dir():
+            done_digest = self._folder_digest(final)
+            if done_digest == digest and not force:
+                if entry.get("status") != "done":  # renamed into place, but the manifest write was interrupted
+                    entry = self.update_stage(stage, status="done")
+                logger.info("%s: finished with the same config and inputs, skipped", stage)
+                return entry
+            if not force:
+                changes = _diff(entry.get("fingerprint_data", {}), fingerprint)
+                what = "; ".join(changes[:4]) or "its inputs or config changed"
+                raise ColdstartError(
+                    f"{final}: finished with another config ({what}); pass --force {stage} to redo it "
+                    "or --set name=<new run> to keep both"
+                )
+            shutil.rmtree(final)
+        if work.is_dir() and self._folder_digest(work) != digest:
+            logger.warning("%s: discarding an unfinished attempt made with another config (%s)", stage, work)
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(work / FINGERPRINT_FILE, json.dumps({"digest": digest, "fingerprint": fingerprint}, default=str))
+        if config_text is not None:
+            self.write_config(config_text)
+        started = time.time()
+        self.update_stage(
+            stage, status="running", started=_now(), fingerprint=digest, fingerprint_data=fingerprint, versions=versions()
+        )
+        try:
+            metrics = body(work)
+        except BaseException as e:
+            self.update_stage(stage, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e)[:500])
+            raise
+        for path in work.iterdir():
+            if path.name != FINGERPRINT_FILE and not keep(Path(path.name)):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(work, final)
+        return self.update_stage(
+            stage,
+            status="done",
+            ended=_now(),
+            seconds=round(time.time() - started, 1),
+            outputs_sha256=tree_sha256(final, skip=is_checkpoint),
+            metrics=metrics,
+            error=None,
+        )
+
+    @staticmethod
+    def _folder_digest(folder: Path) -> str | None:
+        try:
+            return json.loads((folder / FINGERPRINT_FILE).read_text())["digest"]
+        except (OSError, ValueError, KeyError):
+            return None

@@ -1,0 +1,62 @@
+"""Shared fixtures: the embedded model's real tokenizer and tiny random models built from a config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from coldstart.config import load_config
+from coldstart.models import embedded_model_dir, load_tokenizer
+
+
+@pytest.fixture(scope="session")
+def embedded_dir():
+    return embedded_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_dir):
+    return load_tokenizer(str(embedded_dir))
+
+
+def make_tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
+    """A 2-layer Llama with the real tokenizer's vocabulary and special tokens, random weights."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return make_tiny_model(tokenizer)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A config sized for unit tests: a few arith samples, two optimizer steps."""
+    return load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'runs'}",
+            "name=t",
+            "data.arith.num_train=8",
+            "data.arith.num_test=4",
+            "warmup.max_steps=2",
+            "warmup.per_device_train_batch_size=4",
+            "warmup.max_length=256",
+            "warmup.save_steps=1",
+        ],
+    )

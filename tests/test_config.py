@@ -1,0 +1,60 @@
+import pytest
+
+from coldstart.config import dump_config, load_config, trl_kwargs
+from coldstart.errors import ColdstartError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_round_trip_through_the_written_config(tmp_path):
+    cfg = load_config(None, ["warmup.learning_rate=1e-5", "data.arith.num_train=3"])
+    again = load_config(write(tmp_path, dump_config(cfg)))
+    assert again == cfg
+    assert again.warmup.learning_rate == pytest.approx(1e-5)  # YAML 1.1 reads 1e-5 as text; taken as a float
+    assert again.data.arith.num_train == 3
+
+
+def test_unknown_key_names_file_line_and_suggests(tmp_path):
+    path = write(tmp_path, "name: x\nwarmup:\n  loss: sft\n  learnin_rate: 0.1\n")
+    with pytest.raises(ColdstartError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:4: warmup.learnin_rate: unknown key; did you mean 'learning_rate'?"
+
+
+def test_unknown_section_suggests(tmp_path):
+    with pytest.raises(ColdstartError, match=r"c.yaml:1: warmpu: unknown key; did you mean 'warmup'\?"):
+        load_config(write(tmp_path, "warmpu: {}\n"))
+
+
+def test_wrong_type_and_bad_literal(tmp_path):
+    with pytest.raises(ColdstartError, match=r"c.yaml:2: warmup.max_steps: expected int, got 'ten'"):
+        load_config(write(tmp_path, "warmup:\n  max_steps: ten\n"))
+    with pytest.raises(ColdstartError, match=r"warmup.loss: 'dtf' is not one of 'sft', 'dft'; did you mean 'dft'\?"):
+        load_config(write(tmp_path, "warmup:\n  loss: dtf\n"))
+
+
+def test_set_override_wins_and_is_named_in_errors(tmp_path):
+    path = write(tmp_path, "warmup:\n  learning_rate: 0.1\n")
+    assert load_config(path, ["warmup.learning_rate=0.5"]).warmup.learning_rate == 0.5
+    with pytest.raises(ColdstartError, match=r"--set warmup.lr=1: warmup.lr: unknown key"):
+        load_config(path, ["warmup.lr=1"])
+
+
+def test_non_positive_learning_rate_is_refused():
+    with pytest.raises(ColdstartError, match="warmup.learning_rate: must be positive"):
+        load_config(None, ["warmup.learning_rate=0"])
+
+
+def test_trainer_passthrough_is_checked_against_sftconfig():
+    cfg = load_config(None, ["warmup.trainer={optim: adamw_torch, adam_beta2: 0.95}"])
+    kwargs = trl_kwargs(cfg.warmup)
+    assert kwargs["adam_beta2"] == 0.95 and kwargs["learning_rate"] == cfg.warmup.learning_rate
+    assert "loss" not in kwargs and "trainer" not in kwargs
+    with pytest.raises(ColdstartError, match=r"warmup.trainer.adam_beta: not a SFTConfig field; did you mean 'adam_beta[12]'"):
+        load_config(None, ["warmup.trainer={adam_beta: 0.9}"])
+    with pytest.raises(ColdstartError, match="set warmup.learning_rate directly"):
+        load_config(None, ["warmup.trainer={learning_rate: 0.1}"])

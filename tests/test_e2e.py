@@ -1,0 +1,88 @@
+"""End-to-end runs of the `coldstart` command on the real embedded model with a tiny budget."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+TINY = [
+    "data.arith.num_train=8",
+    "warmup.max_steps=2",
+    "warmup.per_device_train_batch_size=4",
+    "warmup.max_length=192",
+    "warmup.save_steps=1",
+]
+
+
+def coldstart(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "coldstart.cli", *args], capture_output=True, text=True, timeout=900
+    )
+
+
+def with_sets(config, tmp_path, *extra):
+    out = [config, "--set", f"output_dir={tmp_path}", "--set", "name=e2e"]
+    for item in TINY + list(extra):
+        out += ["--set", item]
+    return out
+
+
+@pytest.mark.slow
+def test_warmup_end_to_end_skip_refuse_force(tmp_path):
+    args = with_sets("configs/quickstart.yaml", tmp_path)
+    done = coldstart("warmup", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "e2e"
+    manifest = json.loads((run / "manifest.json").read_text())
+    entry = manifest["stages"]["warmup"]
+    assert entry["status"] == "done" and entry["metrics"]["steps"] == 2 and entry["metrics"]["loss"] == "sft"
+    assert "warmup:\n  loss: sft" in (run / "config.yaml").read_text()
+    assert not list((run / "warmup").glob("checkpoint-*"))  # dropped once finished
+    final = run / "warmup" / "final"
+    assert (final / "model.safetensors").is_file() and (final / "chat_template.jinja").is_file()
+    lines = (run / "warmup" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)] == [1, 2]
+
+    # plain transformers loads the result and answers through its chat template
+    tok = AutoTokenizer.from_pretrained(final)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3? Give the final answer as \\boxed{N}."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=24, do_sample=False)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert answer.strip()
+
+    started = time.time()
+    again = coldstart("warmup", *args)
+    assert again.returncode == 0 and "skipped" in again.stderr
+    assert time.time() - started < 60
+    assert json.loads((run / "manifest.json").read_text())["stages"]["warmup"]["ended"] == entry["ended"]
+
+    refused = coldstart("warmup", *args, "--set", "warmup.loss=dft")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "finished with another config (warmup.loss: 'sft' -> 'dft'); pass --force warmup to redo it "
+        "or --set name=<new run> to keep both"
+    )
+
+    forced = coldstart("warmup", *args, "--set", "warmup.loss=dft", "--force", "warmup")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    entry = json.loads((run / "manifest.json").read_text())["stages"]["warmup"]
+    assert entry["metrics"]["loss"] == "dft" and entry["fingerprint_data"]["warmup"]["loss"] == "dft"
+
+
+def test_bad_config_is_one_line_without_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("warmup:\n  los: dft\n")
+    result = coldstart("warmup", str(config))
+    assert result.returncode == 2
+    assert result.stderr == f"coldstart: error: {config}:2: warmup.los: unknown key; did you mean 'loss'?\n"

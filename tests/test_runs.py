@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from coldstart.errors import ColdstartError
+from coldstart.runs import RunDir, tree_sha256
+
+
+def body_writing(text, calls):
+    def body(work):
+        calls.append(work)
+        (work / "out.txt").write_text(text)
+        (work / "checkpoint-3").mkdir(exist_ok=True)
+        (work / "checkpoint-3" / "state").write_text("x")
+        return {"n": len(calls)}
+
+    return body
+
+
+def test_finished_stage_is_skipped_then_refused_with_the_change_named(tmp_path):
+    run = RunDir(tmp_path / "r")
+    calls = []
+    entry = run.run_stage("warmup", {"lr": 1}, body_writing("a", calls), config_text="x: 1\n")
+    assert entry["status"] == "done" and entry["metrics"] == {"n": 1}
+    assert (run.stage_dir("warmup") / "out.txt").read_text() == "a"
+    assert not run.partial_dir("warmup").exists()
+    assert (run.root / "config.yaml").read_text() == "x: 1\n"
+    manifest = json.loads(run.manifest_path.read_text())
+    assert manifest["stages"]["warmup"]["outputs_sha256"] == tree_sha256(
+        run.stage_dir("warmup"), skip=lambda rel: rel.parts[0].startswith("checkpoint-")
+    )
+
+    again = run.run_stage("warmup", {"lr": 1}, body_writing("b", calls))
+    assert len(calls) == 1 and again["status"] == "done"
+
+    with pytest.raises(ColdstartError, match=r"finished with another config \(lr: 1 -> 2\); pass --force warmup"):
+        run.run_stage("warmup", {"lr": 2}, body_writing("b", calls))
+    assert (run.stage_dir("warmup") / "out.txt").read_text() == "a"
+
+    run.run_stage("warmup", {"lr": 2}, body_writing("b", calls), force=True)
+    assert (run.stage_dir("warmup") / "out.txt").read_text() == "b"
+
+
+def test_checkpoints_are_dropped_unless_kept(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.run_stage("a", {}, body_writing("a", []), keep=lambda rel: not rel.name.startswith("checkpoint-"))
+    run.run_stage("b", {}, body_writing("b", []))
+    assert not (run.stage_dir("a") / "checkpoint-3").exists()
+    assert (run.stage_dir("b") / "checkpoint-3" / "state").exists()
+
+
+def test_failed_stage_keeps_its_work_for_a_resume_with_the_same_config(tmp_path):
+    run = RunDir(tmp_path / "r")
+    seen = []
+
+    def crash(work):
+        (work / "checkpoint-1").mkdir()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        run.run_stage("warmup", {"lr": 1}, crash)
+    assert run.manifest()["stages"]["warmup"]["status"] == "failed"
+    assert (run.partial_dir("warmup") / "checkpoint-1").is_dir()
+
+    def resume(work):
+        seen.append(sorted(p.name for p in work.iterdir() if not p.name.startswith(".")))
+        return {}
+
+    run.run_stage("warmup", {"lr": 1}, resume)
+    assert seen == [["checkpoint-1"]]
+
+
+def test_unfinished_work_of_another_config_is_not_resumed(tmp_path):
+    run = RunDir(tmp_path / "r")
+
+    def crash(work):
+        (work / "checkpoint-1").mkdir()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        run.run_stage("warmup", {"lr": 1}, crash)
+    seen = []
+    run.run_stage("warmup", {"lr": 2}, lambda work: seen.append(list(work.glob("checkpoint-*"))) or {})
+    assert seen == [[]]
+
+
+def test_renamed_stage_with_interrupted_manifest_write_is_recognised(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.run_stage("warmup", {"lr": 1}, body_writing("a", []))
+    run.update_stage("warmup", status="running")  # as if killed between the rename and the manifest write
+    calls = []
+    entry = run.run_stage("warmup", {"lr": 1}, body_writing("b", calls))
+    assert entry["status"] == "done" and calls == []
