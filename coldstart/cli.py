@@ -27,9 +27,9 @@ def _add_config_args(parser: argparse.ArgumentParser, force_help: str) -> None:
 
 
 def _stage_runners() -> dict[str, Callable[..., dict[str, Any]]]:
-    from coldstart.stages import warmup
+    from coldstart.stages import score, warmup
 
-    return {"warmup": warmup.run}
+    return {"score": score.run, "warmup": warmup.run}
 
 
 def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, "redo this stage even if it finished (repeatable)")
     p.set_defaults(func=lambda a: _run_stages(a, list(_stage_runners())))
 
-    p = sub.add_parser("warmup", help="supervised warm-up (sft | dft) of the base model on the demonstrations")
+    p = sub.add_parser("score", help="compatibility of every training demonstration under the base model")
+    _add_config_args(p, "redo the scoring even if it finished (--force score)")
+    p.set_defaults(func=lambda a: _run_stages(a, ["score"]))
+
+    p = sub.add_parser("warmup", help="supervised warm-up (sft | dft | cadft) of the base model on the demonstrations")
     _add_config_args(p, "redo the warm-up even if it finished (--force warmup)")
     p.set_defaults(func=lambda a: _run_stages(a, ["warmup"]))
 

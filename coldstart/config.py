@@ -85,8 +85,61 @@ class DataSection:
 
 
 @dataclass
+class CadftSection:
+    beta: float = option(1.0, "Damping strength: w = exp(-beta * max(0, z)) of the z-scored NLL; 0 gives plain DFT.")
+    stats: Literal["batch", "ema"] = option(
+        "batch",
+        "z-score statistics: 'batch' (the global batch; exact pre-pass under gradient accumulation) or 'ema' "
+        "(moving mean/std of earlier steps, started from `coldstart score` when present).",
+    )
+    ema_decay: float = option(0.9, "Decay of the moving mean/std in 'ema' mode.")
+    gate_min: float | None = option(None, "Hard gate: weight 0 for samples whose compatibility is below this.")
+    weight_floor: float = option(0.0, "Lowest weight a sample can be damped to.")
+    token_weighting: Literal["dft", "none"] = option(
+        "dft", "Inside a sample: 'dft' weights tokens by sg(p_t); 'none' gives compatibility-weighted plain SFT."
+    )
+
+
+@dataclass
+class GateSection:
+    min_compatibility: float | None = option(
+        None, "Drop training samples whose base-model compatibility (from `coldstart score`) is below this."
+    )
+    drop_fraction: float = option(0.0, "Drop this least compatible fraction of the training set (needs `score`).")
+
+
+@dataclass
+class RewriteSection:
+    enabled: bool = option(True, "Delayed, low-frequency rewriting of persistently incompatible targets (cadft only).")
+    start: float = option(3000, "No rewriting before this step (or fraction of training, when below 1).")
+    every: float = option(1000, "Then a round every this many steps (or fraction of training, when below 1).")
+    fraction: float = option(0.005, "Share of the training set picked per round: the highest moving-average NLL.")
+    replace_prob: float = option(0.5, "Probability that a picked sample is rewritten at all.")
+    num_candidates: int = option(4, "Samples drawn from the policy per rewritten target.")
+    temperature: float = option(0.7, "Sampling temperature of the candidates.")
+    top_p: float = option(0.9, "Nucleus sampling of the candidates.")
+    max_new_tokens: int = option(256, "Longest candidate.")
+    verify: bool = option(
+        True, "Accept only candidates whose final answer math-verify finds equal to the gold answer (off: the paper)."
+    )
+    hint_reference: bool = option(False, "Show the reference solution in the prompt ('restate it in your own words').")
+    nll_decay: float = option(0.7, "Decay of each sample's moving-average NLL, updated whenever it is trained on.")
+
+
+@dataclass
 class WarmupSection:
-    loss: Literal["sft", "dft"] = option("sft", "sft: plain NLL; dft: each token's NLL weighted by sg(p_t).")
+    loss: Literal["sft", "dft", "cadft"] = option(
+        "cadft",
+        "sft: plain NLL; dft: each token's NLL weighted by sg(p_t); cadft: DFT with a compatibility weight per sample.",
+    )
+    logprobs: Literal["auto", "fused", "logits"] = option(
+        "auto",
+        "How cadft gets per-token log-probs: TRL's fused LM head (no full logits) or plain logits; auto: fused on "
+        "CUDA, logits on CPU.",
+    )
+    cadft: CadftSection = option(CadftSection(), "CADFT sample weights.")
+    gate: GateSection = option(GateSection(), "Drop samples before training, by base-model compatibility.")
+    rewrite: RewriteSection = option(RewriteSection(), "Delayed rewriting of incompatible targets.")
     learning_rate: float = option(2e-5, "Peak learning rate (AdamW).", trl=True)
     max_steps: int = option(-1, "Optimizer steps; -1 trains for num_train_epochs.", trl=True)
     num_train_epochs: float = option(1.0, "Epochs over the training set when max_steps is -1.", trl=True)
@@ -274,6 +327,17 @@ def _check_values(cfg: Config, where: _Where) -> None:
             raise ColdstartError(f"{where(path)}: must be positive, got {value}")
     if w.max_steps == 0 or w.max_steps < -1:
         raise ColdstartError(f"{where(('warmup', 'max_steps'))}: must be positive, or -1 to train by epochs")
+    c = cfg.warmup.cadft
+    if c.beta < 0:
+        raise ColdstartError(f"{where(('warmup', 'cadft', 'beta'))}: must be >= 0")
+    if not 0.0 <= c.ema_decay < 1.0:
+        raise ColdstartError(f"{where(('warmup', 'cadft', 'ema_decay'))}: must be within [0, 1)")
+    r = cfg.warmup.rewrite
+    for key in ("start", "every", "fraction"):
+        if getattr(r, key) <= 0:
+            raise ColdstartError(f"{where(('warmup', 'rewrite', key))}: must be positive")
+    if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
+        raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
     a = cfg.data.arith
     if not 1 <= a.min_steps <= a.max_steps:
         raise ColdstartError(f"{where(('data', 'arith', 'min_steps'))}: need 1 <= min_steps <= max_steps")

@@ -1,71 +1,154 @@
 """Warm-up stage: supervised fine-tuning of the base model on the demonstrations, on TRL's SFTTrainer.
 
-Recipe: load the demonstrations and the base model, build the trainer, train (resuming from the last checkpoint
-of an interrupted attempt), save `final/` in HF format, and hand the metrics to the manifest.
+Recipe: load the demonstrations (gated by `coldstart score` when asked) and the base model, build the trainer
+(SFT and DFT as TRL has them, CADFT as its subclass, with rewriting), train (resuming from the last checkpoint of
+an interrupted attempt), save `final/` in HF format, plot the CADFT weights, and hand the metrics to the manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
+from coldstart.cadft import CADFTTrainer
+from coldstart.compatibility import gate_keep, use_fused_head
 from coldstart.config import Config, dump_config
 from coldstart.data import load_samples
+from coldstart.errors import ColdstartError
 from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
-from coldstart.runs import RunDir, is_checkpoint
+from coldstart.plots import weights_over_training
+from coldstart.rewriting import Rewriter
+from coldstart.runs import RunDir, is_checkpoint, tree_sha256
 from coldstart.training import MetricsLog, last_checkpoint, read_metrics, trainer_kwargs
 
-# coldstart's loss names -> TRL's `loss_type`
-LOSS_TYPES = {"sft": "nll", "dft": "dft"}
+# coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
+LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
 
 
-def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer) -> SFTTrainer:
-    """The warm-up trainer for `cfg.warmup.loss`: TRL's SFTTrainer, loss only on the completion."""
+def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer, ema_init=None) -> SFTTrainer:
+    """The warm-up trainer for `cfg.warmup.loss`, loss only on the completion: TRL's SFTTrainer for sft and dft,
+    its CADFT subclass (with the rewriting callback when enabled) for cadft."""
     args = SFTConfig(
         **trainer_kwargs(cfg.warmup, output_dir, cfg.seed),
         loss_type=LOSS_TYPES[cfg.warmup.loss],
         completion_only_loss=True,
     )
-    return SFTTrainer(
+    common = dict(
         model=model,
         args=args,
-        train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=lora_config(cfg.model),
         callbacks=[MetricsLog(output_dir / "metrics.jsonl")],
     )
+    if cfg.warmup.loss != "cadft":
+        return SFTTrainer(train_dataset=train_dataset, **common)
+    # rows keep their position in `train_dataset`, even if TRL drops some while preparing it
+    indexed = train_dataset.add_column("sample_index", list(range(len(train_dataset))))
+    trainer = CADFTTrainer(
+        train_dataset=indexed,
+        cadft=cfg.warmup.cadft,
+        fused=use_fused_head(cfg.warmup.logprobs),
+        styles=train_dataset["style"],
+        ema_init=ema_init,
+        **common,
+    )
+    if cfg.warmup.rewrite.enabled:
+        log = output_dir / "rewrites.jsonl"
+        trainer.add_callback(Rewriter(cfg.warmup.rewrite, trainer, indexed, tokenizer, log, cfg.seed))
+    return trainer
 
 
-def fingerprint(cfg: Config, model_path: str) -> dict[str, Any]:
+def _gated(cfg: Config) -> bool:
+    return cfg.warmup.gate.min_compatibility is not None or cfg.warmup.gate.drop_fraction > 0
+
+
+def _score_dir(cfg: Config, run_dir: RunDir) -> Path | None:
+    """The score stage's folder when the warm-up reads it: for the gate (required) or to start the EMA."""
+    if _gated(cfg):
+        return run_dir.require("score", "warmup.gate")
+    if cfg.warmup.loss == "cadft" and cfg.warmup.cadft.stats == "ema" and run_dir.finished("score"):
+        return run_dir.stage_dir("score")
+    return None
+
+
+def _apply_gate(cfg: Config, train, score_dir: Path):
+    scores = score_dir / "scores.jsonl"
+    by_id = {r["id"]: r["compatibility"] for r in read_metrics(scores)}
+    missing = [i for i in train["id"] if i not in by_id]
+    if missing:
+        raise ColdstartError(f"{scores}: no score for sample {missing[0]!r}; re-run `coldstart score --force score`")
+    gate = cfg.warmup.gate
+    keep = gate_keep([by_id[i] for i in train["id"]], gate.min_compatibility, gate.drop_fraction)
+    if not any(keep):
+        raise ColdstartError("warmup.gate: drops every training sample; lower min_compatibility or drop_fraction")
+    return train.select([i for i, k in enumerate(keep) if k]), keep.count(False)
+
+
+def _style_means(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean per-style compatibility and weight over the logged steps."""
+    out: dict[str, dict[str, float]] = {}
+    keys = {k for m in metrics for k in m if k.startswith("style/")}
+    for key in sorted(keys):
+        values = [m[key] for m in metrics if key in m]
+        _, style, what = key.split("/")
+        out.setdefault(style, {})[what] = sum(values) / len(values)
+    return out
+
+
+def fingerprint(cfg: Config, model_path: str, score_dir: Path | None) -> dict[str, Any]:
     sections = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("model", "data", "warmup")}
-    return {"seed": cfg.seed, **sections, "base_model": model_fingerprint(model_path)}
+    score = tree_sha256(score_dir) if score_dir is not None else None
+    return {"seed": cfg.seed, **sections, "base_model": model_fingerprint(model_path), "score": score}
 
 
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     model_path = resolve_model_path(cfg.model.name_or_path)
+    score_dir = _score_dir(cfg, run_dir)
 
     def body(work: Path) -> dict[str, Any]:
         train, stats = load_samples(cfg.data, "train", cfg.seed)
+        dropped = 0
+        if _gated(cfg):
+            train, dropped = _apply_gate(cfg, train, score_dir)
+        ema_init = None
+        if score_dir is not None and cfg.warmup.cadft.stats == "ema":
+            summary = json.loads((score_dir / "summary.json").read_text())
+            ema_init = (summary["nll_mean"], summary["nll_std"])
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         model = load_model(cfg.model, model_path)
-        trainer = build_trainer(cfg, work, train, model, tokenizer)
-        result = trainer.train(resume_from_checkpoint=last_checkpoint(work))
+        trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
+        checkpoint = last_checkpoint(work)
+        if checkpoint and isinstance(trainer, CADFTTrainer):
+            trainer.restore_state(checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(work / "final"))
-        losses = [m["loss"] for m in read_metrics(work / "metrics.jsonl") if "loss" in m]
-        return {
+        metrics = read_metrics(work / "metrics.jsonl")
+        losses = [m["loss"] for m in metrics if "loss" in m]
+        out = {
             "loss": cfg.warmup.loss,
             "steps": trainer.state.global_step,
             "train_loss": result.training_loss,
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "train_runtime_s": result.metrics.get("train_runtime"),
-            "data": stats.to_dict(),
+            "data": {**stats.to_dict(), "gated_out": dropped},
         }
+        if isinstance(trainer, CADFTTrainer):
+            weights_over_training(metrics, work / "weights.png")
+            out["by_style"] = _style_means(metrics)
+            rewrites = read_metrics(work / "rewrites.jsonl")
+            out["rewrites"] = {
+                "rounds": len({r["step"] for r in rewrites}),
+                "attempts": len(rewrites),
+                "accepted": sum(r["accepted"] for r in rewrites),
+            }
+        return out
 
     keep = (lambda rel: True) if cfg.warmup.keep_checkpoints else (lambda rel: not is_checkpoint(rel))
     return run_dir.run_stage(
-        "warmup", fingerprint(cfg, model_path), body, force=force, config_text=dump_config(cfg), keep=keep
+        "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg), keep=keep
     )

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -39,13 +40,19 @@ def test_warmup_end_to_end_skip_refuse_force(tmp_path):
     run = tmp_path / "e2e"
     manifest = json.loads((run / "manifest.json").read_text())
     entry = manifest["stages"]["warmup"]
-    assert entry["status"] == "done" and entry["metrics"]["steps"] == 2 and entry["metrics"]["loss"] == "sft"
-    assert "warmup:\n  loss: sft" in (run / "config.yaml").read_text()
+    assert entry["status"] == "done" and entry["metrics"]["steps"] == 2 and entry["metrics"]["loss"] == "cadft"
+    assert "warmup:\n  loss: cadft" in (run / "config.yaml").read_text()
+    assert (run / "warmup" / "weights.png").is_file()
+    rewrites = [json.loads(line) for line in (run / "warmup" / "rewrites.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in rewrites} == {1} and entry["metrics"]["rewrites"]["attempts"] == len(rewrites)
+    assert set(entry["metrics"]["by_style"]) <= {"concise", "verbose", "notation", "answer_only", "wrong"}
     assert not list((run / "warmup").glob("checkpoint-*"))  # dropped once finished
     final = run / "warmup" / "final"
     assert (final / "model.safetensors").is_file() and (final / "chat_template.jinja").is_file()
     lines = (run / "warmup" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)] == [1, 2]
+    logged = [json.loads(line) for line in lines]
+    assert [m["step"] for m in logged if "loss" in m] == [1, 2]
+    assert all(0 < m["compat_mean"] <= 1 and "nll" in m for m in logged if "loss" in m)
 
     # plain transformers loads the result and answers through its chat template
     tok = AutoTokenizer.from_pretrained(final)
@@ -70,7 +77,7 @@ def test_warmup_end_to_end_skip_refuse_force(tmp_path):
     refused = coldstart("warmup", *args, "--set", "warmup.loss=dft")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].endswith(
-        "finished with another config (warmup.loss: 'sft' -> 'dft'); pass --force warmup to redo it "
+        "finished with another config (warmup.loss: 'cadft' -> 'dft'); pass --force warmup to redo it "
         "or --set name=<new run> to keep both"
     )
 
@@ -86,3 +93,34 @@ def test_bad_config_is_one_line_without_traceback(tmp_path):
     result = coldstart("warmup", str(config))
     assert result.returncode == 2
     assert result.stderr == f"coldstart: error: {config}:2: warmup.los: unknown key; did you mean 'loss'?\n"
+
+
+@pytest.mark.slow
+def test_score_agrees_with_an_independent_forward(tmp_path, embedded_dir):
+    args = with_sets("configs/quickstart.yaml", tmp_path, "data.arith.num_train=20")
+    done = coldstart("score", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "e2e" / "score"
+    scores = [json.loads(line) for line in (folder / "scores.jsonl").read_text().splitlines()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert len(scores) == 20 and (folder / "compatibility.png").is_file() and summary["count"] == 20
+
+    # independently: plain transformers, the chat template, one sample at a time, no coldstart code
+    from coldstart.data import generate_arith  # only to get the same 20 samples
+    from coldstart.config import load_config
+
+    cfg = load_config("configs/quickstart.yaml", ["data.arith.num_train=20"])
+    samples = generate_arith(cfg.data.arith, "train", 20, cfg.seed)
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
+    for sample, scored in zip(samples, scores):
+        prompt = tok.apply_chat_template(sample["prompt"], add_generation_prompt=True, tokenize=False)
+        full = tok.apply_chat_template(sample["prompt"] + sample["completion"], tokenize=False)
+        ids = tok(full, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        start = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+        targets = ids[0, start:]
+        mean_logprob = logp[start - 1 :].gather(-1, targets.unsqueeze(-1)).mean().item()
+        assert scored["id"] == sample["id"] and scored["num_tokens"] == len(targets)
+        assert scored["compatibility"] == pytest.approx(float(np.exp(mean_logprob)), rel=1e-4)

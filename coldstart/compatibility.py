@@ -1,0 +1,179 @@
+"""Compatibility of a demonstration with a policy, the one implementation the loss, scorer, rewriting and report use.
+
+Per sample, the length-normalised NLL of its completion tokens `n = -mean_t log pi(y_t | x, y_<t)` and its friendly
+form `c = exp(-n)`, the geometric-mean token probability, in (0, 1]. Per-token log-probs come from a single
+forward: either TRL's fused, tiled LM head (no `(batch, seq, vocab)` logits; pays on GPUs with large vocabularies)
+or plain logits (faster for small models on CPUs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def use_fused_head(choice: str) -> bool:
+    """`auto` picks the fused head on CUDA and plain logits elsewhere (measured faster on CPU for the 135M model)."""
+    return torch.cuda.is_available() if choice == "auto" else choice == "fused"
+
+
+def token_logprobs(model, input_ids, attention_mask, labels, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labelled tokens, shifted to (batch, seq - 1), zero where the label is -100.
+
+    Returns `(log_probs, mask)`. With `fused=True` the model must carry TRL's fused LM head
+    (`trl.trainer.utils.add_fused_lm_head`), which SFTTrainer adds and `ensure_fused_head` adds elsewhere.
+    """
+    if fused:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        return out.log_probs, out.label_mask
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+    # Next-token targets, padded with -100 at the end so the logits keep their contiguous (batch * seq, vocab)
+    # layout: no copy of them, and CPU cross_entropy over a strided vocabulary axis loses ~1e-4 per token.
+    shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+    log_probs = -F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="none"
+    ).view_as(shifted)
+    return log_probs[:, :-1], shifted[:, :-1] != -100
+
+
+def ensure_fused_head(model) -> None:
+    """Add TRL's fused LM head to a model that does not have it yet (a model SFTTrainer prepared already has it)."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "_coldstart_fused", False):
+        add_fused_lm_head(base)
+        base._coldstart_fused = True
+
+
+def sequence_nll(log_probs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Length-normalised NLL per sample and its token count; a sample without tokens gets NLL 0."""
+    count = mask.sum(-1)
+    nll = -(log_probs * mask).sum(-1) / count.clamp(min=1)
+    return nll, count
+
+
+def compatibility(nll: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-nll)
+
+
+def tokenize_sample(tokenizer, prompt: Any, completion: Any, max_length: int | None) -> dict[str, list[int]]:
+    """`input_ids` and `labels` (-100 outside the completion) as TRL's SFTTrainer builds them for training.
+
+    Conversational samples go through the chat template; the completion starts where the tokenized prompt (with
+    the generation prompt) and prompt+completion diverge. Plain-text completions get the eos token appended.
+    """
+    if isinstance(prompt, list):
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+        full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)
+        prompt_ids, full_ids = prompt_ids["input_ids"], full_ids["input_ids"]
+    else:
+        if not completion.endswith(tokenizer.eos_token):
+            completion = completion + tokenizer.eos_token
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full_ids = tokenizer(prompt + completion)["input_ids"]
+    start = 0
+    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
+        start += 1
+    labels = [-100] * start + full_ids[start:]
+    if max_length is not None:
+        full_ids, labels = full_ids[:max_length], labels[:max_length]
+    return {"input_ids": full_ids, "labels": labels}
+
+
+def pad_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad tokenized rows into `input_ids`, `attention_mask` and `labels` tensors."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        attention[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+
+
+def length_buckets(lengths: list[int], max_tokens: int) -> Iterator[list[int]]:
+    """Indices grouped by similar length (sorted), each group's padded size at most `max_tokens` (or one row)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    group: list[int] = []
+    for i in order:
+        if group and lengths[group[0]] * (len(group) + 1) > max_tokens:
+            yield group
+            group = []
+        group.append(i)
+    if group:
+        yield group
+
+
+@torch.inference_mode()
+def score(
+    model, tokenizer, samples: Iterable[dict[str, Any]], max_length: int | None, fused: bool = False,
+    max_tokens: int = 4096, progress: bool = False,
+) -> list[dict[str, float]]:
+    """Compatibility of each sample's completion under `model`: `nll`, `compatibility`, `num_tokens`, `mean_logprob`.
+
+    Samples are batched by length (little padding) and scored under `torch.inference_mode()`; results come back
+    in the input order.
+    """
+    from tqdm.auto import tqdm
+
+    rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in samples]
+    if fused:
+        ensure_fused_head(model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[dict[str, float]] = [{} for _ in rows]
+    buckets = list(length_buckets([len(r["input_ids"]) for r in rows], max_tokens))
+    for group in tqdm(buckets, desc="scoring", disable=not progress):
+        batch = {k: v.to(device) for k, v in pad_batch([rows[i] for i in group], tokenizer.pad_token_id).items()}
+        log_probs, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], fused)
+        nll, count = sequence_nll(log_probs.float(), mask)
+        for i, n, c in zip(group, nll.tolist(), count.tolist()):
+            out[i] = {"nll": n, "compatibility": float(torch.exp(torch.tensor(-n))), "num_tokens": int(c), "mean_logprob": -n}
+    model.train(was_training)
+    return out
+
+
+def quantiles(values: list[float], qs: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)) -> dict[str, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return {f"q{int(q * 100):02d}": float(torch.quantile(t, q)) for q in qs}
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Distribution of compatibility over scored samples: overall, and by `style` and `source` when present."""
+    nll = torch.tensor([r["nll"] for r in records], dtype=torch.float64)
+    compat = [r["compatibility"] for r in records]
+    out: dict[str, Any] = {
+        "count": len(records),
+        "nll_mean": float(nll.mean()),
+        "nll_std": float(nll.std(unbiased=False)),
+        "compatibility_mean": sum(compat) / len(compat),
+        "compatibility_quantiles": quantiles(compat),
+    }
+    for key in ("style", "source"):
+        groups: dict[str, list[float]] = {}
+        for r in records:
+            if r.get(key) is not None:
+                groups.setdefault(str(r[key]), []).append(r["compatibility"])
+        if groups:
+            out[f"by_{key}"] = {
+                g: {"count": len(v), "compatibility_mean": sum(v) / len(v), "compatibility_median": quantiles(v, (0.5,))["q50"]}
+                for g, v in sorted(groups.items())
+            }
+    return out
+
+
+def gate_keep(compat: list[float], min_compatibility: float | None, drop_fraction: float) -> list[bool]:
+    """Which samples survive the gate: compatibility at least `min_compatibility`, and not in the least compatible
+    `drop_fraction` (ties broken by position)."""
+    keep = [min_compatibility is None or c >= min_compatibility for c in compat]
+    n_drop = int(drop_fraction * len(compat))
+    for i in sorted(range(len(compat)), key=lambda i: (compat[i], i))[:n_drop]:
+        keep[i] = False
+    return keep

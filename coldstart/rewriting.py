@@ -1,0 +1,174 @@
+"""Delayed, low-frequency rewriting of persistently incompatible demonstrations.
+
+Each sample's NLL is tracked as a moving average whenever it is trained on. From step `start`, every `every`
+steps, the `fraction` of seen samples with the highest moving-average NLL is picked; each, with probability
+`replace_prob`, gets `num_candidates` samples from the current policy. With `verify` on, the most compatible
+candidate whose final answer math-verify finds equal to the gold answer replaces the target, and a sample with no
+verified candidate is left as it was; with `verify` off, the first candidate replaces it (the paper's rule). The
+replacement is what later batches train on. Every attempt is written to `rewrites.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from coldstart.compatibility import score, tokenize_sample
+from coldstart.config import RewriteSection
+
+HINT = (
+    "Here is a reference solution:\n\n{reference}\n\nRestate this solution in your own words, step by step, and end "
+    "with the final answer as \\boxed{{N}}."
+)
+
+
+def resolve_steps(value: float, total_steps: int) -> int:
+    """A step count given as steps (>= 1) or as a fraction of training (< 1); at least 1."""
+    return max(1, int(value) if value >= 1 else math.ceil(value * total_steps))
+
+
+def is_due(step: int, start: int, every: int) -> bool:
+    return step >= start and (step - start) % every == 0
+
+
+def pick(moving_nll: dict[int, float], fraction: float, num_samples: int) -> list[int]:
+    """The `fraction` of the data set (at least one) with the highest moving-average NLL among seen samples."""
+    k = max(1, round(fraction * num_samples))
+    return sorted(moving_nll, key=lambda i: (-moving_nll[i], i))[:k]
+
+
+def choose(candidates: list[str], compat: list[float], verified: list[bool], verify: bool) -> tuple[int | None, str]:
+    """Which candidate replaces the target, and why; None leaves the target as it was."""
+    if not candidates:
+        return None, "no candidate"
+    if not verify:
+        return 0, "accepted unverified (verify: false)"
+    ok = [i for i, v in enumerate(verified) if v]
+    if not ok:
+        return None, "no candidate has the reference answer"
+    return max(ok, key=lambda i: compat[i]), "most compatible verified candidate"
+
+
+class Rewriter(TrainerCallback):
+    """Runs rewriting rounds on a CADFTTrainer's data as training goes (a Trainer callback)."""
+
+    def __init__(self, section: RewriteSection, trainer, train_dataset, tokenizer, log_path: Path, seed: int):
+        self.section, self.trainer, self.tokenizer = section, trainer, tokenizer
+        self.prompts = train_dataset["prompt"]
+        self.completions = train_dataset["completion"]
+        self.answers, self.ids = train_dataset["answer"], train_dataset["id"]
+        self.log_path, self.seed = Path(log_path), seed
+        self.max_length = trainer.args.max_length
+        self.moving_nll: dict[int, float] = {}
+        self.current: dict[int, str] = {}  # accepted replacement text per sample index
+        trainer.nll_observers.append(self.observe)
+        trainer.rewriter = self
+
+    def observe(self, index: list[int], nll: list[float]) -> None:
+        d = self.section.nll_decay
+        for i, n in zip(index, nll):
+            self.moving_nll[i] = n if i not in self.moving_nll else d * self.moving_nll[i] + (1 - d) * n
+
+    def on_step_end(self, args, state, control, **kwargs):
+        total = state.max_steps
+        start = resolve_steps(self.section.start, total)
+        every = resolve_steps(self.section.every, total)
+        if is_due(state.global_step, start, every) and state.global_step < total:
+            self.round(state.global_step)
+
+    def round(self, step: int) -> list[dict[str, Any]]:
+        """One rewriting round at `step`: returns the attempts it logged."""
+        from coldstart.eval.generation import generate
+        from coldstart.eval.grading import is_correct
+
+        s = self.section
+        rng = random.Random(f"rewrite-{self.seed}-{step}")
+        picked = pick(self.moving_nll, s.fraction, len(self.prompts))
+        chosen = [i for i in picked if rng.random() < s.replace_prob]
+        records = [self._record(step, i, accepted=False, reason="not drawn (replace_prob)") for i in picked if i not in chosen]
+        if chosen:
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            prompts = [self._generation_prompt(i) for i in chosen]
+            outputs = generate(
+                model, self.tokenizer, prompts, num_samples=s.num_candidates, max_new_tokens=s.max_new_tokens,
+                temperature=s.temperature, top_p=s.top_p, seed=self.seed + step,
+            )
+            for i, completions in zip(chosen, outputs):
+                texts = [c.text for c in completions if c.finished and c.text.strip()]
+                current = self._current_text(i)
+                scored = score(
+                    model, self.tokenizer,
+                    [{"prompt": self.prompts[i], "completion": self._as_completion(i, t)} for t in [current, *texts]],
+                    self.max_length, fused=self.trainer.fused,
+                )
+                compat = [r["compatibility"] for r in scored]
+                verified = [is_correct(self.answers[i], t) for t in texts]
+                best, reason = choose(texts, compat[1:], verified, s.verify)
+                if best is not None:
+                    self.apply(i, texts[best])
+                records.append(
+                    self._record(
+                        step, i, accepted=best is not None, reason=reason, old=current,
+                        new=texts[best] if best is not None else None, old_compat=compat[0],
+                        new_compat=compat[1 + best] if best is not None else None,
+                        candidates=len(completions), usable=len(texts), verified=sum(verified),
+                    )
+                )
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            for r in records:
+                handle.write(json.dumps(r) + "\n")
+        return records
+
+    def apply(self, index: int, text: str) -> None:
+        """Make `text` the target that later batches train on for sample `index`."""
+        row = tokenize_sample(self.tokenizer, self.prompts[index], self._as_completion(index, text), self.max_length)
+        self.trainer.overrides[index] = row
+        self.current[index] = text
+
+    def _current_text(self, index: int) -> str:
+        if index in self.current:
+            return self.current[index]
+        completion = self.completions[index]
+        return completion[-1]["content"] if isinstance(completion, list) else completion
+
+    def _as_completion(self, index: int, text: str) -> Any:
+        original = self.completions[index]
+        return [{"role": "assistant", "content": text}] if isinstance(original, list) else text
+
+    def _generation_prompt(self, index: int) -> Any:
+        prompt = self.prompts[index]
+        if not self.section.hint_reference:
+            return prompt
+        hint = HINT.format(reference=self._current_text(index))
+        if isinstance(prompt, list):
+            return prompt[:-1] + [{**prompt[-1], "content": prompt[-1]["content"] + "\n\n" + hint}]
+        return f"{prompt}\n\n{hint}\n"
+
+    def _record(self, step: int, index: int, accepted: bool, reason: str, **fields: Any) -> dict[str, Any]:
+        return {"step": step, "id": self.ids[index], "index": index, "moving_nll": self.moving_nll.get(index),
+                "accepted": accepted, "reason": reason, **fields}
+
+    # -- resume -----------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"moving_nll": {str(k): v for k, v in self.moving_nll.items()}}
+
+    def restore(self, state: dict[str, Any], step: int) -> None:
+        """Back to a checkpoint at `step`: its moving averages, and the accepted rewrites up to that step."""
+        self.moving_nll = {int(k): v for k, v in state.get("moving_nll", {}).items()}
+        if not self.log_path.is_file():
+            return
+        kept = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["step"] > step:
+                continue  # a round after the checkpoint: it will run again
+            kept.append(line)
+            if record["accepted"]:
+                self.apply(record["index"], record["new"])
+        self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

@@ -1,0 +1,53 @@
+"""Score stage: compatibility of every training demonstration under the base model, before any training.
+
+Recipe: load the demonstrations and the base model, score them in length-sorted batches, write
+`scores.jsonl` (one line per sample), `summary.json` (quantiles, per-style means) and `compatibility.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from coldstart.compatibility import score, summarize, use_fused_head
+from coldstart.config import Config
+from coldstart.data import load_samples
+from coldstart.models import load_model, load_tokenizer, model_fingerprint, resolve_model_path
+from coldstart.plots import compatibility_histogram
+from coldstart.runs import RunDir
+
+
+def fingerprint(cfg: Config, model_path: str) -> dict[str, Any]:
+    return {
+        "seed": cfg.seed,
+        "model": dataclasses.asdict(cfg.model),
+        "data": dataclasses.asdict(cfg.data),
+        "max_length": cfg.warmup.max_length,
+        "base_model": model_fingerprint(model_path),
+    }
+
+
+def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+    model_path = resolve_model_path(cfg.model.name_or_path)
+
+    def body(work: Path) -> dict[str, Any]:
+        train, stats = load_samples(cfg.data, "train", cfg.seed)
+        tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+        model = load_model(cfg.model, model_path)
+        scores = score(
+            model, tokenizer, train, cfg.warmup.max_length, fused=use_fused_head(cfg.warmup.logprobs), progress=True
+        )
+        records = [
+            {"id": s["id"], **r, "style": s["style"], "source": s["source"]} for s, r in zip(train, scores)
+        ]
+        with (work / "scores.jsonl").open("w", encoding="utf-8") as handle:
+            for r in records:
+                handle.write(json.dumps(r) + "\n")
+        summary = summarize(records)
+        (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        compatibility_histogram(records, work / "compatibility.png", "Demonstrations under the base model")
+        return {**summary, "data": stats.to_dict()}
+
+    return run_dir.run_stage("score", fingerprint(cfg, model_path), body, force=force)

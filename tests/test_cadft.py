@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+
+from coldstart.config import load_config
+from coldstart.data import load_samples
+from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
+from coldstart.stages.warmup import build_trainer
+from conftest import make_tiny_model
+
+
+def test_weights_by_hand():
+    nll = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    mean, std = mean_std(batch_moments(nll))
+    assert mean == pytest.approx(3.0) and std == pytest.approx(math.sqrt(3.5))  # population std
+    w = cadft_weights(nll, mean, std, beta=1.0)
+    # z = (6 - 3) / sqrt(3.5) = 1.6036; samples at or below the mean keep weight 1
+    assert w.tolist() == pytest.approx([1.0, 1.0, 1.0, math.exp(-3 / (math.sqrt(3.5) + 1e-6))])
+    assert cadft_weights(nll, mean, std, beta=2.0)[3].item() == pytest.approx(math.exp(-2 * 1.603567), rel=1e-5)
+    assert cadft_weights(nll, mean, std, beta=1.0, weight_floor=0.5)[3].item() == 0.5
+    # gate on compatibility exp(-n): exp(-3) = 0.0498 and exp(-6) are below 0.1
+    assert cadft_weights(nll, mean, std, beta=1.0, gate_min=0.1).tolist() == pytest.approx([1.0, 1.0, 0.0, 0.0])
+    assert effective_sample_fraction(torch.tensor([1.0, 1.0, 0.0, 0.0])) == pytest.approx(0.5)
+
+
+def test_loss_on_a_fixed_batch_by_hand():
+    # two samples: p = (0.5, 0.25) and p = (0.8, pad); weights (1, 0.5); 3 tokens in the global batch
+    log_probs = torch.log(torch.tensor([[0.5, 0.25], [0.8, 1.0]]))
+    mask = torch.tensor([[True, True], [True, False]])
+    w = torch.tensor([1.0, 0.5])
+    dft = (0.5 * math.log(2) + 0.25 * math.log(4) + 0.5 * 0.8 * -math.log(0.8)) / 3
+    sft = (math.log(2) + math.log(4) + 0.5 * -math.log(0.8)) / 3
+    assert token_loss(log_probs, mask, 3, "dft", w).item() == pytest.approx(dft)
+    assert token_loss(log_probs, mask, 3, "none", w).item() == pytest.approx(sft)
+    assert token_loss(log_probs, torch.zeros_like(mask), 0, "dft").item() == 0.0  # nothing to train on: finite 0
+
+
+def test_identical_samples_give_finite_weights():
+    nll = torch.full((4,), 2.5)
+    w = cadft_weights(nll, *mean_std(batch_moments(nll)), beta=1.0)
+    assert torch.isfinite(w).all() and w.tolist() == [1.0] * 4
+
+
+def make_trainer(tokenizer, tmp_path, sets, seed=0):
+    cfg = load_config(None, ["data.arith.num_train=8", "warmup.rewrite.enabled=false", *sets])
+    train, _ = load_samples(cfg.data, "train", cfg.seed)
+    trainer = build_trainer(cfg, tmp_path, train, make_tiny_model(tokenizer, seed), tokenizer)
+    rows = sorted(trainer.train_dataset, key=lambda r: r.get("sample_index", 0))
+    return trainer, rows
+
+
+def grads_for_split(trainer, rows, split):
+    """Run one optimizer step's worth of forward/backward over `rows` cut into `split` micro-batches."""
+    model = trainer.model
+    model.zero_grad()
+    size = len(rows) // split
+    micro = [trainer.data_collator(rows[i * size : (i + 1) * size]) for i in range(split)]
+    batches, num_items = trainer.get_batch_samples(iter(micro), split, torch.device("cpu"))
+    for batch in batches:
+        trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("stats", ["batch", "ema", "ema-uninitialised"])
+def test_gradient_does_not_depend_on_the_split(tokenizer, tmp_path, stats):
+    mode = stats.split("-")[0]
+    results = []
+    for split in (1, 2):
+        trainer, rows = make_trainer(tokenizer, tmp_path / str(split), ["warmup.loss=cadft", f"warmup.cadft.stats={mode}"])
+        trainer.model.train()
+        if stats == "ema":
+            trainer.ema = (10.8, 0.02)
+        results.append(grads_for_split(trainer, rows, split))
+        if stats == "batch" and split == 2:
+            assert trainer._step_stats is not None  # the pre-pass ran
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    assert any(g.abs().sum() > 0 for g in results[0])
+
+
+def test_beta_zero_is_exactly_dft(tokenizer, tmp_path):
+    cadft, rows = make_trainer(tokenizer, tmp_path / "c", ["warmup.loss=cadft", "warmup.cadft.beta=0"])
+    dft, _ = make_trainer(tokenizer, tmp_path / "d", ["warmup.loss=dft"])
+    batch = cadft.data_collator(rows)
+    plain = {k: v for k, v in batch.items() if k != "sample_index"}
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    losses, grads = [], []
+    for trainer, inputs in ((cadft, batch), (dft, plain)):
+        trainer.model.train()
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(inputs), num_items_in_batch=n)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in trainer.model.parameters()])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10)
+
+
+def test_cadft_damps_the_less_compatible_samples(tokenizer, tmp_path):
+    trainer, rows = make_trainer(tokenizer, tmp_path, ["warmup.loss=cadft"])
+    trainer.model.train()
+    batch = trainer.data_collator(rows)
+    trainer.compute_loss(trainer.model, dict(batch))
+    metrics = trainer._metrics["train"]
+    assert metrics["weight_min"][0] < 1.0 and metrics["compat_min"][0] <= metrics["compat_max"][0]
+    assert 0 < metrics["ess_fraction"][0] <= 1.0
+    assert any(key.startswith("style/") for key in metrics)
