@@ -27,9 +27,10 @@ def _add_config_args(parser: argparse.ArgumentParser, force_help: str) -> None:
 
 
 def _stage_runners() -> dict[str, Callable[..., dict[str, Any]]]:
-    from coldstart.stages import score, warmup
+    from coldstart.stages import eval as eval_stage
+    from coldstart.stages import handoff, rl, score, warmup
 
-    return {"score": score.run, "warmup": warmup.run}
+    return {"score": score.run, "warmup": warmup.run, "handoff": handoff.run, "rl": rl.run, "eval": eval_stage.run}
 
 
 def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
@@ -52,8 +53,10 @@ def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
     if unknown:
         raise ColdstartError(f"--force {unknown[0]}: not a stage; stages are {', '.join(runners)}")
     entries = {}
+    forced = False
     for stage in stages:
-        entries[stage] = runners[stage](cfg, run_dir, force=stage in args.force)
+        forced = forced or stage in args.force  # a redone stage changes the inputs of every later one
+        entries[stage] = runners[stage](cfg, run_dir, force=forced)
     _summary(run_dir, entries)
 
 
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = functools.partial(sub.add_parser, parents=[common])
 
     p = sub.add_parser("run", help="run every stage in order, skipping finished ones")
-    _add_config_args(p, "redo this stage even if it finished (repeatable)")
+    _add_config_args(p, "redo this stage, and the ones after it, even if they finished")
     p.set_defaults(func=lambda a: _run_stages(a, list(_stage_runners())))
 
     p = sub.add_parser("score", help="compatibility of every training demonstration under the base model")
@@ -87,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("warmup", help="supervised warm-up (sft | dft | cadft) of the base model on the demonstrations")
     _add_config_args(p, "redo the warm-up even if it finished (--force warmup)")
     p.set_defaults(func=lambda a: _run_stages(a, ["warmup"]))
+
+    p = sub.add_parser("handoff", help="check and export the warmed checkpoint for RL; write the mismatch report")
+    _add_config_args(p, "redo the handoff even if it finished (--force handoff)")
+    p.set_defaults(func=lambda a: _run_stages(a, ["handoff"]))
+
+    p = sub.add_parser("rl", help="GRPO with verifiable rewards from the handoff checkpoint")
+    _add_config_args(p, "redo the RL stage even if it finished (--force rl)")
+    p.set_defaults(func=lambda a: _run_stages(a, ["rl"]))
+
+    p = sub.add_parser("eval", help="greedy evaluation of the run's latest model on held-out problems")
+    _add_config_args(p, "redo the evaluation even if it finished (--force eval)")
+    p.set_defaults(func=lambda a: _run_stages(a, ["eval"]))
 
     p = sub.add_parser("config", help="print the resolved config, every default written out")
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")

@@ -140,6 +140,12 @@ def score(
     return out
 
 
+def score_records(model, tokenizer, dataset, max_length: int | None, fused: bool = False) -> list[dict[str, Any]]:
+    """`score` for a data set of samples, each result with the sample's `id`, `style` and `source`."""
+    scores = score(model, tokenizer, dataset, max_length, fused=fused, progress=True)
+    return [{"id": s["id"], **r, "style": s["style"], "source": s["source"]} for s, r in zip(dataset, scores)]
+
+
 def quantiles(values: list[float], qs: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)) -> dict[str, float]:
     t = torch.tensor(values, dtype=torch.float64)
     return {f"q{int(q * 100):02d}": float(torch.quantile(t, q)) for q in qs}

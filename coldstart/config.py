@@ -8,6 +8,7 @@ on: the common ones as named fields, any other through `warmup.trainer`.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import dataclasses
 import difflib
 import types
@@ -166,6 +167,61 @@ class WarmupSection:
 
 
 @dataclass
+class HandoffSection:
+    add_stop_ids: bool = option(
+        True, "Write every stop id (the tokenizer's eos and the chat template's turn terminator) into the generation config."
+    )
+    min_finished: float = option(
+        0.5, "Smallest share of the report's rollouts that must end by themselves within rl.max_completion_length."
+    )
+    report_prompts: int = option(16, "RL prompts rolled out for the mismatch report, rl.num_generations times each.")
+    report_demos: int = option(0, "Demonstrations scored under the base and the warmed policy (0 = all).")
+    batch_size: int = option(16, "Sequences per generation batch.")
+
+
+@dataclass
+class RlSection:
+    rewards: dict[str, float] = option(
+        {"accuracy": 1.0, "format": 0.2}, "Reward functions by name (accuracy, format, length) and their weights."
+    )
+    num_prompts: int = option(0, "RL prompts taken from the training split (0 = all).")
+    reward_timeout: float = option(5.0, "Seconds a reward check may take before it scores 0.")
+    zero_std_warning: float = option(
+        0.9, "Warn when at least this share of groups has zero reward variance (no learning signal)."
+    )
+    learning_rate: float = option(1e-6, "Peak learning rate; far below the warm-up's (reusing it collapses accuracy).", trl=True)
+    max_steps: int = option(-1, "Optimizer steps; -1 trains for num_train_epochs.", trl=True)
+    num_train_epochs: float = option(1.0, "Epochs over the RL prompts when max_steps is -1.", trl=True)
+    per_device_train_batch_size: int = option(8, "Completions per micro-batch on each process.", trl=True)
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", trl=True)
+    num_generations: int = option(8, "Completions per prompt (the GRPO group size).", trl=True)
+    max_completion_length: int = option(256, "Longest completion; longer ones are cut (and count as clipped).", trl=True)
+    temperature: float = option(1.0, "Sampling temperature of the rollouts.", trl=True)
+    top_p: float = option(1.0, "Nucleus sampling of the rollouts.", trl=True)
+    beta: float = option(0.0, "KL coefficient against the reference model (0: no reference model is loaded).", trl=True)
+    loss_type: str = option("dapo", "GRPO loss normalisation (TRL's loss_type: grpo, dapo, dr_grpo, bnpo, ...).", trl=True)
+    scale_rewards: str = option("group", "Advantage scaling: group, batch or none.", trl=True)
+    lr_scheduler_type: str = option("constant", "Learning-rate schedule (transformers name).", trl=True)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", trl=True)
+    logging_steps: float = option(1, "Log every this many steps.", trl=True)
+    save_steps: float = option(50, "Save a resumable checkpoint every this many steps.", trl=True)
+    save_total_limit: int = option(2, "Keep at most this many checkpoints.", trl=True)
+    bf16: bool | None = option(None, "bf16 mixed precision; null: on for CUDA, off on CPU.", trl=True)
+    activation_checkpointing: bool | None = option(None, "Recompute activations; null: on for CUDA, off on CPU.", trl=True)
+    use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').", trl=True)
+    vllm_mode: Literal["colocate", "server"] = option("colocate", "vLLM inside the trainer or a separate server.", trl=True)
+    keep_checkpoints: bool = option(False, "Keep the resumable Trainer checkpoints once the stage has finished.")
+    trainer: dict[str, Any] = option({}, "Any other trl.GRPOConfig field, passed as it is.")
+
+
+@dataclass
+class EvalSection:
+    num_problems: int = option(100, "Held-out problems evaluated (0 = the whole test split).")
+    max_new_tokens: int = option(256, "Longest generated answer.")
+    batch_size: int = option(16, "Sequences per generation batch.")
+
+
+@dataclass
 class Config:
     name: str = option("quickstart", "Run name: outputs go to <output_dir>/<name>/.")
     output_dir: str = option("runs", "Folder that holds the run directories.")
@@ -173,6 +229,9 @@ class Config:
     model: ModelSection = option(ModelSection(), "The base model.")
     data: DataSection = option(DataSection(), "Training and held-out data.")
     warmup: WarmupSection = option(WarmupSection(), "The supervised warm-up (TRL SFTTrainer).")
+    handoff: HandoffSection = option(HandoffSection(), "The checked SFT -> RL handoff and the mismatch report.")
+    rl: RlSection = option(RlSection(), "GRPO with verifiable rewards (TRL GRPOTrainer).")
+    eval: EvalSection = option(EvalSection(), "Evaluation on held-out problems.")
 
     @property
     def run_dir(self) -> Path:
@@ -183,7 +242,7 @@ class Config:
 
 
 # Which trl config each section passes its `trainer` dict to, for key checks.
-_TRAINER_CONFIGS = {"warmup": ("trl", "SFTConfig")}
+_TRAINER_CONFIGS = {"warmup": ("trl", "SFTConfig"), "rl": ("trl", "GRPOConfig")}
 
 
 def trl_kwargs(section: Any) -> dict[str, Any]:
@@ -327,6 +386,14 @@ def _check_values(cfg: Config, where: _Where) -> None:
             raise ColdstartError(f"{where(path)}: must be positive, got {value}")
     if w.max_steps == 0 or w.max_steps < -1:
         raise ColdstartError(f"{where(('warmup', 'max_steps'))}: must be positive, or -1 to train by epochs")
+    rl = cfg.rl
+    for key in ("learning_rate", "num_generations", "max_completion_length", "per_device_train_batch_size"):
+        if getattr(rl, key) <= 0:
+            raise ColdstartError(f"{where(('rl', key))}: must be positive, got {getattr(rl, key)}")
+    if rl.max_steps == 0 or rl.max_steps < -1:
+        raise ColdstartError(f"{where(('rl', 'max_steps'))}: must be positive, or -1 to train by epochs")
+    if rl.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ColdstartError(f"{where(('rl', 'use_vllm'))}: vLLM is not installed; pip install 'coldstart[vllm]' (GPU only)")
     c = cfg.warmup.cadft
     if c.beta < 0:
         raise ColdstartError(f"{where(('warmup', 'cadft', 'beta'))}: must be >= 0")

@@ -387,3 +387,13 @@ def load_samples(cfg: DataSection, part: str, seed: int):
             if isinstance(sample["prompt"], list):
                 sample["prompt"] = [{"role": "system", "content": cfg.system_prompt}] + sample["prompt"]
     return datasets.Dataset.from_list(samples), stats
+
+
+def rl_prompts(cfg: DataSection, num_prompts: int, seed: int):
+    """The prompts (with gold answers) GRPO trains on: the training split, shuffled by `seed`, the first
+    `num_prompts` of it (0 = all)."""
+    train, stats = load_samples(cfg, "train", seed)
+    train = train.shuffle(seed=seed)
+    if num_prompts:
+        train = train.select(range(min(num_prompts, len(train))))
+    return train, stats

@@ -48,3 +48,41 @@ def weights_over_training(metrics: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def mismatch_figure(base: list[dict[str, Any]] | None, warmed: list[dict[str, Any]], correct_per_prompt: list[int],
+                    k: int, path: Path) -> None:
+    """Left: demonstration compatibility under the base and the warmed policy. Right: correct rollouts per prompt."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    bins = [i / 40 for i in range(41)]
+    for name, records in (("base", base), ("warmed", warmed)):
+        if records:
+            axes[0].hist([r["compatibility"] for r in records], bins=bins, alpha=0.55, label=name)
+    axes[0].set_xlabel("compatibility")
+    axes[0].set_ylabel("demonstrations")
+    axes[0].legend()
+    axes[0].set_title("Demonstrations under each policy")
+    counts = [correct_per_prompt.count(c) for c in range(k + 1)]
+    colors = ["tab:red" if c in (0, k) else "tab:blue" for c in range(k + 1)]
+    axes[1].bar(range(k + 1), counts, color=colors)
+    axes[1].set_xlabel(f"correct rollouts out of k={k} (red: zero-variance groups)")
+    axes[1].set_ylabel("RL prompts")
+    axes[1].set_title("What GRPO will see")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def rl_curves(metrics: list[dict[str, Any]], path: Path) -> None:
+    """Reward mean, share of zero-variance groups and completion length against the GRPO step."""
+    panels = (("reward", "reward mean"), ("frac_reward_zero_std", "zero-variance groups"),
+              ("completions/mean_length", "completion length"))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for ax, (key, label) in zip(axes, panels):
+        points = [(m["step"], m[key]) for m in metrics if key in m]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        ax.set_xlabel("step")
+        ax.set_title(label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from coldstart.compatibility import score, summarize, use_fused_head
+from coldstart.compatibility import score_records, summarize, use_fused_head
 from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.models import load_model, load_tokenizer, model_fingerprint, resolve_model_path
@@ -36,12 +36,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         train, stats = load_samples(cfg.data, "train", cfg.seed)
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         model = load_model(cfg.model, model_path)
-        scores = score(
-            model, tokenizer, train, cfg.warmup.max_length, fused=use_fused_head(cfg.warmup.logprobs), progress=True
-        )
-        records = [
-            {"id": s["id"], **r, "style": s["style"], "source": s["source"]} for s, r in zip(train, scores)
-        ]
+        records = score_records(model, tokenizer, train, cfg.warmup.max_length, use_fused_head(cfg.warmup.logprobs))
         with (work / "scores.jsonl").open("w", encoding="utf-8") as handle:
             for r in records:
                 handle.write(json.dumps(r) + "\n")

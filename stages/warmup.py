@@ -22,8 +22,8 @@ from coldstart.errors import ColdstartError
 from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
 from coldstart.plots import weights_over_training
 from coldstart.rewriting import Rewriter
-from coldstart.runs import RunDir, is_checkpoint, tree_sha256
-from coldstart.training import MetricsLog, last_checkpoint, read_metrics, trainer_kwargs
+from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
+from coldstart.training import MetricsLog, last_checkpoint, trainer_kwargs
 
 # coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
 LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
@@ -77,7 +77,7 @@ def _score_dir(cfg: Config, run_dir: RunDir) -> Path | None:
 
 def _apply_gate(cfg: Config, train, score_dir: Path):
     scores = score_dir / "scores.jsonl"
-    by_id = {r["id"]: r["compatibility"] for r in read_metrics(scores)}
+    by_id = {r["id"]: r["compatibility"] for r in read_jsonl(scores)}
     missing = [i for i in train["id"] if i not in by_id]
     if missing:
         raise ColdstartError(f"{scores}: no score for sample {missing[0]!r}; re-run `coldstart score --force score`")
@@ -126,7 +126,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             trainer.restore_state(checkpoint)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(work / "final"))
-        metrics = read_metrics(work / "metrics.jsonl")
+        metrics = read_jsonl(work / "metrics.jsonl")
         losses = [m["loss"] for m in metrics if "loss" in m]
         out = {
             "loss": cfg.warmup.loss,
@@ -140,7 +140,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         if isinstance(trainer, CADFTTrainer):
             weights_over_training(metrics, work / "weights.png")
             out["by_style"] = _style_means(metrics)
-            rewrites = read_metrics(work / "rewrites.jsonl")
+            rewrites = read_jsonl(work / "rewrites.jsonl")
             out["rewrites"] = {
                 "rounds": len({r["step"] for r in rewrites}),
                 "attempts": len(rewrites),

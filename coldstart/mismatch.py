@@ -1,0 +1,110 @@
+"""The pre-RL mismatch report: how far the warmed policy still is from the demonstrations, and what GRPO will see.
+
+Inputs are plain records (scored demonstrations, graded rollouts); the functions here compute the figures and the
+verdicts and render Markdown. The handoff stage does the model work and the I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coldstart.compatibility import summarize
+from coldstart.eval.metrics import pass_at_k
+
+
+def rollout_stats(groups: list[list[dict[str, Any]]], max_completion_length: int) -> dict[str, Any]:
+    """Figures over rollouts grouped by prompt; each rollout has `correct`, `boxed`, `finished`, `num_tokens`."""
+    k = len(groups[0])
+    flat = [r for g in groups for r in g]
+    correct = [sum(r["correct"] for r in g) for g in groups]
+    return {
+        "prompts": len(groups),
+        "k": k,
+        "pass@1": sum(correct) / len(flat),
+        f"pass@{k}": sum(pass_at_k(k, c, k) for c in correct) / len(groups),
+        "all_correct": sum(c == k for c in correct) / len(groups),
+        "all_wrong": sum(c == 0 for c in correct) / len(groups),
+        "zero_variance": sum(c in (0, k) for c in correct) / len(groups),
+        "truncated": sum(not r["finished"] for r in flat) / len(flat),
+        "format": sum(r["boxed"] for r in flat) / len(flat),
+        "mean_length": sum(r["num_tokens"] for r in flat) / len(flat),
+        "max_completion_length": max_completion_length,
+        "correct_per_prompt": correct,
+    }
+
+
+def verdicts(base: dict[str, Any] | None, warmed: dict[str, Any], rollouts: dict[str, Any]) -> list[str]:
+    """Plain-language conclusions, one sentence each."""
+    k, out = rollouts["k"], []
+    zero = rollouts["zero_variance"]
+    out.append(
+        f"{zero:.0%} of RL prompts give zero-variance groups at k={k} (all right {rollouts['all_correct']:.0%}, all "
+        f"wrong {rollouts['all_wrong']:.0%}): GRPO gets no advantage from them."
+        + (" Most of the RL data carries no signal: use easier or harder prompts, or a larger group." if zero > 0.5 else "")
+    )
+    out.append(f"pass@1 is {rollouts['pass@1']:.0%} and pass@{k} is {rollouts[f'pass@{k}']:.0%} on the RL prompts.")
+    trunc = rollouts["truncated"]
+    out.append(
+        f"{trunc:.0%} of rollouts hit max_completion_length={rollouts['max_completion_length']}"
+        + (": clipped answers score 0, raise rl.max_completion_length." if trunc > 0.1 else ".")
+    )
+    fmt = rollouts["format"]
+    out.append(
+        f"{fmt:.0%} of rollouts end in a \\boxed{{}} answer"
+        + (": the format reward will dominate early RL." if fmt < 0.5 else ".")
+    )
+    median = warmed["compatibility_quantiles"]["q50"]
+    if base is not None:
+        out.append(
+            f"Median demonstration compatibility went from {base['compatibility_quantiles']['q50']:.2f} (base) to "
+            f"{median:.2f} (warmed)."
+        )
+    styles = warmed.get("by_style") or {}
+    if len(styles) > 1:
+        low = min(styles, key=lambda s: styles[s]["compatibility_mean"])
+        high = max(styles, key=lambda s: styles[s]["compatibility_mean"])
+        out.append(
+            f"The warmed policy is furthest from the '{low}' demonstrations (mean compatibility "
+            f"{styles[low]['compatibility_mean']:.2f}) and closest to '{high}' ({styles[high]['compatibility_mean']:.2f})."
+        )
+    return out
+
+
+def build_report(base_records: list[dict] | None, warmed_records: list[dict], rollouts: dict[str, Any]) -> dict[str, Any]:
+    base = summarize(base_records) if base_records else None
+    warmed = summarize(warmed_records)
+    return {
+        "demonstrations": {"base": base, "warmed": warmed},
+        "rollouts": rollouts,
+        "verdicts": verdicts(base, warmed, rollouts),
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    r = report["rollouts"]
+    k = r["k"]
+    lines = ["# Pre-RL mismatch report", "", "## Verdicts", ""]
+    lines += [f"- {v}" for v in report["verdicts"]]
+    lines += ["", f"## Rollouts of the warmed policy ({r['prompts']} RL prompts x k={k})", "", "| figure | value |", "|---|---|"]
+    for key in ("pass@1", f"pass@{k}", "all_correct", "all_wrong", "zero_variance", "truncated", "format"):
+        lines.append(f"| {key} | {r[key]:.3f} |")
+    lines.append(f"| mean length (tokens) | {r['mean_length']:.1f} |")
+    lines += ["", "## Demonstration compatibility", "", "| policy | mean | q05 | q25 | q50 | q75 | q95 |", "|---|---|---|---|---|---|---|"]
+    for name, d in report["demonstrations"].items():
+        if d is None:
+            continue
+        q = d["compatibility_quantiles"]
+        lines.append(
+            f"| {name} | {d['compatibility_mean']:.3f} | {q['q05']:.3f} | {q['q25']:.3f} | {q['q50']:.3f} | "
+            f"{q['q75']:.3f} | {q['q95']:.3f} |"
+        )
+    for group in ("by_style", "by_source"):
+        warmed = report["demonstrations"]["warmed"].get(group)
+        if not warmed:
+            continue
+        base = (report["demonstrations"]["base"] or {}).get(group, {})
+        lines += ["", f"### {group.replace('_', ' ')}", "", "| group | n | base mean | warmed mean |", "|---|---|---|---|"]
+        for name, w in warmed.items():
+            b = base.get(name, {}).get("compatibility_mean")
+            lines.append(f"| {name} | {w['count']} | {'-' if b is None else f'{b:.3f}'} | {w['compatibility_mean']:.3f} |")
+    return "\n".join(lines) + "\n"

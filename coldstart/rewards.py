@@ -1,0 +1,62 @@
+"""Verifiable rewards for GRPO, by name, in TRL's reward-function form `f(prompts, completions, **columns)`.
+
+- `accuracy`: 1 when math-verify finds the completion's final answer equal to the gold `answer`, else 0.
+- `format`: 1 when the completion ends its answer in a non-empty `\\boxed{}`, else 0.
+- `length`: a penalty in [-1, 0] for the share of `max_completion_length` the completion uses.
+
+Each is safe against hostile completions: only the tail is read and checks have a time limit (`eval.grading`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable
+
+from coldstart.errors import ColdstartError
+from coldstart.eval.grading import MAX_CHARS, is_correct
+
+_BOXED = re.compile(r"\\boxed\{\s*[^{}\s][^{}]*\}")
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion, conversational (a list of messages) or plain."""
+    if isinstance(completion, list):
+        return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
+    return completion if isinstance(completion, str) else ""
+
+
+def accuracy(completions: list[Any], answer: list[str], timeout: float = 5.0, **kwargs: Any) -> list[float]:
+    return [float(is_correct(gold, completion_text(c), timeout)) for c, gold in zip(completions, answer)]
+
+
+def has_boxed_answer(text: str) -> bool:
+    return _BOXED.search(text[-MAX_CHARS:]) is not None
+
+
+def boxed_format(completions: list[Any], **kwargs: Any) -> list[float]:
+    return [float(has_boxed_answer(completion_text(c))) for c in completions]
+
+
+def length_penalty(completions: list[Any], completion_ids: list[list[int]], max_length: int, **kwargs: Any) -> list[float]:
+    return [-min(len(ids), max_length) / max_length for ids in completion_ids]
+
+
+REWARDS: dict[str, Callable[..., list[float]]] = {
+    "accuracy": accuracy,
+    "format": boxed_format,
+    "length": length_penalty,
+}
+
+
+def build_rewards(weights: dict[str, float], max_completion_length: int, timeout: float) -> tuple[list[Callable], list[float]]:
+    """The reward functions and their weights, named as TRL logs them (`rewards/<name>/mean`)."""
+    funcs = []
+    for name in weights:
+        if name not in REWARDS:
+            raise ColdstartError(f"rl.rewards.{name}: unknown reward; known: {', '.join(REWARDS)}")
+        bound = {"accuracy": {"timeout": timeout}, "length": {"max_length": max_completion_length}}.get(name, {})
+        func = functools.partial(REWARDS[name], **bound)
+        func.__name__ = name
+        funcs.append(func)
+    return funcs, list(weights.values())

@@ -1,0 +1,137 @@
+"""Handoff stage: the warmed checkpoint, made ready for RL and vLLM, checked, and measured against the demonstrations.
+
+Recipe: load `warmup/final/` (merging LoRA adapters), restore `use_cache`, write every stop id into the generation
+config, save `model/` in HF format, reload it as a user would, run the end-of-turn checks, then the mismatch report:
+demonstration compatibility under the base and the warmed policy, and rollouts of the warmed policy on the RL
+prompts with GRPO's sampling settings. A failed check, or rollouts that mostly run to the length cap, stop the
+pipeline with what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from coldstart.checkpoint import check_checkpoint, stop_token_ids
+from coldstart.compatibility import score_records, use_fused_head
+from coldstart.config import Config
+from coldstart.data import load_samples, rl_prompts
+from coldstart.errors import ColdstartError
+from coldstart.eval.generation import generate
+from coldstart.eval.grading import is_correct
+from coldstart.mismatch import build_report, render_markdown, rollout_stats
+from coldstart.models import load_model, resolve_model_path
+from coldstart.plots import mismatch_figure
+from coldstart.rewards import has_boxed_answer
+from coldstart.runs import RunDir, read_jsonl, tree_sha256
+
+
+def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
+    """Write the warmed model to `out` as a self-contained HF checkpoint; returns what was changed."""
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    merged = (final / "adapter_config.json").is_file()
+    if merged:
+        from peft import PeftModel
+
+        base = load_model(cfg.model, resolve_model_path(cfg.model.name_or_path))
+        model = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
+    else:
+        model = load_model(cfg.model, str(final))
+    model.config.use_cache = True
+    model.generation_config.use_cache = True
+    added: list[int] = []
+    if cfg.handoff.add_stop_ids:
+        listed = model.generation_config.eos_token_id
+        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        added = [i for i in stop_token_ids(tokenizer) if i not in listed]
+        model.generation_config.eos_token_id = listed + added
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {"merged_lora": merged, "added_stop_ids": added}
+
+
+def _rollouts(cfg: Config, model, tokenizer) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    prompts, _ = rl_prompts(cfg.data, cfg.handoff.report_prompts, cfg.seed)
+    rl = cfg.rl
+    outputs = generate(
+        model, tokenizer, prompts["prompt"], num_samples=rl.num_generations, max_new_tokens=rl.max_completion_length,
+        temperature=rl.temperature, top_p=rl.top_p, batch_size=cfg.handoff.batch_size, seed=cfg.seed,
+    )
+    groups, records = [], []
+    for sample, completions in zip(prompts, outputs):
+        group = []
+        for c in completions:
+            r = {"correct": is_correct(sample["answer"], c.text, rl.reward_timeout), "boxed": has_boxed_answer(c.text),
+                 "finished": c.finished, "num_tokens": c.num_tokens}
+            group.append(r)
+            records.append({"id": sample["id"], "completion": c.text, **r})
+        groups.append(group)
+    return groups, records
+
+
+def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer):
+    """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now)."""
+    train, _ = load_samples(cfg.data, "train", cfg.seed)
+    if cfg.handoff.report_demos:
+        train = train.select(range(min(cfg.handoff.report_demos, len(train))))
+    fused = use_fused_head(cfg.warmup.logprobs)
+    warmed = score_records(model, tokenizer, train, cfg.warmup.max_length, fused)
+    if run_dir.finished("score"):
+        by_id = {r["id"]: r for r in read_jsonl(run_dir.stage_dir("score") / "scores.jsonl")}
+        base = [by_id[i] for i in train["id"] if i in by_id]
+    else:
+        path = resolve_model_path(cfg.model.name_or_path)
+        base = score_records(load_model(cfg.model, path), AutoTokenizer.from_pretrained(path), train, cfg.warmup.max_length, fused)
+    return base, warmed
+
+
+def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+    warmup_dir = run_dir.require("warmup", "handoff")
+    score_dir = run_dir.stage_dir("score") if run_dir.finished("score") else None
+
+    def body(work: Path) -> dict[str, Any]:
+        changes = export(cfg, warmup_dir / "final", work / "model")
+        tokenizer = AutoTokenizer.from_pretrained(work / "model")
+        model = AutoModelForCausalLM.from_pretrained(work / "model")
+        prompts, _ = rl_prompts(cfg.data, 1, cfg.seed)
+        failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
+        groups, rollouts = _rollouts(cfg, model, tokenizer)
+        base, warmed = _demonstrations(cfg, run_dir, model, tokenizer)
+        report = build_report(base, warmed, rollout_stats(groups, cfg.rl.max_completion_length))
+        (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
+        (work / "mismatch.md").write_text(render_markdown(report))
+        mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"], work / "mismatch.png")
+        with (work / "rollouts.jsonl").open("w", encoding="utf-8") as handle:
+            for r in rollouts:
+                handle.write(json.dumps(r) + "\n")
+        finished = 1 - report["rollouts"]["truncated"]
+        if finished < cfg.handoff.min_finished:
+            failures.append(
+                f"smoke test: only {finished:.0%} of the rollouts ended by themselves within "
+                f"rl.max_completion_length={cfg.rl.max_completion_length} (handoff.min_finished="
+                f"{cfg.handoff.min_finished}); check that the warm-up trained on the end-of-turn token, or raise "
+                "rl.max_completion_length"
+            )
+        summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures, "finished_rate": finished}
+        (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if failures:
+            raise ColdstartError(f"handoff: {'; '.join(failures)} (report in {work})")
+        return {**summary, "rollouts": {k: v for k, v in report["rollouts"].items() if k != "correct_per_prompt"},
+                "verdicts": report["verdicts"]}
+
+    fingerprint = {
+        "seed": cfg.seed,
+        "warmup": run_dir.finished("warmup").get("outputs_sha256"),
+        "score": tree_sha256(score_dir) if score_dir else None,
+        "model": dataclasses.asdict(cfg.model),
+        "handoff": dataclasses.asdict(cfg.handoff),
+        "data": dataclasses.asdict(cfg.data),
+        "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p")},
+    }
+    return run_dir.run_stage("handoff", fingerprint, body, force=force)

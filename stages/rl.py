@@ -1,0 +1,110 @@
+"""RL stage: GRPO with verifiable rewards on TRL's GRPOTrainer, as it is, from the handoff checkpoint.
+
+Recipe: load the RL prompts (every gold answer must parse) and `handoff/model/`, build the rewards from the
+registry, train (resuming an interrupted attempt), save `final/` in HF format, plot the reward curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from coldstart.config import Config
+from coldstart.data import rl_prompts
+from coldstart.errors import ColdstartError
+from coldstart.eval.grading import parse_gold
+from coldstart.models import load_model
+from coldstart.plots import rl_curves
+from coldstart.rewards import build_rewards
+from coldstart.runs import RunDir, is_checkpoint, read_jsonl
+from coldstart.training import MetricsLog, last_checkpoint, trainer_kwargs
+
+logger = logging.getLogger(__name__)
+
+
+class ZeroSignalWarning(TrainerCallback):
+    """Warns when nearly every GRPO group has the same reward for all its completions (no advantage to learn from)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        share = (logs or {}).get("frac_reward_zero_std")
+        if share is not None and share >= self.threshold:
+            logger.warning(
+                "step %d: %.0f%% of GRPO groups have zero reward variance, so no learning signal; consider a larger "
+                "rl.num_generations or prompts of better-matched difficulty", state.global_step, 100 * share
+            )
+
+
+def check_answers(prompts) -> None:
+    """Every gold answer must parse: an unparsable one would make the accuracy reward meaningless."""
+    for sample in prompts:
+        try:
+            parse_gold(sample["answer"])
+        except ColdstartError as e:
+            raise ColdstartError(f"RL prompt {sample['id']!r}: field 'answer': {e}") from None
+
+
+def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> GRPOTrainer:
+    rl = cfg.rl
+    funcs, weights = build_rewards(rl.rewards, rl.max_completion_length, rl.reward_timeout)
+    kwargs = trainer_kwargs(rl, output_dir, cfg.seed)
+    kwargs.setdefault("reward_weights", weights)
+    args = GRPOConfig(**kwargs)
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=prompts.select_columns(["prompt", "answer", "id"]),
+        processing_class=tokenizer,
+        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), ZeroSignalWarning(rl.zero_std_warning)],
+    )
+
+
+def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    return {
+        "seed": cfg.seed,
+        "handoff": run_dir.finished("handoff").get("outputs_sha256"),
+        "data": dataclasses.asdict(cfg.data),
+        "rl": dataclasses.asdict(cfg.rl),
+    }
+
+
+def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+    model_dir = run_dir.require("handoff", "rl") / "model"
+
+    def body(work: Path) -> dict[str, Any]:
+        prompts, stats = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
+        check_answers(prompts)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = load_model(cfg.model, str(model_dir))
+        trainer = build_trainer(cfg, work, prompts, model, tokenizer)
+        result = trainer.train(resume_from_checkpoint=last_checkpoint(work))
+        trainer.save_model(str(work / "final"))
+        metrics = read_jsonl(work / "metrics.jsonl")
+        rl_curves(metrics, work / "rewards.png")
+        logged = [m for m in metrics if "reward" in m]
+        first, last = (logged[0], logged[-1]) if logged else ({}, {})
+        return {
+            "steps": trainer.state.global_step,
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "reward_first": first.get("reward"),
+            "reward_last": last.get("reward"),
+            "reward_mean": sum(m["reward"] for m in logged) / len(logged) if logged else None,
+            "frac_reward_zero_std_mean": (
+                sum(m.get("frac_reward_zero_std", 0) for m in logged) / len(logged) if logged else None
+            ),
+            "clipped_ratio_mean": (
+                sum(m.get("completions/clipped_ratio", 0) for m in logged) / len(logged) if logged else None
+            ),
+            "prompts": stats.to_dict() | {"used": len(prompts)},
+        }
+
+    keep = (lambda rel: True) if cfg.rl.keep_checkpoints else (lambda rel: not is_checkpoint(rel))
+    return run_dir.run_stage("rl", fingerprint(cfg, run_dir), body, force=force, keep=keep)

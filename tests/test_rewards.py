@@ -1,0 +1,81 @@
+import importlib.util
+import threading
+import time
+
+import pytest
+
+from coldstart.config import load_config
+from coldstart.errors import ColdstartError
+from coldstart.eval.grading import extract_answer, is_correct
+from coldstart.rewards import REWARDS, build_rewards, completion_text
+
+HOSTILE = [
+    "\\boxed{" + "{" * 200_000,  # unbalanced
+    "\\boxed{" + "\\frac{1}{" * 3000 + "2" + "}" * 3000 + "}",  # deeply nested
+    "x" * 3_000_000 + "\\boxed{7}",  # megabytes, right answer at the very end
+    "\\boxed{10^{10^{10^{10^{10}}}}}",  # a number sympy cannot finish with
+    "\\boxed{" + "9" * 5000 + "!}",
+]
+
+
+def conv(text):
+    return [{"role": "assistant", "content": text}]
+
+
+def test_accuracy_on_correct_wrong_and_unparsable():
+    funcs, weights = build_rewards({"accuracy": 1.0, "format": 0.5}, 64, timeout=5.0)
+    accuracy, fmt = funcs
+    assert [f.__name__ for f in funcs] == ["accuracy", "format"] and weights == [1.0, 0.5]
+    completions = [conv("3 + 4 = 7, so \\boxed{7}."), conv("\\boxed{8}"), conv("seven, I think"), conv("\\boxed{}")]
+    assert accuracy(completions=completions, answer=["7"] * 4) == [1.0, 0.0, 0.0, 0.0]
+    assert fmt(completions=completions) == [1.0, 1.0, 0.0, 0.0]
+    assert accuracy(completions=["\\boxed{\\frac{1}{2}}"], answer=["0.5"]) == [1.0]
+
+
+def test_length_penalty_and_unknown_reward():
+    (length,), _ = build_rewards({"length": 1.0}, 10, timeout=5.0)
+    assert length(completions=["a", "b"], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
+    with pytest.raises(ColdstartError, match="rl.rewards.acuracy: unknown reward; known: accuracy, format, length"):
+        build_rewards({"acuracy": 1.0}, 10, timeout=5.0)
+    assert set(REWARDS) == {"accuracy", "format", "length"}
+
+
+def test_unparsable_gold_is_an_error_not_a_reward():
+    with pytest.raises(ColdstartError, match="cannot parse this gold answer"):
+        is_correct("\\boxed{", "\\boxed{1}")
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=["unbalanced", "nested", "megabytes", "tower", "factorial"])
+def test_hostile_completions_score_zero_within_the_limit(text):
+    started = time.time()
+    reward = REWARDS["accuracy"](completions=[conv(text)], answer=["5"], timeout=5.0)
+    assert time.time() - started < 5.5
+    assert reward == [0.0]
+    assert REWARDS["format"](completions=[conv(text)]) in ([0.0], [1.0])
+
+
+def test_hostile_completion_off_the_main_thread_is_killed_in_time():
+    results = []
+
+    def worker():
+        started = time.time()
+        results.append((is_correct("5", HOSTILE[3], timeout=2.0), time.time() - started))
+        results.append((is_correct("7", HOSTILE[2], timeout=2.0), 0.0))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(60)
+    assert results[0][0] is False and results[0][1] < 8.0  # worker start-up included
+    assert results[1][0] is True
+
+
+def test_completion_text_and_extraction():
+    assert completion_text(conv("a")) == "a" and completion_text("b") == "b"
+    assert extract_answer("so \\boxed{42}.") == "42"
+    assert extract_answer("no answer here") is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_use_vllm_without_vllm_fails_with_the_install_hint():
+    with pytest.raises(ColdstartError, match=r"rl.use_vllm: vLLM is not installed; pip install 'coldstart\[vllm\]'"):
+        load_config(None, ["rl.use_vllm=true"])
