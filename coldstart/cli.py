@@ -60,6 +60,55 @@ def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
     _summary(run_dir, entries)
 
 
+def _eval(args: argparse.Namespace) -> None:
+    if args.model is None:
+        if args.config is None:
+            raise ColdstartError("eval: give a config (the run's models) or --model PATH --benchmark NAME")
+        return _run_stages(args, ["eval"])
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from coldstart.config import load_config
+    from coldstart.models import resolve_model_path
+    from coldstart.runs import write_jsonl
+    from coldstart.stages.eval import evaluate_folder, held_out
+
+    cfg = load_config(args.config, args.overrides)
+    if args.benchmark:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.benchmark))
+    model = resolve_model_path(args.model)
+    name = f"{Path(model).name}-{Path(cfg.data.source).stem}"
+    out = Path(args.out or Path("eval") / name)
+    problems, _ = held_out(cfg)
+    records, metrics = evaluate_folder(cfg, Path(model), problems)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "records.jsonl", records)
+    (out / "results.json").write_text(json.dumps({"model": model, "benchmark": cfg.data.source, **metrics}, indent=2) + "\n")
+    ci = metrics["accuracy_ci"]
+    print(f"{model} on {cfg.data.source}: accuracy {metrics['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+          f"over {metrics['problems']} problems -> {out}/")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from coldstart.config import load_config
+    from coldstart.eval.compare import analyse, compare_dir, run_matrix
+    from coldstart.eval.report import write_compare
+
+    cfg = load_config(args.config, args.overrides)
+    runs = run_matrix(cfg, _stage_runners(), args.force)
+    results = analyse(cfg, runs)
+    out = compare_dir(cfg)
+    write_compare(out, results, runs)
+    print(f"\n{(out / 'report.md').read_text()}\ncomparison: {out}/")
+
+
+def _rerender(path: str):
+    from coldstart.eval.report import rerender
+
+    return rerender(path)
+
+
 def _prepare_model(args: argparse.Namespace) -> None:
     from coldstart.models import embedded_model_dir
 
@@ -99,9 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, "redo the RL stage even if it finished (--force rl)")
     p.set_defaults(func=lambda a: _run_stages(a, ["rl"]))
 
-    p = sub.add_parser("eval", help="greedy evaluation of the run's latest model on held-out problems")
-    _add_config_args(p, "redo the evaluation even if it finished (--force eval)")
-    p.set_defaults(func=lambda a: _run_stages(a, ["eval"]))
+    p = sub.add_parser(
+        "eval",
+        help="evaluate the run's models on held-out problems, or any model: --model PATH --benchmark NAME",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (optional with --model)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo the eval stage (--force eval)")
+    p.add_argument("--model", help="a model folder or Hub id to evaluate instead of the run's models")
+    p.add_argument("--benchmark", default=None, help="arith, gsm8k, a local file or folder, or a Hub dataset id")
+    p.add_argument("--out", default=None, help="where --model results go (default: eval/<model>-<benchmark>/)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("compare", help="{base, sft, dft, cadft} x {warm-up, warm-up + GRPO}, with confidence intervals")
+    _add_config_args(p, "redo this stage in every start, and the stages after it")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("report", help="re-render the reports of a comparison or run directory from their JSON")
+    p.add_argument("path", help="a run directory, or the folder holding compare/")
+    p.set_defaults(func=lambda a: print("\n".join(str(x) for x in _rerender(a.path))))
 
     p = sub.add_parser("config", help="print the resolved config, every default written out")
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")

@@ -78,6 +78,7 @@ class DataSection:
     test_split: str = option("test", "Held-out split for evaluation; never shares problems with train.")
     max_train_samples: int = option(0, "Use at most this many training samples (0 = all).")
     max_test_samples: int = option(0, "Use at most this many held-out samples (0 = all).")
+    seed: int | None = option(None, "Seed of data generation and shuffling; null: the run's seed.")
     system_prompt: str | None = option(None, "System message put before every prompt; null keeps the template's.")
     on_bad_row: Literal["error", "skip"] = option(
         "error", "A malformed row stops the run ('error') or is skipped and counted in the manifest ('skip')."
@@ -129,9 +130,10 @@ class RewriteSection:
 
 @dataclass
 class WarmupSection:
-    loss: Literal["sft", "dft", "cadft"] = option(
+    loss: Literal["sft", "dft", "cadft", "none"] = option(
         "cadft",
-        "sft: plain NLL; dft: each token's NLL weighted by sg(p_t); cadft: DFT with a compatibility weight per sample.",
+        "sft: plain NLL; dft: each token's NLL weighted by sg(p_t); cadft: DFT with a compatibility weight per "
+        "sample; none: no warm-up, the base model goes to the handoff as it is.",
     )
     logprobs: Literal["auto", "fused", "logits"] = option(
         "auto",
@@ -217,8 +219,19 @@ class RlSection:
 @dataclass
 class EvalSection:
     num_problems: int = option(100, "Held-out problems evaluated (0 = the whole test split).")
+    num_samples: int = option(0, "Sampled completions per problem for pass@k (0: greedy accuracy only).")
+    temperature: float = option(1.0, "Sampling temperature for pass@k.")
     max_new_tokens: int = option(256, "Longest generated answer.")
     batch_size: int = option(16, "Sequences per generation batch.")
+
+
+@dataclass
+class CompareSection:
+    starts: list[str] = option(
+        ["none", "sft", "dft", "cadft"], "Warm-ups compared (warmup.loss values; 'none' is the base model)."
+    )
+    seeds: list[int] = option([42], "Training seeds; the data stays fixed by data.seed (else the run's seed).")
+    rl: bool = option(True, "Run GRPO from every start (warm-up only when false).")
 
 
 @dataclass
@@ -232,6 +245,7 @@ class Config:
     handoff: HandoffSection = option(HandoffSection(), "The checked SFT -> RL handoff and the mismatch report.")
     rl: RlSection = option(RlSection(), "GRPO with verifiable rewards (TRL GRPOTrainer).")
     eval: EvalSection = option(EvalSection(), "Evaluation on held-out problems.")
+    compare: CompareSection = option(CompareSection(), "`coldstart compare`: the start x RL matrix.")
 
     @property
     def run_dir(self) -> Path:
@@ -405,6 +419,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
             raise ColdstartError(f"{where(('warmup', 'rewrite', key))}: must be positive")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
+    for i, start in enumerate(cfg.compare.starts):
+        if start not in ("none", "sft", "dft", "cadft"):
+            raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not one of none, sft, dft, cadft")
+    if not cfg.compare.seeds:
+        raise ColdstartError(f"{where(('compare', 'seeds'))}: give at least one seed")
     a = cfg.data.arith
     if not 1 <= a.min_steps <= a.max_steps:
         raise ColdstartError(f"{where(('data', 'arith', 'min_steps'))}: need 1 <= min_steps <= max_steps")

@@ -346,9 +346,13 @@ def _raw_rows(cfg: DataSection, split: str) -> tuple[str, Iterator[tuple[str, An
 
 
 def load_samples(cfg: DataSection, part: str, seed: int):
-    """Load the 'train' or 'test' part of the configured data as a validated `datasets.Dataset`, with its LoadStats."""
+    """Load the 'train' or 'test' part of the configured data as a validated `datasets.Dataset`, with its LoadStats.
+
+    `seed` (the run's) generates and shuffles the data unless `cfg.seed` fixes it apart from training.
+    """
     import datasets
 
+    seed = seed if cfg.seed is None else cfg.seed
     split = cfg.train_split if part == "train" else cfg.test_split
     limit = cfg.max_train_samples if part == "train" else cfg.max_test_samples
     if cfg.source == "arith":
@@ -393,7 +397,7 @@ def rl_prompts(cfg: DataSection, num_prompts: int, seed: int):
     """The prompts (with gold answers) GRPO trains on: the training split, shuffled by `seed`, the first
     `num_prompts` of it (0 = all)."""
     train, stats = load_samples(cfg, "train", seed)
-    train = train.shuffle(seed=seed)
+    train = train.shuffle(seed=seed if cfg.seed is None else cfg.seed)
     if num_prompts:
         train = train.select(range(min(num_prompts, len(train))))
     return train, stats

@@ -86,3 +86,54 @@ def rl_curves(metrics: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _interval_bars(ax, names: list[str], values: list[dict[str, Any]], key: str, ylabel: str) -> None:
+    centre = [100 * v[key] for v in values]
+    err = [[c - 100 * v["ci_low"] for c, v in zip(centre, values)], [100 * v["ci_high"] - c for c, v in zip(centre, values)]]
+    ax.bar(names, centre, yerr=err, capsize=4, color=["tab:orange" if "cadft" in n else "tab:blue" for n in names])
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=30)
+
+
+def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]],
+                    compat: dict[str, list[float]], out: Path) -> None:
+    """accuracy.png (per arm, 95% CI), rl_gain.png (per start), rewards.png (GRPO curves), compatibility.png."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _interval_bars(ax, list(results["arms"]), list(results["arms"].values()), "accuracy", "accuracy % (95% CI)")
+    ax.set_title("Held-out accuracy per arm")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+    if results["rl_gain"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _interval_bars(ax, list(results["rl_gain"]), list(results["rl_gain"].values()), "difference",
+                       "RL gain, points (95% CI)")
+        ax.set_title("What GRPO added to each start")
+        fig.tight_layout()
+        fig.savefig(out / "rl_gain.png", dpi=110)
+        plt.close(fig)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, metrics in curves.items():
+            points = [(m["step"], m["reward"]) for m in metrics if "reward" in m]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel("reward mean")
+        ax.legend(fontsize=8)
+        ax.set_title("GRPO reward per start")
+        fig.tight_layout()
+        fig.savefig(out / "rewards.png", dpi=110)
+        plt.close(fig)
+    if compat:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        bins = [i / 40 for i in range(41)]
+        for name, values in compat.items():
+            ax.hist(values, bins=bins, alpha=0.45, label=name)
+        ax.set_xlabel("demonstration compatibility under the warmed policy")
+        ax.set_ylabel("demonstrations")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "compatibility.png", dpi=110)
+        plt.close(fig)

@@ -1,21 +1,33 @@
-"""Greedy evaluation of one model on problems with gold answers: per-problem records and summary figures."""
+"""Evaluation of one model on problems with gold answers: per-problem records and summary figures.
+
+Greedy decoding gives the accuracy; with `num_samples > 0`, that many sampled completions per problem give pass@k
+for k = 1, 2, 4, ... up to `num_samples` (unbiased estimator). Figures come with 95% bootstrap intervals over
+problems, overall and by `source` (for `arith`, the number of steps: the difficulty).
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from coldstart.eval.generation import generate
 from coldstart.eval.grading import extract_answer, is_correct
+from coldstart.eval.metrics import bootstrap_ci, pass_at_k
 from coldstart.rewards import has_boxed_answer
 
 
-def evaluate(model, tokenizer, samples, max_new_tokens: int, batch_size: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Greedy completions for every sample, graded by math-verify; returns (records, metrics)."""
-    outputs = generate(model, tokenizer, samples["prompt"], num_samples=1, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size)
+def evaluate(model, tokenizer, samples, max_new_tokens: int, batch_size: int, num_samples: int = 0,
+             temperature: float = 1.0, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics)."""
+    greedy = generate(model, tokenizer, samples["prompt"], num_samples=1, max_new_tokens=max_new_tokens,
+                      batch_size=batch_size)
+    sampled = None
+    if num_samples:
+        sampled = generate(model, tokenizer, samples["prompt"], num_samples=num_samples, max_new_tokens=max_new_tokens,
+                           temperature=temperature, batch_size=batch_size, seed=seed)
     records = []
-    for sample, (completion,) in zip(samples, outputs):
-        records.append({
+    for i, (sample, (completion,)) in enumerate(zip(samples, greedy)):
+        record = {
             "id": sample["id"],
             "style": sample["style"],
             "source": sample["source"],
@@ -26,13 +38,38 @@ def evaluate(model, tokenizer, samples, max_new_tokens: int, batch_size: int) ->
             "boxed": has_boxed_answer(completion.text),
             "finished": completion.finished,
             "num_tokens": completion.num_tokens,
-        })
+        }
+        if sampled is not None:
+            record["samples_correct"] = sum(is_correct(sample["answer"], c.text) for c in sampled[i])
+            record["num_samples"] = num_samples
+        records.append(record)
+    return records, summarize_records(records)
+
+
+def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy (with its bootstrap interval), format, truncation, length, pass@k, and accuracy by source."""
     n = len(records)
-    metrics = {
+    correct = [float(r["correct"]) for r in records]
+    low, high = bootstrap_ci(correct)
+    metrics: dict[str, Any] = {
         "problems": n,
-        "accuracy": sum(r["correct"] for r in records) / n,
+        "accuracy": sum(correct) / n,
+        "accuracy_ci": [low, high],
         "format": sum(r["boxed"] for r in records) / n,
         "truncated": sum(not r["finished"] for r in records) / n,
         "mean_length": sum(r["num_tokens"] for r in records) / n,
     }
-    return records, metrics
+    if "samples_correct" in records[0]:
+        samples = records[0]["num_samples"]
+        k = 1
+        while k <= samples:
+            values = [pass_at_k(samples, r["samples_correct"], k) for r in records]
+            metrics[f"pass@{k}"] = sum(values) / n
+            metrics[f"pass@{k}_ci"] = list(bootstrap_ci(values))
+            k *= 2
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        groups[r["source"]].append(float(r["correct"]))
+    if len(groups) > 1:
+        metrics["accuracy_by_source"] = {g: {"problems": len(v), "accuracy": sum(v) / len(v)} for g, v in sorted(groups.items())}
+    return metrics

@@ -1,7 +1,8 @@
-"""Eval stage: the pipeline's last model (RL, else handoff, else warm-up) on held-out problems, greedy.
+"""Eval stage: the run's models on the same held-out problems: the warmed model (as handed to RL) and, when RL
+ran, the RL model, with the RL gain as a paired difference.
 
-Recipe: pick the model, load the held-out split, generate and grade, write `records.jsonl` (one line per problem)
-and `results.json`.
+Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one line per model and problem) and
+`results.json`.
 """
 
 from __future__ import annotations
@@ -16,42 +17,61 @@ from transformers import AutoTokenizer
 from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
+from coldstart.eval.metrics import paired_difference
 from coldstart.models import load_model
-from coldstart.runs import RunDir
-
-# where each stage leaves its model, latest stage first
-MODEL_FOLDERS = (("rl", "final"), ("handoff", "model"), ("warmup", "final"))
+from coldstart.runs import RunDir, write_jsonl
 
 
-def latest_model(run_dir: RunDir) -> tuple[str, Path]:
-    for stage, sub in MODEL_FOLDERS:
-        if run_dir.finished(stage):
-            return stage, run_dir.stage_dir(stage) / sub
-    run_dir.require("warmup", "eval")  # raises with the message
-    raise AssertionError("unreachable")
+def run_models(run_dir: RunDir) -> dict[str, tuple[str, Path]]:
+    """The run's finished models by arm, with the stage that wrote each: 'warmup' (the handoff checkpoint, else
+    the warm-up's) and 'rl'."""
+    models = {}
+    if run_dir.finished("handoff"):
+        models["warmup"] = ("handoff", run_dir.stage_dir("handoff") / "model")
+    elif run_dir.finished("warmup") and (run_dir.stage_dir("warmup") / "final").is_dir():
+        models["warmup"] = ("warmup", run_dir.stage_dir("warmup") / "final")
+    if run_dir.finished("rl"):
+        models["rl"] = ("rl", run_dir.stage_dir("rl") / "final")
+    return models
+
+
+def held_out(cfg: Config):
+    test, stats = load_samples(cfg.data, "test", cfg.seed)
+    if cfg.eval.num_problems:
+        test = test.select(range(min(cfg.eval.num_problems, len(test))))
+    return test, stats
+
+
+def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_model(cfg.model, str(model_dir))
+    e = cfg.eval
+    return evaluate(model, tokenizer, problems, e.max_new_tokens, e.batch_size, e.num_samples, e.temperature, cfg.seed)
 
 
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
-    stage, model_dir = latest_model(run_dir)
+    models = run_models(run_dir)
+    if not models:
+        run_dir.require("warmup", "eval")
 
     def body(work: Path) -> dict[str, Any]:
-        test, stats = load_samples(cfg.data, "test", cfg.seed)
-        if cfg.eval.num_problems:
-            test = test.select(range(min(cfg.eval.num_problems, len(test))))
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = load_model(cfg.model, str(model_dir))
-        records, metrics = evaluate(model, tokenizer, test, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-        with (work / "records.jsonl").open("w", encoding="utf-8") as handle:
-            for r in records:
-                handle.write(json.dumps(r) + "\n")
-        results = {"model": str(model_dir), "stage": stage, **metrics, "data": stats.to_dict()}
+        problems, stats = held_out(cfg)
+        results: dict[str, Any] = {"models": {}, "data": stats.to_dict()}
+        correct, lines = {}, []
+        for arm, (_, model_dir) in models.items():
+            records, metrics = evaluate_folder(cfg, model_dir, problems)
+            results["models"][arm] = {"path": str(model_dir), **metrics}
+            correct[arm] = [float(r["correct"]) for r in records]
+            lines += [{"model": arm, **r} for r in records]
+        write_jsonl(work / "records.jsonl", lines)
+        if "rl" in correct and "warmup" in correct:
+            results["rl_gain"] = paired_difference(correct["rl"], correct["warmup"])
         (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         return results
 
     fingerprint = {
         "seed": cfg.seed,
-        "model_stage": stage,
-        "model": run_dir.finished(stage).get("outputs_sha256"),
+        "models": {arm: run_dir.finished(stage)["outputs_sha256"] for arm, (stage, _) in models.items()},
         "data": dataclasses.asdict(cfg.data),
         "eval": dataclasses.asdict(cfg.eval),
     }

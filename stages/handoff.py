@@ -27,11 +27,12 @@ from coldstart.mismatch import build_report, render_markdown, rollout_stats
 from coldstart.models import load_model, resolve_model_path
 from coldstart.plots import mismatch_figure
 from coldstart.rewards import has_boxed_answer
-from coldstart.runs import RunDir, read_jsonl, tree_sha256
+from coldstart.runs import RunDir, read_jsonl, tree_sha256, write_jsonl
 
 
 def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
-    """Write the warmed model to `out` as a self-contained HF checkpoint; returns what was changed."""
+    """Write the warmed model in `final` (LoRA adapters are merged) to `out` as a self-contained HF checkpoint;
+    returns what was changed."""
     tokenizer = AutoTokenizer.from_pretrained(final)
     merged = (final / "adapter_config.json").is_file()
     if merged:
@@ -96,7 +97,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     score_dir = run_dir.stage_dir("score") if run_dir.finished("score") else None
 
     def body(work: Path) -> dict[str, Any]:
-        changes = export(cfg, warmup_dir / "final", work / "model")
+        warmed = warmup_dir / "final" if cfg.warmup.loss != "none" else Path(resolve_model_path(cfg.model.name_or_path))
+        changes = export(cfg, warmed, work / "model")
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
         model = AutoModelForCausalLM.from_pretrained(work / "model")
         prompts, _ = rl_prompts(cfg.data, 1, cfg.seed)
@@ -107,9 +109,9 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
         (work / "mismatch.md").write_text(render_markdown(report))
         mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"], work / "mismatch.png")
-        with (work / "rollouts.jsonl").open("w", encoding="utf-8") as handle:
-            for r in rollouts:
-                handle.write(json.dumps(r) + "\n")
+        write_jsonl(work / "rollouts.jsonl", rollouts)
+        write_jsonl(work / "demonstrations.jsonl", [{"policy": "warmed", **r} for r in warmed]
+                    + [{"policy": "base", **r} for r in base])
         finished = 1 - report["rollouts"]["truncated"]
         if finished < cfg.handoff.min_finished:
             failures.append(

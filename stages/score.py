@@ -16,7 +16,7 @@ from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.models import load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from coldstart.plots import compatibility_histogram
-from coldstart.runs import RunDir
+from coldstart.runs import RunDir, write_jsonl
 
 
 def fingerprint(cfg: Config, model_path: str) -> dict[str, Any]:
@@ -37,9 +37,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         model = load_model(cfg.model, model_path)
         records = score_records(model, tokenizer, train, cfg.warmup.max_length, use_fused_head(cfg.warmup.logprobs))
-        with (work / "scores.jsonl").open("w", encoding="utf-8") as handle:
-            for r in records:
-                handle.write(json.dumps(r) + "\n")
+        write_jsonl(work / "scores.jsonl", records)
         summary = summarize(records)
         (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         compatibility_histogram(records, work / "compatibility.png", "Demonstrations under the base model")

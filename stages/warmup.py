@@ -107,6 +107,9 @@ def fingerprint(cfg: Config, model_path: str, score_dir: Path | None) -> dict[st
 
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     model_path = resolve_model_path(cfg.model.name_or_path)
+    if cfg.warmup.loss == "none":  # no warm-up: the handoff takes the base model
+        return run_dir.run_stage("warmup", {"loss": "none", "base_model": model_fingerprint(model_path)},
+                                 lambda work: {"loss": "none"}, force=force, config_text=dump_config(cfg))
     score_dir = _score_dir(cfg, run_dir)
 
     def body(work: Path) -> dict[str, Any]:

@@ -124,3 +124,18 @@ def test_score_agrees_with_an_independent_forward(tmp_path, embedded_dir):
         mean_logprob = logp[start - 1 :].gather(-1, targets.unsqueeze(-1)).mean().item()
         assert scored["id"] == sample["id"] and scored["num_tokens"] == len(targets)
         assert scored["compatibility"] == pytest.approx(float(np.exp(mean_logprob)), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_greedy_eval_of_the_same_checkpoint_is_identical(tmp_path, embedded_dir):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"e{i}"
+        done = coldstart("eval", "--model", str(embedded_dir), "--benchmark", "arith", "--out", str(out),
+                         "--set", "eval.num_problems=6", "--set", "eval.max_new_tokens=48")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "accuracy" in done.stdout
+        outs.append((out / "records.jsonl").read_text())
+    assert outs[0] == outs[1]
+    records = [json.loads(line) for line in outs[0].splitlines()]
+    assert len(records) == 6 and {"id", "completion", "extracted", "correct"} <= set(records[0])

@@ -52,7 +52,10 @@ def test_run_chains_every_stage(tmp_path, tokenizer):
     assert report["verdicts"] and report["demonstrations"]["base"]["count"] == 8
     assert manifest["stages"]["rl"]["metrics"]["steps"] == 2
     results = json.loads((run / "eval" / "results.json").read_text())
-    assert results["stage"] == "rl" and results["problems"] == 4
+    assert set(results["models"]) == {"warmup", "rl"} and results["models"]["rl"]["problems"] == 4
+    assert results["rl_gain"]["difference"] == results["models"]["rl"]["accuracy"] - results["models"]["warmup"]["accuracy"]
+    records = (run / "eval" / "records.jsonl").read_text().splitlines()
+    assert len(records) == 8 and {"model", "id", "completion", "extracted", "correct"} <= set(json.loads(records[0]))
 
     exported = run / "handoff" / "model"
     tok = AutoTokenizer.from_pretrained(exported)
@@ -62,3 +65,35 @@ def test_run_chains_every_stage(tmp_path, tokenizer):
 
     assert main(args) == 0  # everything finished: skipped
     assert json.loads((run / "manifest.json").read_text())["stages"]["rl"]["ended"] == manifest["stages"]["rl"]["ended"]
+
+
+def test_compare_matrix_and_report(tmp_path, tokenizer):
+    model_dir = tmp_path / "tiny"
+    model = make_tiny_model(tokenizer)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id]
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["compare", "configs/quickstart.yaml", "--set", f"model.name_or_path={model_dir}",
+            "--set", f"output_dir={tmp_path}", "--set", "name=c", "--set", "handoff.report_demos=4",
+            "--set", "compare.starts=[none, sft, cadft]"]
+    for item in SETS:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = tmp_path / "c" / "compare"
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["arms"]) == ["base", "base+grpo", "sft", "sft+grpo", "cadft", "cadft+grpo"]
+    assert set(results["rl_gain"]) == {"base", "sft", "cadft"}
+    assert {"cadft vs sft", "cadft+grpo vs sft+grpo", "RL gain of cadft vs sft"} <= set(results["comparisons"])
+    for name in ("report.md", "accuracy.png", "rl_gain.png", "rewards.png", "compatibility.png"):
+        assert (out / name).is_file(), name
+    for arm in results["arms"].values():
+        assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"]
+    report = (out / "report.md").read_text()
+    assert "## RL gain" in report and "## What the intervals support" in report
+    # the base start skips the warm-up and hands the base model over as it is
+    base_run = tmp_path / "c" / "base-seed42"
+    assert json.loads((base_run / "manifest.json").read_text())["stages"]["warmup"]["metrics"] == {"loss": "none"}
+
+    (out / "report.md").unlink()
+    assert main(["report", str(tmp_path / "c")]) == 0
+    assert (out / "report.md").read_text() == report

@@ -1,0 +1,160 @@
+"""The comparison users run: {base, sft, dft, cadft} x {warm-up only, warm-up + GRPO}, same data, budget and seeds.
+
+Each start is an ordinary run directory under `<output_dir>/<name>/` (so finished stages are shared and skipped on a
+re-run); its eval stage grades the warmed and the RL model on the same held-out problems. This module gathers those
+records and computes, with 95% intervals: accuracy per arm, the RL gain per start, and paired differences between
+starts, each with a McNemar p-value where the outcomes pair up. A difference is called significant only when its
+interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from coldstart.config import Config
+from coldstart.eval.metrics import bootstrap_ci, mean_ci_across_seeds, paired_difference
+from coldstart.runs import RunDir, read_jsonl
+
+ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
+
+
+def start_config(cfg: Config, start: str, seed: int) -> Config:
+    """The config of one start: the shared config with its warm-up loss and training seed; data fixed by `data.seed`."""
+    data_seed = cfg.data.seed if cfg.data.seed is not None else cfg.seed
+    return dataclasses.replace(
+        cfg,
+        name=f"{cfg.name}/{ARM_NAMES[start]}-seed{seed}",
+        seed=seed,
+        data=dataclasses.replace(cfg.data, seed=data_seed),
+        warmup=dataclasses.replace(cfg.warmup, loss=start),
+    )
+
+
+def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict[str, RunDir]:
+    """Run (or skip, when finished) every start x seed through warm-up, handoff, RL and eval."""
+    runs = {}
+    for seed in cfg.compare.seeds:
+        for start in cfg.compare.starts:
+            sub = start_config(cfg, start, seed)
+            run_dir = RunDir(sub.run_dir)
+            forced = False
+            stages = ["warmup", "handoff"] + (["rl"] if cfg.compare.rl else []) + ["eval"]
+            for stage in stages:
+                forced = forced or stage in force
+                run_stage[stage](sub, run_dir, force=forced)
+            runs[f"{ARM_NAMES[start]}-seed{seed}"] = run_dir
+    return runs
+
+
+def _correct(run_dir: RunDir) -> dict[str, list[float]]:
+    by_model: dict[str, list[tuple[str, float]]] = {}
+    for r in read_jsonl(run_dir.stage_dir("eval") / "records.jsonl"):
+        by_model.setdefault(r["model"], []).append((r["id"], float(r["correct"])))
+    return {model: [c for _, c in sorted(rows)] for model, rows in by_model.items()}
+
+
+def _interval(per_seed: list[dict[str, Any]], values_key: str) -> dict[str, Any]:
+    """One seed: the bootstrap (or paired-bootstrap) interval over problems; several: a t interval across seeds."""
+    if len(per_seed) == 1:
+        return dict(per_seed[0])
+    summary = mean_ci_across_seeds([p[values_key] for p in per_seed])
+    return {values_key: summary["mean"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "seeds": summary["seeds"]}
+
+
+def _significant(d: dict[str, Any]) -> bool:
+    return d["ci_low"] > 0 or d["ci_high"] < 0
+
+
+def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
+    """Accuracy per arm, RL gain per start and the paired comparisons, from the runs' eval records."""
+    starts = [ARM_NAMES[s] for s in cfg.compare.starts]
+    seeds = cfg.compare.seeds
+    correct = {(start, seed): _correct(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds}
+    models = ["warmup"] + (["rl"] if cfg.compare.rl else [])
+
+    def arm(start: str, model: str) -> str:
+        return start if model == "warmup" else f"{start}+grpo"
+
+    accuracy = {}
+    for start in starts:
+        for model in models:
+            per_seed = []
+            for seed in seeds:
+                values = correct[(start, seed)][model]
+                low, high = bootstrap_ci(values)
+                per_seed.append({"accuracy": sum(values) / len(values), "ci_low": low, "ci_high": high, "problems": len(values)})
+            accuracy[arm(start, model)] = _interval(per_seed, "accuracy")
+
+    def paired(a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any]:
+        per_seed = []
+        for seed in seeds:
+            d = paired_difference(correct[(a[0], seed)][a[1]], correct[(b[0], seed)][b[1]])
+            per_seed.append(d)
+        out = _interval(per_seed, "difference")
+        out["significant"] = _significant(out)
+        return out
+
+    rl_gain = {start: paired((start, "rl"), (start, "warmup")) for start in starts} if cfg.compare.rl else {}
+    comparisons = {}
+    target = "cadft" if "cadft" in starts else starts[-1]
+    for other in starts:
+        if other == target:
+            continue
+        for model in models:
+            comparisons[f"{arm(target, model)} vs {arm(other, model)}"] = paired((target, model), (other, model))
+        if cfg.compare.rl:
+            # difference of RL gains, problem by problem: (t_rl - t_w) - (o_rl - o_w)
+            per_seed = []
+            for seed in seeds:
+                t, o = correct[(target, seed)], correct[(other, seed)]
+                gain_t = [x - y for x, y in zip(t["rl"], t["warmup"])]
+                gain_o = [x - y for x, y in zip(o["rl"], o["warmup"])]
+                diff = [x - y for x, y in zip(gain_t, gain_o)]
+                low, high = bootstrap_ci(diff)
+                per_seed.append({"difference": sum(diff) / len(diff), "ci_low": low, "ci_high": high})
+            out = _interval(per_seed, "difference")
+            out["significant"] = _significant(out)
+            comparisons[f"RL gain of {target} vs {other}"] = out
+    return {"arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
+            "problems": len(next(iter(correct.values()))["warmup"])}
+
+
+def render(results: dict[str, Any]) -> str:
+    """The comparison as Markdown: tables, then what is and is not supported by the intervals."""
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    lines = ["# Did RL gain more from a CADFT start?", "",
+             f"{results['problems']} held-out problems, seeds {results['seeds']}; 95% intervals "
+             f"({'bootstrap over problems' if len(results['seeds']) == 1 else 't across seeds'}).", "",
+             "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]
+    for name, a in results["arms"].items():
+        lines.append(f"| {name} | {pct(a['accuracy'])} | [{pct(a['ci_low'])}, {pct(a['ci_high'])}] |")
+    if results["rl_gain"]:
+        lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "",
+                  "| start | gain (points) | 95% CI | McNemar p | significant |", "|---|---|---|---|---|"]
+        for start, g in results["rl_gain"].items():
+            p = f"{g['mcnemar_p']:.3f}" if "mcnemar_p" in g else "-"
+            lines.append(f"| {start} | {pct(g['difference'])} | [{pct(g['ci_low'])}, {pct(g['ci_high'])}] | {p} | "
+                         f"{'yes' if g['significant'] else 'no'} |")
+    lines += ["", "## Paired comparisons", "", "| comparison | difference (points) | 95% CI | McNemar p | significant |",
+              "|---|---|---|---|---|"]
+    for name, d in results["comparisons"].items():
+        p = f"{d['mcnemar_p']:.3f}" if "mcnemar_p" in d else "-"
+        lines.append(f"| {name} | {pct(d['difference'])} | [{pct(d['ci_low'])}, {pct(d['ci_high'])}] | {p} | "
+                     f"{'yes' if d['significant'] else 'no'} |")
+    lines += ["", "## What the intervals support", ""]
+    significant = [n for n, d in results["comparisons"].items() if d["significant"]]
+    for name, d in results["comparisons"].items():
+        direction = "higher" if d["difference"] > 0 else "lower"
+        if d["significant"]:
+            lines.append(f"- {name}: {direction} by {pct(abs(d['difference']))} points, and the interval excludes 0.")
+        else:
+            lines.append(f"- {name}: {pct(d['difference'])} points, but the interval includes 0: no difference is shown.")
+    if not significant:
+        lines.append("- No comparison is significant at this budget: this run does not show that any start is better.")
+    return "\n".join(lines) + "\n"
+
+
+def compare_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / cfg.name / "compare"

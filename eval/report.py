@@ -1,0 +1,52 @@
+"""Writing and re-rendering reports: the comparison (`compare/`) and a run's mismatch report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from coldstart.errors import ColdstartError
+from coldstart.eval.compare import render
+from coldstart.mismatch import render_markdown
+from coldstart.plots import compare_figures
+from coldstart.runs import RunDir, read_jsonl
+
+
+def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -> None:
+    """results.json, report.md and the figures, written next to `out` and renamed into place."""
+    curves = {name: read_jsonl(r.stage_dir("rl") / "metrics.jsonl") for name, r in runs.items() if r.finished("rl")}
+    compat = {
+        name: [d["compatibility"] for d in read_jsonl(r.stage_dir("handoff") / "demonstrations.jsonl") if d["policy"] == "warmed"]
+        for name, r in runs.items()
+        if r.finished("handoff")
+    }
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "results.json").write_text(json.dumps({**results, "runs": {n: str(r.root) for n, r in runs.items()}}, indent=2) + "\n")
+    (tmp / "report.md").write_text(render(results))
+    compare_figures(results, curves, compat, tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def rerender(path: Path) -> list[Path]:
+    """Re-render the reports found under `path` (a comparison's folder or a run directory) from their JSON."""
+    path = Path(path)
+    written = []
+    compare = path if (path / "results.json").is_file() and path.name == "compare" else path / "compare"
+    if (compare / "results.json").is_file():
+        results = json.loads((compare / "results.json").read_text())
+        runs = {name: RunDir(root) for name, root in results.pop("runs").items()}
+        write_compare(compare, results, runs)
+        written.append(compare / "report.md")
+    mismatch = path / "handoff" / "mismatch.json"
+    if mismatch.is_file():
+        (path / "handoff" / "mismatch.md").write_text(render_markdown(json.loads(mismatch.read_text())))
+        written.append(path / "handoff" / "mismatch.md")
+    if not written:
+        raise ColdstartError(f"{path}: no compare/results.json or handoff/mismatch.json to render")
+    return written

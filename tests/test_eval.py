@@ -1,0 +1,82 @@
+import random
+
+import pytest
+
+from coldstart.eval.evaluate import summarize_records
+from coldstart.eval.grading import extract_answer, is_correct
+from coldstart.eval.metrics import bootstrap_ci, mcnemar_exact, mean_ci_across_seeds, paired_difference, pass_at_k
+
+
+def test_pass_at_k_by_hand():
+    assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 2) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(5, 2, 3) == pytest.approx(1 - 1 / 10)  # 1 - C(3,3)/C(5,3)
+    assert pass_at_k(10, 3, 10) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def test_bootstrap_interval_covers_the_true_mean_at_the_nominal_rate():
+    rng = random.Random(0)
+    true_p, trials, covered = 0.3, 400, 0
+    for t in range(trials):
+        values = [float(rng.random() < true_p) for _ in range(200)]
+        low, high = bootstrap_ci(values, num_resamples=1000, seed=t)
+        covered += low <= true_p <= high
+    assert abs(covered / trials - 0.95) <= 0.05
+
+
+def test_paired_difference_of_a_model_with_itself():
+    a = [1.0, 0.0, 1.0, 1.0, 0.0]
+    d = paired_difference(a, a)
+    assert d["difference"] == 0.0 and d["ci_low"] == 0.0 and d["ci_high"] == 0.0 and d["mcnemar_p"] == 1.0
+
+
+def test_mcnemar_and_paired_difference_by_hand():
+    # 10 discordant pairs, all won by a: two-sided p = 2 / 2^10
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(3, 3) == 1.0
+    a = [1.0] * 12 + [0.0] * 8
+    b = [0.0] * 10 + [1.0] * 2 + [0.0] * 8
+    d = paired_difference(a, b)
+    assert d["difference"] == pytest.approx(0.5) and d["only_a"] == 10 and d["only_b"] == 0
+    assert d["ci_low"] > 0 and d["mcnemar_p"] < 0.01
+
+
+def test_seed_interval_uses_t():
+    s = mean_ci_across_seeds([0.4, 0.5, 0.6])
+    assert s["mean"] == pytest.approx(0.5)
+    assert s["ci_high"] - s["mean"] == pytest.approx(4.303 * 0.1 / 3**0.5, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "gold, completion, right",
+    [
+        ("42", "so the answer is \\boxed{42}.", True),
+        ("42", "\\boxed{41}", False),
+        ("72", "48 + 24 = 72 clips.\n#### 72", True),
+        ("1000", "#### 1,000", True),
+        ("0.75", "\\boxed{\\frac{3}{4}}", True),
+        ("3/4", "\\boxed{0.75}", True),
+        ("5", "\\boxed{five}", False),
+        ("5", "I cannot tell", False),
+    ],
+)
+def test_grading(gold, completion, right):
+    assert is_correct(gold, completion) is right
+
+
+def test_extracted_answer_is_recorded():
+    assert extract_answer("4 + 3 = 7\n#### 7") == "7"
+
+
+def test_summary_of_records_with_pass_at_k():
+    records = [
+        {"correct": True, "boxed": True, "finished": True, "num_tokens": 10, "source": "arith-1step", "samples_correct": 2, "num_samples": 4},
+        {"correct": False, "boxed": False, "finished": False, "num_tokens": 30, "source": "arith-2step", "samples_correct": 0, "num_samples": 4},
+    ]
+    m = summarize_records(records)
+    assert m["accuracy"] == 0.5 and m["format"] == 0.5 and m["truncated"] == 0.5 and m["mean_length"] == 20
+    assert m["pass@1"] == pytest.approx(0.25) and m["pass@2"] == pytest.approx((1 - 1 / 6) / 2)
+    assert m["accuracy_by_source"]["arith-1step"]["accuracy"] == 1.0
