@@ -12,6 +12,13 @@ from coldstart.errors import ColdstartError
 
 logger = logging.getLogger("coldstart")
 
+STAGE_HELP = {
+    "score": "compatibility of every training demonstration under the base model",
+    "warmup": "supervised warm-up (sft | dft | cadft) of the base model on the demonstrations",
+    "handoff": "check and export the warmed checkpoint for RL; write the mismatch report",
+    "rl": "GRPO with verifiable rewards from the handoff checkpoint",
+}
+
 
 def _add_config_args(parser: argparse.ArgumentParser, force_help: str) -> None:
     parser.add_argument("config", help="YAML config (see configs/quickstart.yaml)")
@@ -132,21 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, "redo this stage, and the ones after it, even if they finished")
     p.set_defaults(func=lambda a: _run_stages(a, list(_stage_runners())))
 
-    p = sub.add_parser("score", help="compatibility of every training demonstration under the base model")
-    _add_config_args(p, "redo the scoring even if it finished (--force score)")
-    p.set_defaults(func=lambda a: _run_stages(a, ["score"]))
-
-    p = sub.add_parser("warmup", help="supervised warm-up (sft | dft | cadft) of the base model on the demonstrations")
-    _add_config_args(p, "redo the warm-up even if it finished (--force warmup)")
-    p.set_defaults(func=lambda a: _run_stages(a, ["warmup"]))
-
-    p = sub.add_parser("handoff", help="check and export the warmed checkpoint for RL; write the mismatch report")
-    _add_config_args(p, "redo the handoff even if it finished (--force handoff)")
-    p.set_defaults(func=lambda a: _run_stages(a, ["handoff"]))
-
-    p = sub.add_parser("rl", help="GRPO with verifiable rewards from the handoff checkpoint")
-    _add_config_args(p, "redo the RL stage even if it finished (--force rl)")
-    p.set_defaults(func=lambda a: _run_stages(a, ["rl"]))
+    for stage, help_text in STAGE_HELP.items():
+        p = sub.add_parser(stage, help=help_text)
+        _add_config_args(p, f"redo the stage even if it finished (--force {stage})")
+        p.set_defaults(func=functools.partial(lambda a, stage: _run_stages(a, [stage]), stage=stage))
 
     p = sub.add_parser(
         "eval",

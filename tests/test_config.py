@@ -58,3 +58,16 @@ def test_trainer_passthrough_is_checked_against_sftconfig():
         load_config(None, ["warmup.trainer={adam_beta: 0.9}"])
     with pytest.raises(ColdstartError, match="set warmup.learning_rate directly"):
         load_config(None, ["warmup.trainer={learning_rate: 0.1}"])
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "compare_cpu.yaml", "gsm8k_gpu.yaml"])
+def test_shipped_configs_load(name):
+    import importlib.util
+
+    if name == "gsm8k_gpu.yaml" and importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ColdstartError, match="rl.use_vllm: vLLM is not installed"):
+            load_config(f"configs/{name}")
+        cfg = load_config(f"configs/{name}", ["rl.use_vllm=false"])
+    else:
+        cfg = load_config(f"configs/{name}")
+    assert cfg.warmup.loss == "cadft" and cfg.rl.learning_rate < cfg.warmup.learning_rate

@@ -28,16 +28,22 @@ SETS = [
 ]
 
 
-def test_run_chains_every_stage(tmp_path, tokenizer):
+def tiny_run_args(command, tmp_path, tokenizer, name, *extra):
+    """Arguments for `command` on the quickstart config with a saved tiny random model and the SETS budget."""
     model_dir = tmp_path / "tiny"
     model = make_tiny_model(tokenizer)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id]
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    args = ["run", "configs/quickstart.yaml", "--set", f"model.name_or_path={model_dir}",
-            "--set", f"output_dir={tmp_path}", "--set", "name=p"]
-    for item in SETS:
+    args = [command, "configs/quickstart.yaml", "--set", f"model.name_or_path={model_dir}",
+            "--set", f"output_dir={tmp_path}", "--set", f"name={name}"]
+    for item in SETS + list(extra):
         args += ["--set", item]
+    return args
+
+
+def test_run_chains_every_stage(tmp_path, tokenizer):
+    args = tiny_run_args("run", tmp_path, tokenizer, "p")
     assert main(args) == 0
 
     run = tmp_path / "p"
@@ -68,16 +74,7 @@ def test_run_chains_every_stage(tmp_path, tokenizer):
 
 
 def test_compare_matrix_and_report(tmp_path, tokenizer):
-    model_dir = tmp_path / "tiny"
-    model = make_tiny_model(tokenizer)
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id]
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    args = ["compare", "configs/quickstart.yaml", "--set", f"model.name_or_path={model_dir}",
-            "--set", f"output_dir={tmp_path}", "--set", "name=c", "--set", "handoff.report_demos=4",
-            "--set", "compare.starts=[none, sft, cadft]"]
-    for item in SETS:
-        args += ["--set", item]
+    args = tiny_run_args("compare", tmp_path, tokenizer, "c", "handoff.report_demos=4", "compare.starts=[none, sft, cadft]")
     assert main(args) == 0
     out = tmp_path / "c" / "compare"
     results = json.loads((out / "results.json").read_text())
