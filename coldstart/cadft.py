@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from trl import SFTTrainer
 
+from coldstart import faults
 from coldstart.compatibility import sequence_nll, token_logprobs
 from coldstart.config import CadftSection
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
@@ -103,6 +104,7 @@ class CADFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         index = inputs.pop("sample_index", None)
+        faults.reach("loss")
         log_probs, mask = token_logprobs(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"], self.fused)
         nll, _ = sequence_nll(log_probs.detach().float(), mask)
         moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
@@ -153,6 +155,7 @@ class CADFTTrainer(SFTTrainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        faults.reach("save")
         checkpoint = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         state = {
             "ema": self.ema,

@@ -148,7 +148,12 @@ class WarmupSection:
     num_train_epochs: float = option(1.0, "Epochs over the training set when max_steps is -1.", trl=True)
     per_device_train_batch_size: int = option(8, "Samples per micro-batch on each process.", trl=True)
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", trl=True)
-    max_length: int = option(512, "Longest tokenized prompt+completion; longer ones are truncated.", trl=True)
+    max_length: int = option(512, "Longest tokenized prompt+completion (see too_long).", trl=True)
+    too_long: Literal["drop", "error", "truncate"] = option(
+        "drop",
+        "A sample longer than max_length: 'drop' it (counted in the manifest), stop with an 'error', or 'truncate' it "
+        "as TRL does (its end, with the end-of-turn token, is then never trained on).",
+    )
     lr_scheduler_type: str = option("cosine", "Learning-rate schedule (transformers name).", trl=True)
     warmup_steps: float = option(0.05, "Linear warm-up: steps, or a fraction of training when below 1.", trl=True)
     weight_decay: float = option(0.0, "AdamW weight decay.", trl=True)

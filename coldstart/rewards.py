@@ -13,6 +13,7 @@ import functools
 import re
 from typing import Any, Callable
 
+from coldstart import faults
 from coldstart.eval.grading import MAX_CHARS, is_correct
 
 _BOXED = re.compile(r"\\boxed\{\s*[^{}\s][^{}]*\}")
@@ -26,6 +27,7 @@ def completion_text(completion: Any) -> str:
 
 
 def accuracy(completions: list[Any], answer: list[str], timeout: float = 5.0, **kwargs: Any) -> list[float]:
+    faults.reach("reward")
     return [float(is_correct(gold, completion_text(c), timeout)) for c, gold in zip(completions, answer)]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from coldstart import faults
 from coldstart.compatibility import score, tokenize_sample
 from coldstart.config import RewriteSection
 
@@ -119,6 +120,7 @@ class Rewriter(TrainerCallback):
                         candidates=len(completions), usable=len(texts), verified=sum(verified),
                     )
                 )
+        faults.reach("rewrite")
         with self.log_path.open("a", encoding="utf-8") as handle:
             for r in records:
                 handle.write(json.dumps(r) + "\n")

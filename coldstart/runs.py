@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from coldstart import faults
 from coldstart.errors import ColdstartError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    faults.reach(f"write:{path.name}")
     os.replace(tmp, path)
 
 
@@ -167,6 +169,8 @@ class RunDir:
         """
         digest = json_sha256(fingerprint)
         final, work = self.stage_dir(stage), self.partial_dir(stage)
+        for stale in self.root.glob(".*.tmp"):  # left by a crash in the middle of an atomic write
+            stale.unlink()
         entry = self.manifest()["stages"].get(stage, {})
         if final.is_dir():
             done_digest = self._folder_digest(final)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,11 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from coldstart import faults
 from coldstart.config import trl_kwargs
+from coldstart.errors import ColdstartError
+
+logger = logging.getLogger(__name__)
 
 
 def trainer_kwargs(section: Any, output_dir: Path, seed: int) -> dict[str, Any]:
@@ -33,8 +40,26 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int) -> dict[str, Any]:
     return kwargs
 
 
+SEAL = ".complete"
+
+
 def last_checkpoint(output_dir: Path) -> str | None:
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    """The newest checkpoint that was saved to the end; ones cut short by a crash are removed."""
+    output_dir = Path(output_dir)
+    while output_dir.is_dir() and (latest := get_last_checkpoint(str(output_dir))) is not None:
+        if (Path(latest) / SEAL).is_file():
+            return latest
+        logger.warning("removing %s: a crash interrupted its saving", latest)
+        shutil.rmtree(latest)
+    return None
+
+
+class CheckpointSeal(TrainerCallback):
+    """Marks a checkpoint complete once the Trainer has saved all of it (on_save comes after the whole save)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / SEAL).touch()
 
 
 class MetricsLog(TrainerCallback):
@@ -56,7 +81,36 @@ class MetricsLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
+        faults.reach("log")
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
+
+
+class NumericalGuard(TrainerCallback):
+    """Stops training on a NaN or infinite loss, naming the step and the last good checkpoint, and logs gradient-norm
+    spikes (above `spike_factor` times the median of the norms so far)."""
+
+    def __init__(self, stage: str, spike_factor: float = 10.0):
+        self.stage, self.spike_factor = stage, spike_factor
+        self.norms: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            checkpoint = last_checkpoint(Path(args.output_dir))
+            raise ColdstartError(
+                f"{self.stage}: the loss became {loss} at step {state.global_step}; last good checkpoint: "
+                f"{checkpoint or 'none yet'} (lower the learning rate, or check the data for empty targets)"
+            )
+        norm = logs.get("grad_norm")
+        if norm is None or not math.isfinite(norm):
+            return
+        if len(self.norms) >= 5:
+            median = sorted(self.norms)[len(self.norms) // 2]
+            if norm > self.spike_factor * median:
+                logger.warning("%s: gradient norm spike at step %d: %.3g (median so far %.3g)", self.stage,
+                               state.global_step, norm, median)
+        self.norms.append(norm)

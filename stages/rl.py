@@ -22,7 +22,7 @@ from coldstart.models import load_model
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl
-from coldstart.training import MetricsLog, last_checkpoint, trainer_kwargs
+from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, last_checkpoint, trainer_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
         args=args,
         train_dataset=prompts.select_columns(["prompt", "answer", "id"]),
         processing_class=tokenizer,
-        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), ZeroSignalWarning(rl.zero_std_warning)],
+        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), ZeroSignalWarning(rl.zero_std_warning), NumericalGuard("rl"),
+                   CheckpointSeal()],
     )
 
 

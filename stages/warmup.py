@@ -15,7 +15,7 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from coldstart.cadft import CADFTTrainer
-from coldstart.compatibility import gate_keep, use_fused_head
+from coldstart.compatibility import gate_keep, tokenize_sample, use_fused_head
 from coldstart.config import Config, dump_config
 from coldstart.data import load_samples
 from coldstart.errors import ColdstartError
@@ -23,7 +23,7 @@ from coldstart.models import load_model, load_tokenizer, lora_config, model_fing
 from coldstart.plots import weights_over_training
 from coldstart.rewriting import Rewriter
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
-from coldstart.training import MetricsLog, last_checkpoint, trainer_kwargs
+from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, last_checkpoint, trainer_kwargs
 
 # coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
 LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
@@ -42,7 +42,7 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
         args=args,
         processing_class=tokenizer,
         peft_config=lora_config(cfg.model),
-        callbacks=[MetricsLog(output_dir / "metrics.jsonl")],
+        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("warmup"), CheckpointSeal()],
     )
     if cfg.warmup.loss != "cadft":
         return SFTTrainer(train_dataset=train_dataset, **common)
@@ -88,6 +88,25 @@ def _apply_gate(cfg: Config, train, score_dir: Path):
     return train.select([i for i, k in enumerate(keep) if k]), keep.count(False)
 
 
+def apply_length_policy(train, tokenizer, max_length: int, policy: str):
+    """Samples longer than `max_length` tokens: dropped (returns how many), an error naming the first, or kept."""
+    if policy == "truncate":
+        return train, 0
+    too_long = [
+        i for i, s in enumerate(train)
+        if len(tokenize_sample(tokenizer, s["prompt"], s["completion"], None)["input_ids"]) > max_length
+    ]
+    if too_long and policy == "error":
+        raise ColdstartError(
+            f"sample {train[too_long[0]]['id']!r}: longer than warmup.max_length={max_length} tokens "
+            f"({len(too_long)} such samples); raise max_length or set warmup.too_long: drop"
+        )
+    if len(too_long) == len(train):
+        raise ColdstartError(f"warmup.max_length={max_length}: every training sample is longer; raise max_length")
+    keep = sorted(set(range(len(train))) - set(too_long))
+    return (train.select(keep) if too_long else train), len(too_long)
+
+
 def _style_means(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean per-style compatibility and weight over the logged steps."""
     out: dict[str, dict[str, float]] = {}
@@ -122,6 +141,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             summary = json.loads((score_dir / "summary.json").read_text())
             ema_init = (summary["nll_mean"], summary["nll_std"])
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+        train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
         model = load_model(cfg.model, model_path)
         trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
         checkpoint = last_checkpoint(work)
@@ -138,7 +158,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "train_runtime_s": result.metrics.get("train_runtime"),
-            "data": {**stats.to_dict(), "gated_out": dropped},
+            "data": {**stats.to_dict(), "gated_out": dropped, "too_long_dropped": too_long},
         }
         if isinstance(trainer, CADFTTrainer):
             weights_over_training(metrics, work / "weights.png")

@@ -107,3 +107,12 @@ def test_cadft_damps_the_less_compatible_samples(tokenizer, tmp_path):
     assert metrics["weight_min"][0] < 1.0 and metrics["compat_min"][0] <= metrics["compat_max"][0]
     assert 0 < metrics["ess_fraction"][0] <= 1.0
     assert any(key.startswith("style/") for key in metrics)
+
+
+def test_an_all_gated_batch_is_a_finite_zero(tokenizer, tmp_path):
+    trainer, rows = make_trainer(tokenizer, tmp_path, ["warmup.loss=cadft", "warmup.cadft.gate_min=0.5"])
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, dict(trainer.data_collator(rows)))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() == 0 for p in trainer.model.parameters())

@@ -72,3 +72,36 @@ def test_dft_differs_from_sft_on_the_same_batch(tmp_path, tokenizer):
     assert values["sft"] > 10.0
     assert values["dft"] < values["sft"] * 1e-3
 
+
+
+def test_too_long_samples_are_dropped_or_refused(tokenizer):
+    from coldstart.errors import ColdstartError
+    from coldstart.stages.warmup import apply_length_policy
+
+    cfg = load_config(None, ["data.arith.num_train=20", "data.arith.max_steps=4"])
+    train, _ = load_samples(cfg.data, "train", 0)
+    lengths = sorted(len(tokenizer.apply_chat_template(s["prompt"] + s["completion"], tokenize=True, return_dict=True)["input_ids"]) for s in train)
+    cut = lengths[10]  # about half are longer
+    kept, dropped = apply_length_policy(train, tokenizer, cut, "drop")
+    assert dropped == sum(n > cut for n in lengths) and len(kept) == 20 - dropped and 0 < dropped < 20
+    with pytest.raises(ColdstartError, match=rf"longer than warmup.max_length={cut} tokens \({dropped} such samples\)"):
+        apply_length_policy(train, tokenizer, cut, "error")
+    assert apply_length_policy(train, tokenizer, cut, "truncate") == (train, 0)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from coldstart.errors import ColdstartError
+    from coldstart.training import NumericalGuard
+
+    (tmp_path / "checkpoint-4").mkdir()
+    guard = NumericalGuard("warmup")
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=6)
+    for norm in (1.0, 1.2, 0.9, 1.1, 1.0):
+        guard.on_log(args, state, None, logs={"loss": 0.5, "grad_norm": norm})
+    with caplog.at_level("WARNING"):
+        guard.on_log(args, state, None, logs={"loss": 0.5, "grad_norm": 50.0})
+    assert "gradient norm spike at step 6: 50" in caplog.text
+    with pytest.raises(ColdstartError, match=rf"warmup: the loss became nan at step 6; last good checkpoint: {tmp_path}/checkpoint-4"):
+        guard.on_log(args, state, None, logs={"loss": float("nan")})
