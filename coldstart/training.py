@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from coldstart import faults
 from coldstart.config import trl_kwargs
@@ -43,15 +42,24 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int) -> dict[str, Any]:
 SEAL = ".complete"
 
 
+def _checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest checkpoint that was saved to the end; ones cut short by a crash are removed."""
-    output_dir = Path(output_dir)
-    while output_dir.is_dir() and (latest := get_last_checkpoint(str(output_dir))) is not None:
-        if (Path(latest) / SEAL).is_file():
-            return latest
-        logger.warning("removing %s: a crash interrupted its saving", latest)
-        shutil.rmtree(latest)
-    return None
+    """The newest checkpoint that was saved to the end (sealed), or None."""
+    sealed = [p for p in _checkpoints(output_dir) if (p / SEAL).is_file()]
+    return str(sealed[-1]) if sealed else None
+
+
+def resume_point(output_dir: Path) -> str | None:
+    """The checkpoint an interrupted stage resumes from; checkpoints a crash cut short are removed first."""
+    for path in _checkpoints(output_dir):
+        if not (path / SEAL).is_file():
+            logger.warning("removing %s: a crash interrupted its saving", path)
+            shutil.rmtree(path)
+    return last_checkpoint(output_dir)
 
 
 class CheckpointSeal(TrainerCallback):

@@ -22,7 +22,7 @@ from coldstart.models import load_model
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl
-from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, last_checkpoint, trainer_kwargs
+from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, resume_point, trainer_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = load_model(cfg.model, str(model_dir))
         trainer = build_trainer(cfg, work, prompts, model, tokenizer)
-        result = trainer.train(resume_from_checkpoint=last_checkpoint(work))
+        result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
         metrics = read_jsonl(work / "metrics.jsonl")
         rl_curves(metrics, work / "rewards.png")

@@ -23,7 +23,7 @@ from coldstart.models import load_model, load_tokenizer, lora_config, model_fing
 from coldstart.plots import weights_over_training
 from coldstart.rewriting import Rewriter
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
-from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, last_checkpoint, trainer_kwargs
+from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, resume_point, trainer_kwargs
 
 # coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
 LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
@@ -144,7 +144,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
         model = load_model(cfg.model, model_path)
         trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
-        checkpoint = last_checkpoint(work)
+        checkpoint = resume_point(work)
         if checkpoint and isinstance(trainer, CADFTTrainer):
             trainer.restore_state(checkpoint)
         result = trainer.train(resume_from_checkpoint=checkpoint)

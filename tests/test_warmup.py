@@ -96,6 +96,8 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, caplog):
     from coldstart.training import NumericalGuard
 
     (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / ".complete").touch()
+    (tmp_path / "checkpoint-5").mkdir()  # cut short by a crash: not a good checkpoint
     guard = NumericalGuard("warmup")
     args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=6)
     for norm in (1.0, 1.2, 0.9, 1.1, 1.0):
