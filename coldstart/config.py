@@ -393,6 +393,8 @@ def _check_trainer_keys(cfg: Config, where: _Where) -> None:
 
 
 def _check_values(cfg: Config, where: _Where) -> None:
+    if not cfg.name or Path(cfg.name).is_absolute() or ".." in Path(cfg.name).parts:
+        raise ColdstartError(f"{where(('name',))}: {cfg.name!r} must be a relative name inside output_dir, without '..'")
     w = cfg.warmup
     positive = {
         ("warmup", "learning_rate"): w.learning_rate,

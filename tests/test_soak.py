@@ -1,0 +1,44 @@
+"""A soak of hostile completions through the reward functions: bounded time each, no memory growth."""
+
+import random
+
+import pytest
+
+from coldstart.rewards import REWARDS
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def hostile(rng: random.Random) -> str:
+    kind = rng.randrange(5)
+    n = rng.randint(1000, 20000)
+    if kind == 0:
+        return "\\boxed{" + "{" * n
+    if kind == 1:
+        return "x" * (n * 50) + "\\boxed{" + str(rng.randint(0, 99)) + "}"
+    if kind == 2:
+        return "\\boxed{" + "\\sqrt{" * (n // 100) + "2" + "}" * (n // 100) + "}"
+    if kind == 3:
+        return "".join(rng.choice("\\{}^_$()[]0123456789abc ") for _ in range(n // 4))
+    return "\\boxed{" + "".join(rng.choice("0123456789") for _ in range(n // 10)) + "}"
+
+
+@pytest.mark.slow
+def test_soak_of_5000_hostile_completions_has_no_memory_growth():
+    rng = random.Random(0)
+    completions = [[{"role": "assistant", "content": hostile(rng)}] for _ in range(200)]
+    for reward in ("accuracy", "format"):  # warm up caches before the baseline
+        REWARDS[reward](completions=completions[:50], answer=["7"] * 50, timeout=5.0)
+    before = rss_mb()
+    for round_ in range(25):  # 25 x 200 = 5,000
+        scores = REWARDS["accuracy"](completions=completions, answer=[str(round_)] * 200, timeout=5.0)
+        REWARDS["format"](completions=completions)
+        assert all(s in (0.0, 1.0) for s in scores)
+    growth = rss_mb() - before
+    assert growth < 50, f"resident memory grew by {growth:.0f} MB over 5,000 hostile completions"
