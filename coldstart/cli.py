@@ -86,7 +86,7 @@ def _eval(args: argparse.Namespace) -> None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.benchmark))
     model = resolve_model_path(args.model)
     name = f"{Path(model).name}-{Path(cfg.data.source).stem}"
-    out = Path(args.out or Path("eval") / name)
+    out = Path(args.out or Path(cfg.output_dir) / "eval" / name)
     problems, _ = held_out(cfg)
     records, metrics = evaluate_folder(cfg, Path(model), problems)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo the eval stage (--force eval)")
     p.add_argument("--model", help="a model folder or Hub id to evaluate instead of the run's models")
     p.add_argument("--benchmark", default=None, help="arith, gsm8k, a local file or folder, or a Hub dataset id")
-    p.add_argument("--out", default=None, help="where --model results go (default: eval/<model>-<benchmark>/)")
+    p.add_argument("--out", default=None, help="where --model results go (default: <output_dir>/eval/<model>-<benchmark>/)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("compare", help="{base, sft, dft, cadft} x {warm-up, warm-up + GRPO}, with confidence intervals")

@@ -100,7 +100,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         warmed = warmup_dir / "final" if cfg.warmup.loss != "none" else Path(resolve_model_path(cfg.model.name_or_path))
         changes = export(cfg, warmed, work / "model")
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
-        model = AutoModelForCausalLM.from_pretrained(work / "model")
+        model = AutoModelForCausalLM.from_pretrained(work / "model", use_safetensors=True)  # as a user loads it
         prompts, _ = rl_prompts(cfg.data, 1, cfg.seed)
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
         groups, rollouts = _rollouts(cfg, model, tokenizer)
