@@ -247,7 +247,7 @@ def normalize_row(row: Any, index: int, source: str, split: str) -> dict[str, An
     if not completion_text.strip():
         raise BadRow("completion", "empty completion")
     if "answer" not in row or row["answer"] is None:
-        raise BadRow("answer", "missing field (the gold answer verification needs)")
+        raise BadRow("answer", "missing field (rewards, rewriting and evaluation check answers against it)")
     answer = row["answer"]
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         raise BadRow("answer", f"expected text or a number, got {type(answer).__name__}")
