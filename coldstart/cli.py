@@ -10,8 +10,6 @@ from typing import Any, Callable
 
 from coldstart.errors import ColdstartError
 
-logger = logging.getLogger("coldstart")
-
 STAGE_HELP = {
     "score": "compatibility of every training demonstration under the base model",
     "warmup": "supervised warm-up (sft | dft | cadft) of the base model on the demonstrations",
