@@ -12,6 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def compatibility_histogram(records: list[dict[str, Any]], path: Path, title: str, group: str = "style") -> None:
     """Histogram of compatibility, one series per `group` value (all samples when there is none)."""
     groups: dict[str, list[float]] = defaultdict(list)
@@ -25,9 +31,7 @@ def compatibility_histogram(records: list[dict[str, Any]], path: Path, title: st
     ax.set_ylabel("samples")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def weights_over_training(metrics: list[dict[str, Any]], path: Path) -> None:
@@ -45,9 +49,7 @@ def weights_over_training(metrics: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(f"mean {label}")
         ax.set_title(f"{label} by style")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def mismatch_figure(base: list[dict[str, Any]] | None, warmed: list[dict[str, Any]], correct_per_prompt: list[int],
@@ -68,9 +70,7 @@ def mismatch_figure(base: list[dict[str, Any]] | None, warmed: list[dict[str, An
     axes[1].set_xlabel(f"correct rollouts out of k={k} (red: zero-variance groups)")
     axes[1].set_ylabel("RL prompts")
     axes[1].set_title("What GRPO will see")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def rl_curves(metrics: list[dict[str, Any]], path: Path) -> None:
@@ -83,9 +83,7 @@ def rl_curves(metrics: list[dict[str, Any]], path: Path) -> None:
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
         ax.set_xlabel("step")
         ax.set_title(label)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _interval_bars(ax, names: list[str], values: list[dict[str, Any]], key: str, ylabel: str) -> None:
@@ -103,17 +101,13 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
     fig, ax = plt.subplots(figsize=(8, 4))
     _interval_bars(ax, list(results["arms"]), list(results["arms"].values()), "accuracy", "accuracy % (95% CI)")
     ax.set_title("Held-out accuracy per arm")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "accuracy.png")
     if results["rl_gain"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         _interval_bars(ax, list(results["rl_gain"]), list(results["rl_gain"].values()), "difference",
                        "RL gain, points (95% CI)")
         ax.set_title("What GRPO added to each start")
-        fig.tight_layout()
-        fig.savefig(out / "rl_gain.png", dpi=110)
-        plt.close(fig)
+        _save(fig, out / "rl_gain.png")
     if curves:
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, metrics in curves.items():
@@ -123,9 +117,7 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         ax.set_ylabel("reward mean")
         ax.legend(fontsize=8)
         ax.set_title("GRPO reward per start")
-        fig.tight_layout()
-        fig.savefig(out / "rewards.png", dpi=110)
-        plt.close(fig)
+        _save(fig, out / "rewards.png")
     if compat:
         fig, ax = plt.subplots(figsize=(7, 4))
         bins = [i / 40 for i in range(41)]
@@ -134,6 +126,4 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         ax.set_xlabel("demonstration compatibility under the warmed policy")
         ax.set_ylabel("demonstrations")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "compatibility.png", dpi=110)
-        plt.close(fig)
+        _save(fig, out / "compatibility.png")
