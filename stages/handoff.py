@@ -57,8 +57,7 @@ def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
     return {"merged_lora": merged, "added_stop_ids": added}
 
 
-def _rollouts(cfg: Config, model, tokenizer) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
-    prompts, _ = rl_prompts(cfg.data, cfg.handoff.report_prompts, cfg.seed)
+def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
     rl = cfg.rl
     outputs = generate(
         model, tokenizer, prompts["prompt"], num_samples=rl.num_generations, max_new_tokens=rl.max_completion_length,
@@ -101,9 +100,9 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         changes = export(cfg, warmed, work / "model")
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
         model = AutoModelForCausalLM.from_pretrained(work / "model", use_safetensors=True)  # as a user loads it
-        prompts, _ = rl_prompts(cfg.data, 1, cfg.seed)
+        prompts, _ = rl_prompts(cfg.data, cfg.handoff.report_prompts, cfg.seed)
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
-        groups, rollouts = _rollouts(cfg, model, tokenizer)
+        groups, rollouts = _rollouts(cfg, model, tokenizer, prompts)
         base, warmed = _demonstrations(cfg, run_dir, model, tokenizer)
         report = build_report(base, warmed, rollout_stats(groups, cfg.rl.max_completion_length))
         (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
