@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install model demo test clean-runs
+.PHONY: install model demo test bench clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: model
 
 test: model
 	$(BIN)/python -m pytest -q
+
+# Side-by-side measurements (ratios, ~20 minutes on 2 cores): prints a table, writes bench/results.json.
+bench: model
+	$(BIN)/python -m bench
 
 clean-runs:
 	rm -rf runs

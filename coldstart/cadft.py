@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from trl import SFTTrainer
 
 from coldstart import faults
-from coldstart.compatibility import sequence_nll, token_logprobs
+from coldstart.compatibility import sequence_nll
 from coldstart.config import CadftSection
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
+from coldstart.warmup_trainer import WarmupTrainer
 
 STATE_FILE = "cadft_state.json"
 
@@ -40,17 +40,17 @@ class IndexedCollator:
         return batch
 
 
-class CADFTTrainer(SFTTrainer):
-    """SFTTrainer whose loss is `-sum_i w_i sum_t sg(p_t) l_t / N` with the paper's compatibility weights `w_i`.
+class CADFTTrainer(WarmupTrainer):
+    """The warm-up trainer whose loss is `-sum_i w_i sum_t sg(p_t) l_t / N` with the paper's compatibility weights
+    `w_i`.
 
-    Extra arguments: `cadft` (the config section), `fused` (per-token log-probs through TRL's fused LM head or plain
-    logits), `styles` (the style of each training row, for per-style metrics), `ema_init` ((mean, std) of the NLL
+    Extra arguments: `cadft` (the config section), `fused` (`WarmupTrainer`'s choice of log-prob path), `styles` (the style of each training row, for per-style metrics), `ema_init` ((mean, std) of the NLL
     from `coldstart score`, for `ema` mode). The train dataset must carry a `sample_index` column.
     """
 
-    def __init__(self, *args, cadft: CadftSection, fused: bool, styles: list[str], ema_init=None, **kwargs):
+    def __init__(self, *args, cadft: CadftSection, styles: list[str], ema_init=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.cadft, self.fused, self.styles = cadft, fused, styles
+        self.cadft, self.styles = cadft, styles
         self.ema: tuple[float, float] | None = ema_init
         self.overrides: dict[int, dict[str, list[int]]] = {}
         self.data_collator = IndexedCollator(self.data_collator, self.overrides)
@@ -81,9 +81,7 @@ class CADFTTrainer(SFTTrainer):
         moments = None
         for batch in batches:
             batch = self._prepare_inputs(batch)
-            log_probs, mask = token_logprobs(
-                self.model, batch["input_ids"], batch.get("attention_mask"), batch["labels"], self.fused
-            )
+            log_probs, mask = self.token_logprobs(self.model, batch)
             m = batch_moments(sequence_nll(log_probs.float(), mask)[0])
             moments = m if moments is None else moments + m
         return mean_std(self.accelerator.reduce(moments, reduction="sum"))
@@ -105,7 +103,7 @@ class CADFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         index = inputs.pop("sample_index", None)
         faults.reach("loss")
-        log_probs, mask = token_logprobs(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"], self.fused)
+        log_probs, mask = self.token_logprobs(model, inputs)
         nll, _ = sequence_nll(log_probs.detach().float(), mask)
         moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
         if self._step_stats is not None:
@@ -118,9 +116,7 @@ class CADFTTrainer(SFTTrainer):
         weights = cadft_weights(nll, mean, std, c.beta, c.gate_min, c.weight_floor)
         num_items = mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss = token_loss(log_probs, mask, num_items, c.token_weighting, weights)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            # like Trainer: num_items counts every rank's tokens and DDP averages the gradients across ranks
-            loss = loss * self.accelerator.num_processes
+        loss = self.scale_for_devices(loss, num_items_in_batch)
         if model.training:
             self._step_moments = moments if self._step_moments is None else self._step_moments + moments
             self._record(index, nll, weights, log_probs.detach(), mask)

@@ -3,11 +3,13 @@
 Per sample, the length-normalised NLL of its completion tokens `n = -mean_t log pi(y_t | x, y_<t)` and its friendly
 form `c = exp(-n)`, the geometric-mean token probability, in (0, 1]. Per-token log-probs come from a single
 forward: either TRL's fused, tiled LM head (no `(batch, seq, vocab)` logits; pays on GPUs with large vocabularies)
-or plain logits (faster for small models on CPUs).
+or plain logits of the completion positions only (faster off CUDA: `make bench`).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -15,27 +17,36 @@ import torch.nn.functional as F
 
 
 def use_fused_head(choice: str) -> bool:
-    """`auto` picks the fused head on CUDA and plain logits elsewhere (measured faster on CPU for the 135M model)."""
+    """`auto` picks the fused head on CUDA and plain logits elsewhere (faster on CPU: `make bench`)."""
     return torch.cuda.is_available() if choice == "auto" else choice == "fused"
 
 
-def token_logprobs(model, input_ids, attention_mask, labels, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(
+    model, input_ids, attention_mask, labels, fused: bool, cache=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the labelled tokens, shifted to (batch, seq - 1), zero where the label is -100.
 
     Returns `(log_probs, mask)`. With `fused=True` the model must carry TRL's fused LM head
-    (`trl.trainer.utils.add_fused_lm_head`), which SFTTrainer adds and `ensure_fused_head` adds elsewhere.
+    (`trl.trainer.utils.add_fused_lm_head`), which SFTTrainer adds and `ensure_fused_head` adds elsewhere. Otherwise
+    the LM head projects only the positions that predict a label (transformers' boolean `logits_to_keep`): prompt
+    and padding cost no `vocab`-wide logits. `cache` (a transformers Cache) holds keys and values of tokens before
+    `input_ids` (a shared prefix), which `attention_mask` then covers too.
     """
     if fused:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
+                    cache=cache)
         return out.log_probs, out.label_mask
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
-    # Next-token targets, padded with -100 at the end so the logits keep their contiguous (batch * seq, vocab)
-    # layout: no copy of them, and CPU cross_entropy over a strided vocabulary axis loses ~1e-4 per token.
+    # position t predicts token t + 1; the last position predicts nothing
     shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
-    log_probs = -F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="none"
-    ).view_as(shifted)
-    return log_probs[:, :-1], shifted[:, :-1] != -100
+    keep = shifted != -100
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=False,
+        logits_to_keep=keep,
+    ).logits
+    per_token = -F.cross_entropy(logits.float(), shifted[keep], reduction="none")
+    # masked_scatter keeps a batch without labels connected to the graph: a differentiable zero
+    log_probs = per_token.new_zeros(keep.shape).masked_scatter(keep, per_token)
+    return log_probs[:, :-1], keep[:, :-1]
 
 
 def ensure_fused_head(model) -> None:
@@ -110,15 +121,30 @@ def length_buckets(lengths: list[int], max_tokens: int) -> Iterator[list[int]]:
         yield group
 
 
+def shared_prefix(rows: list[dict[str, list[int]]]) -> int:
+    """Length of the token prefix every row starts with (a system prompt, an instruction) that ends before any row's
+    first label, so the logits that predict labels all come after it; 0 when there is none worth sharing."""
+    first = rows[0]["input_ids"]
+    length = min(len(r["input_ids"]) for r in rows)
+    for row in rows:
+        label_start = next((t for t, label in enumerate(row["labels"]) if label != -100), len(row["labels"]))
+        length = min(length, label_start - 1)
+    n = 0
+    while n < length and all(r["input_ids"][n] == first[n] for r in rows):
+        n += 1
+    return n if n >= 2 else 0
+
+
 @torch.inference_mode()
 def score(
     model, tokenizer, samples: Iterable[dict[str, Any]], max_length: int | None, fused: bool = False,
-    max_tokens: int = 4096, progress: bool = False,
+    max_tokens: int = 2048, progress: bool = False, share_prefix: bool = True,
 ) -> list[dict[str, float]]:
     """Compatibility of each sample's completion under `model`: `nll`, `compatibility`, `num_tokens`, `mean_logprob`.
 
-    Samples are batched by length (little padding) and scored under `torch.inference_mode()`; results come back
-    in the input order.
+    Samples are batched by length (little padding) and scored under `torch.inference_mode()`; with
+    `share_prefix`, the tokens every sample starts with (the chat template's system prompt) go through the model
+    once and their keys and values are reused by every batch. Results come back in the input order.
     """
     from tqdm.auto import tqdm
 
@@ -128,14 +154,25 @@ def score(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    cut = shared_prefix(rows) if share_prefix and rows else 0
+    prefix_cache = None
+    if cut:
+        prefix = torch.tensor([rows[0]["input_ids"][:cut]], device=device)
+        prefix_cache = model(input_ids=prefix, use_cache=True).cache
     out: list[dict[str, float]] = [{} for _ in rows]
     buckets = list(length_buckets([len(r["input_ids"]) for r in rows], max_tokens))
     for group in tqdm(buckets, desc="scoring", disable=not progress):
         batch = {k: v.to(device) for k, v in pad_batch([rows[i] for i in group], tokenizer.pad_token_id).items()}
-        log_probs, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], fused)
+        past = None
+        if prefix_cache is not None:
+            past = copy.deepcopy(prefix_cache)
+            past.batch_repeat_interleave(len(group))
+        log_probs, mask = token_logprobs(
+            model, batch["input_ids"][:, cut:], batch["attention_mask"], batch["labels"][:, cut:], fused, past
+        )
         nll, count = sequence_nll(log_probs.float(), mask)
         for i, n, c in zip(group, nll.tolist(), count.tolist()):
-            out[i] = {"nll": n, "compatibility": float(torch.exp(torch.tensor(-n))), "num_tokens": int(c), "mean_logprob": -n}
+            out[i] = {"nll": n, "compatibility": math.exp(-n), "num_tokens": int(c), "mean_logprob": -n}
     model.train(was_training)
     return out
 

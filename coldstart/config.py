@@ -137,8 +137,8 @@ class WarmupSection:
     )
     logprobs: Literal["auto", "fused", "logits"] = option(
         "auto",
-        "How cadft gets per-token log-probs: TRL's fused LM head (no full logits) or plain logits; auto: fused on "
-        "CUDA, logits on CPU.",
+        "How every warm-up loss and the scorer get per-token log-probs: TRL's fused LM head (tiled, no full logits) "
+        "or plain logits of the completion positions; auto: fused on CUDA, logits elsewhere (faster there).",
     )
     cadft: CadftSection = option(CadftSection(), "CADFT sample weights.")
     gate: GateSection = option(GateSection(), "Drop samples before training, by base-model compatibility.")
@@ -183,7 +183,7 @@ class HandoffSection:
     )
     report_prompts: int = option(16, "RL prompts rolled out for the mismatch report, rl.num_generations times each.")
     report_demos: int = option(0, "Demonstrations scored under the base and the warmed policy (0 = all).")
-    batch_size: int = option(16, "Sequences per generation batch.")
+    batch_size: int = option(32, "Sequences per generation batch.")
 
 
 @dataclass
@@ -201,6 +201,13 @@ class RlSection:
     num_train_epochs: float = option(1.0, "Epochs over the RL prompts when max_steps is -1.", trl=True)
     per_device_train_batch_size: int = option(8, "Completions per micro-batch on each process.", trl=True)
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.", trl=True)
+    steps_per_generation: int | None = option(
+        None,
+        "Optimizer steps that one round of generation serves (TRL's field; null: gradient_accumulation_steps). "
+        "Without vLLM, generating for several steps in one batch is several times faster per completion; the "
+        "later steps then learn slightly off-policy, which GRPO's importance ratio accounts for.",
+        trl=True,
+    )
     num_generations: int = option(8, "Completions per prompt (the GRPO group size).", trl=True)
     max_completion_length: int = option(256, "Longest completion; longer ones are cut (and count as clipped).", trl=True)
     temperature: float = option(1.0, "Sampling temperature of the rollouts.", trl=True)
@@ -227,7 +234,7 @@ class EvalSection:
     num_samples: int = option(0, "Sampled completions per problem for pass@k (0: greedy accuracy only).")
     temperature: float = option(1.0, "Sampling temperature for pass@k.")
     max_new_tokens: int = option(256, "Longest generated answer.")
-    batch_size: int = option(16, "Sequences per generation batch.")
+    batch_size: int = option(32, "Sequences per generation batch (larger batches generate faster, up to memory).")
 
 
 @dataclass

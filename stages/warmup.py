@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from coldstart.cadft import CADFTTrainer
 from coldstart.compatibility import gate_keep, tokenize_sample, use_fused_head
@@ -24,14 +24,15 @@ from coldstart.plots import weights_over_training
 from coldstart.rewriting import Rewriter
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
 from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, resume_point, trainer_kwargs
+from coldstart.warmup_trainer import WarmupTrainer
 
 # coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
 LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
 
 
-def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer, ema_init=None) -> SFTTrainer:
-    """The warm-up trainer for `cfg.warmup.loss`, loss only on the completion: TRL's SFTTrainer for sft and dft,
-    its CADFT subclass (with the rewriting callback when enabled) for cadft."""
+def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer, ema_init=None) -> WarmupTrainer:
+    """The warm-up trainer for `cfg.warmup.loss`, loss only on the completion: TRL's SFTTrainer with coldstart's
+    log-prob path for sft and dft, its CADFT subclass (with the rewriting callback when enabled) for cadft."""
     args = SFTConfig(
         **trainer_kwargs(cfg.warmup, output_dir, cfg.seed),
         loss_type=LOSS_TYPES[cfg.warmup.loss],
@@ -43,15 +44,15 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
         processing_class=tokenizer,
         peft_config=lora_config(cfg.model),
         callbacks=[MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("warmup"), CheckpointSeal()],
+        fused=use_fused_head(cfg.warmup.logprobs),
     )
     if cfg.warmup.loss != "cadft":
-        return SFTTrainer(train_dataset=train_dataset, **common)
+        return WarmupTrainer(train_dataset=train_dataset, **common)
     # rows keep their position in `train_dataset`, even if TRL drops some while preparing it
     indexed = train_dataset.add_column("sample_index", list(range(len(train_dataset))))
     trainer = CADFTTrainer(
         train_dataset=indexed,
         cadft=cfg.warmup.cadft,
-        fused=use_fused_head(cfg.warmup.logprobs),
         styles=train_dataset["style"],
         ema_init=ema_init,
         **common,

@@ -10,6 +10,7 @@ from coldstart.compatibility import (
     pad_batch,
     score,
     sequence_nll,
+    shared_prefix,
     summarize,
     token_logprobs,
     tokenize_sample,
@@ -61,14 +62,30 @@ def test_tokenization_matches_the_trainers(tiny_model, tokenizer, tmp_path):
         assert mine["labels"] == prepared[i]["labels"]
 
 
-def test_scorer_batches_by_length_without_changing_results(tiny_model, tokenizer):
+@pytest.mark.parametrize("fused", [False, True])
+def test_scorer_batches_by_length_and_shares_the_prefix_without_changing_results(tiny_model, tokenizer, fused):
     cfg = load_config(None, ["data.arith.num_train=10"])
     train, _ = load_samples(cfg.data, "train", cfg.seed)
-    batched = score(tiny_model, tokenizer, train, 256, max_tokens=400)
-    alone = score(tiny_model, tokenizer, train, 256, max_tokens=1)
-    for a, b in zip(batched, alone):
+    rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], 256) for s in train]
+    assert shared_prefix(rows) > 10  # the chat template's system prompt
+    batched = score(tiny_model, tokenizer, train, 256, max_tokens=400, fused=fused)
+    alone = score(tiny_model, tokenizer, train, 256, max_tokens=1, share_prefix=False, fused=fused)
+    for a, b, row in zip(batched, alone, rows):
         assert a["nll"] == pytest.approx(b["nll"], rel=1e-5) and a["num_tokens"] == b["num_tokens"]
+        assert a["num_tokens"] == sum(label != -100 for label in row["labels"])
         assert a["compatibility"] == pytest.approx(math.exp(-a["nll"]))
+
+
+def test_shared_prefix_stops_before_the_first_label():
+    rows = [
+        {"input_ids": [1, 2, 3, 4, 5, 6], "labels": [-100, -100, -100, -100, 5, 6]},
+        {"input_ids": [1, 2, 9, 4, 5], "labels": [-100, -100, -100, -100, 5]},
+    ]
+    assert shared_prefix(rows) == 2  # the rows part at the 3rd token
+    rows[1]["input_ids"][2] = 3
+    assert shared_prefix(rows) == 3  # the logits at position 3 predict the first label: not in the prefix
+    rows[1]["labels"] = [-100, 2, 3, 4, 5]
+    assert shared_prefix(rows) == 0  # a label at position 1 leaves nothing worth sharing
 
 
 def test_length_buckets_cover_every_index_once_and_respect_the_budget():

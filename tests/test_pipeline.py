@@ -21,6 +21,7 @@ SETS = [
     "rl.max_steps=2",
     "rl.num_generations=2",
     "rl.per_device_train_batch_size=2",
+    "rl.steps_per_generation=2",  # one generation round serves both steps, as in the quickstart
     "rl.max_completion_length=8",
     "rl.save_steps=1",
     "eval.num_problems=4",

@@ -11,7 +11,8 @@ import pytest
 from test_pipeline import tiny_run_args
 
 EXTRA = ["warmup.max_steps=4", "warmup.rewrite.start=2", "warmup.rewrite.every=1", "warmup.rewrite.fraction=0.25",
-         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.verify=false", "rl.max_steps=3"]
+         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.verify=false", "rl.max_steps=3",
+         "rl.steps_per_generation=1"]  # a generation round, and so rewards, in every GRPO step
 
 
 def run(args, kill_at=None):

@@ -41,11 +41,14 @@ def reference_loss(model, batch, loss):
     return -(weight * logp * mask).sum() / mask.sum()
 
 
+@pytest.mark.parametrize("logprobs", ["fused", "logits"])
 @pytest.mark.parametrize("loss", ["sft", "dft"])
-def test_warmup_loss_matches_the_logits(loss, tmp_path, tokenizer):
+def test_warmup_loss_matches_the_logits(loss, logprobs, tmp_path, tokenizer):
+    """TRL's own loss through the fused head, and coldstart's logits path, both equal the direct computation."""
     from conftest import make_tiny_model
 
-    cfg = load_config(None, ["data.arith.num_train=4", "warmup.per_device_train_batch_size=4", f"warmup.loss={loss}"])
+    cfg = load_config(None, ["data.arith.num_train=4", "warmup.per_device_train_batch_size=4", f"warmup.loss={loss}",
+                             f"warmup.logprobs={logprobs}"])
     model = make_tiny_model(tokenizer)
     trainer, batch = first_batch(cfg, tmp_path, model, tokenizer)
     got = trainer.compute_loss(trainer.model, dict(batch))

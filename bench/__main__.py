@@ -1,0 +1,147 @@
+"""`make bench`: every benchmark in its own process, one after the other on the same machine, then the ratios.
+
+Prints a table (metric, value, target) and writes `bench/results.json`: a flat mapping of metric name to value,
+with the machine and the library versions. Workers' logs go to `bench/logs/`.
+
+    python -m bench                      # everything (~20 minutes on 2 CPU cores)
+    python -m bench --only warmup,scoring
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from bench.common import RESULT_PREFIX
+
+HERE = Path(__file__).parent
+# metric -> (direction, bound): the targets on a 2-core CPU
+TARGETS = {
+    "warmup_over_plain_loop_step_time": ("<=", 1.15),
+    "cadft_over_sft_step_time": ("<=", 1.03),
+    "cadft_over_sft_peak_mem": ("<=", 1.02),
+    "scoring_speedup": (">=", 2.0),
+    "generation_speedup": (">=", 4.0),
+    "quickstart_seconds": ("<=", 600.0),
+}
+
+
+def worker(module: str, *args: str) -> dict:
+    """Run `python -m bench.<module> args` and return its result line; its output goes to bench/logs/."""
+    logs = HERE / "logs"
+    logs.mkdir(exist_ok=True)
+    name = "_".join([module, *(a.lstrip("-") for a in args)])
+    print(f"  {name} ...", end="", flush=True)
+    start = time.perf_counter()
+    with (logs / f"{name}.log").open("w") as log:
+        proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], stdout=subprocess.PIPE, stderr=log,
+                              text=True)
+    print(f" {time.perf_counter() - start:.0f} s", flush=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode or not lines:
+        raise SystemExit(f"bench.{module} {' '.join(args)} failed (exit {proc.returncode}); see {logs / name}.log")
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def warmup() -> dict[str, float]:
+    runs = {v: worker("warmup_step", "--variant", v) for v in ("plain", "sft", "dft", "cadft", "naive")}
+    step = {v: r["step_s"] for v, r in runs.items()}
+    mem = {v: r["peak_rss_mb"] for v, r in runs.items()}
+    return {
+        "warmup_over_plain_loop_step_time": step["sft"] / step["plain"],
+        "cadft_over_sft_step_time": step["cadft"] / step["sft"],
+        "dft_over_sft_step_time": step["dft"] / step["sft"],
+        "naive_over_cadft_step_time": step["naive"] / step["cadft"],
+        "cadft_over_sft_peak_mem": mem["cadft"] / mem["sft"],
+        "naive_over_cadft_peak_mem": mem["naive"] / mem["cadft"],
+        **{f"warmup_step_s_{v}": s for v, s in step.items()},
+        **{f"warmup_peak_mem_mb_{v}": m for v, m in mem.items()},
+    }
+
+
+def scoring() -> dict[str, float]:
+    ours, naive = worker("scoring", "--scorer", "coldstart"), worker("scoring", "--scorer", "naive")
+    return {
+        "scoring_speedup": ours["samples_per_s"] / naive["samples_per_s"],
+        "scoring_mem_ratio": naive["peak_rss_mb"] / ours["peak_rss_mb"],
+        "scoring_samples_per_s": ours["samples_per_s"],
+        "scoring_naive_samples_per_s": naive["samples_per_s"],
+        "scoring_max_nll_difference": max(abs(a - b) for a, b in zip(ours["nll"], naive["nll"])),
+    }
+
+
+def generation() -> dict[str, float]:
+    r = worker("generation")
+    return {"generation_speedup": r["speedup"], "generation_batched_tokens_per_s": r["batched_tokens_per_s"],
+            "generation_single_tokens_per_s": r["single_tokens_per_s"]}
+
+
+def quickstart() -> dict[str, float]:
+    r = worker("quickstart")
+    return {"quickstart_seconds": r["wall_s"], **{f"quickstart_{k}_seconds": v for k, v in r["stages"].items()}}
+
+
+GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "quickstart": quickstart}
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    import torch
+
+    return {
+        "machine": f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("torch", "transformers", "trl", "peft", "accelerate")},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def table(results: dict) -> str:
+    rows = ["| metric | value | target |", "|---|---|---|"]
+    for key, value in results.items():
+        if not isinstance(value, float):
+            continue
+        target = ""
+        if key in TARGETS:
+            op, bound = TARGETS[key]
+            met = value <= bound if op == "<=" else value >= bound
+            target = f"{op} {bound:g} {'met' if met else 'MISSED'}"
+        rows.append(f"| {key} | {value:.3g} | {target} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups among {', '.join(GROUPS)}")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args()
+    chosen = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = sorted(set(chosen) - set(GROUPS))
+    if unknown:
+        parser.error(f"--only: unknown group {unknown[0]!r}; groups are {', '.join(GROUPS)}")
+    start = time.perf_counter()
+    results: dict = {}
+    for group in chosen:
+        print(f"{group}:", flush=True)
+        results.update(GROUPS[group]())
+    results["bench_seconds"] = time.perf_counter() - start
+    results.update(machine())
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
