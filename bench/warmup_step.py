@@ -6,7 +6,7 @@ backward, AdamW step). Every variant trains on the same batch, the quickstart's 
 step: identical work, so the fastest step after the first (allocations, optimizer state) is the measure, the one
 least disturbed by other work on the machine.
 
-    python -m bench.warmup_step --variant cadft --steps 5
+    python -m bench.warmup_step --variant cadft --steps 4
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def plain_loop(cfg, model_path: str, batch: dict, steps: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=VARIANTS, required=True)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model_path, trainer = build(args.variant, args.steps, Path(tmp))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import coldstart
 from coldstart import faults
 from coldstart.errors import ColdstartError
 
@@ -86,10 +87,22 @@ def json_sha256(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def source_sha256() -> str:
+    """One hash of coldstart's own Python source (the package with its stages and eval modules): which code ran."""
+    import coldstart.eval
+    import coldstart.stages
+
+    digest = hashlib.sha256()
+    for package in (coldstart, coldstart.stages, coldstart.eval):
+        root = Path(package.__file__).parent
+        digest.update(f"{package.__name__}\0{tree_sha256(root, lambda rel: rel.suffix != '.py')}\n".encode())
+    return digest.hexdigest()
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), "coldstart_source": source_sha256()}
     for name in ("coldstart", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify"):
         try:
             out[name] = version(name)
