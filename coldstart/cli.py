@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any, Callable
 
+from coldstart.distributed import is_main
 from coldstart.errors import ColdstartError
 
 STAGE_HELP = {
@@ -39,6 +40,8 @@ def _stage_runners() -> dict[str, Callable[..., dict[str, Any]]]:
 
 
 def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
+    if not is_main():  # one summary, from the process that keeps the run directory
+        return
     print(f"\nrun directory: {run_dir.root}")
     for stage, entry in entries.items():
         seconds = entry.get("seconds")

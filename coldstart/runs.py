@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import coldstart
-from coldstart import faults
+from coldstart import distributed, faults
 from coldstart.errors import ColdstartError
 
 logger = logging.getLogger(__name__)
@@ -182,16 +181,19 @@ class RunDir:
         """
         digest = json_sha256(fingerprint)
         final, work = self.stage_dir(stage), self.partial_dir(stage)
-        for stale in self.root.glob(".*.tmp"):  # left by a crash in the middle of an atomic write
-            stale.unlink()
+        main = distributed.is_main()
+        if main:
+            for stale in self.root.glob(".*.tmp"):  # left by a crash in the middle of an atomic write
+                stale.unlink()
         entry = self.manifest()["stages"].get(stage, {})
-        if final.is_dir():
-            done_digest = self._folder_digest(final)
-            if done_digest == digest and not force:
-                if entry.get("status") != "done":  # renamed into place, but the manifest write was interrupted
+        redo = final.is_dir()
+        if redo:
+            if self._folder_digest(final) == digest and not force:
+                if main and entry.get("status") != "done":  # renamed into place, the manifest write interrupted
                     entry = self.update_stage(stage, status="done")
                 logger.info("%s: finished with the same config and inputs, skipped", stage)
-                return entry
+                distributed.wait()
+                return self.manifest()["stages"][stage]
             if not force:
                 changes = _diff(entry.get("fingerprint_data", {}), fingerprint)
                 what = "; ".join(changes[:4]) or "its inputs or config changed"
@@ -199,6 +201,39 @@ class RunDir:
                     f"{final}: finished with another config ({what}); pass --force {stage} to redo it "
                     "or --set name=<new run> to keep both"
                 )
+        started = time.time()
+        if main:
+            self._prepare(stage, digest, fingerprint, redo, config_text)
+        distributed.wait()
+        try:
+            metrics = body(work)
+        except BaseException as e:
+            if main:
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                self.update_stage(stage, status=status, error=str(e)[:500])
+            raise
+        distributed.wait()
+        if main:
+            for path in work.iterdir():
+                if path.name != FINGERPRINT_FILE and not keep(Path(path.name)):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            os.replace(work, final)
+            self.update_stage(
+                stage,
+                status="done",
+                ended=_now(),
+                seconds=round(time.time() - started, 1),
+                outputs_sha256=tree_sha256(final, skip=is_checkpoint),
+                metrics=metrics,
+                error=None,
+            )
+        distributed.wait()
+        return self.manifest()["stages"][stage]
+
+    def _prepare(self, stage: str, digest: str, fingerprint: dict[str, Any], redo: bool, config_text: str | None):
+        """The main process's part before a stage runs: clear what is stale, record the attempt."""
+        final, work = self.stage_dir(stage), self.partial_dir(stage)
+        if redo:
             shutil.rmtree(final)
         if work.is_dir() and self._folder_digest(work) != digest:
             logger.warning("%s: discarding an unfinished attempt made with another config (%s)", stage, work)
@@ -207,27 +242,8 @@ class RunDir:
         atomic_write_text(work / FINGERPRINT_FILE, json.dumps({"digest": digest, "fingerprint": fingerprint}, default=str))
         if config_text is not None:
             self.write_config(config_text)
-        started = time.time()
         self.update_stage(
             stage, status="running", started=_now(), fingerprint=digest, fingerprint_data=fingerprint, versions=versions()
-        )
-        try:
-            metrics = body(work)
-        except BaseException as e:
-            self.update_stage(stage, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e)[:500])
-            raise
-        for path in work.iterdir():
-            if path.name != FINGERPRINT_FILE and not keep(Path(path.name)):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(work, final)
-        return self.update_stage(
-            stage,
-            status="done",
-            ended=_now(),
-            seconds=round(time.time() - started, 1),
-            outputs_sha256=tree_sha256(final, skip=is_checkpoint),
-            metrics=metrics,
-            error=None,
         )
 
     @staticmethod

@@ -31,6 +31,8 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int) -> dict[str, Any]:
         if kwargs.get(key) is None:
             kwargs[key] = cuda
     kwargs.setdefault("use_cpu", not cuda)
+    # every parameter takes part in every forward: DDP's search for unused ones is a wasted graph traversal
+    kwargs.setdefault("ddp_find_unused_parameters", False)
     kwargs.setdefault("report_to", "none")
     kwargs.setdefault("save_strategy", "steps")
     kwargs.setdefault("seed", seed)

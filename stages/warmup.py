@@ -18,6 +18,7 @@ from coldstart.cadft import CADFTTrainer
 from coldstart.compatibility import gate_keep, tokenize_sample, use_fused_head
 from coldstart.config import Config, dump_config
 from coldstart.data import load_samples
+from coldstart.distributed import is_main
 from coldstart.errors import ColdstartError
 from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
 from coldstart.plots import weights_over_training
@@ -162,7 +163,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "data": {**stats.to_dict(), "gated_out": dropped, "too_long_dropped": too_long},
         }
         if isinstance(trainer, CADFTTrainer):
-            weights_over_training(metrics, work / "weights.png")
+            if is_main():
+                weights_over_training(metrics, work / "weights.png")
             out["by_style"] = _style_means(metrics)
             rewrites = read_jsonl(work / "rewrites.jsonl")
             out["rewrites"] = {
