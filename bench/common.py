@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import sys
 
 from coldstart.config import Config, load_config
@@ -21,10 +20,6 @@ def workload(*overrides: str) -> Config:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (what an out-of-memory killer sees), in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def emit(result: dict) -> None:
