@@ -44,8 +44,9 @@ class CADFTTrainer(WarmupTrainer):
     """The warm-up trainer whose loss is `-sum_i w_i sum_t sg(p_t) l_t / N` with the paper's compatibility weights
     `w_i`.
 
-    Extra arguments: `cadft` (the config section), `fused` (`WarmupTrainer`'s choice of log-prob path), `styles` (the style of each training row, for per-style metrics), `ema_init` ((mean, std) of the NLL
-    from `coldstart score`, for `ema` mode). The train dataset must carry a `sample_index` column.
+    Extra arguments: `cadft` (the config section), `fused` (`WarmupTrainer`'s choice of log-prob path), `styles`
+    (the style of each training row, for per-style metrics), `ema_init` ((mean, std) of the NLL from
+    `coldstart score`, for `ema` mode). The train dataset must carry a `sample_index` column.
     """
 
     def __init__(self, *args, cadft: CadftSection, styles: list[str], ema_init=None, **kwargs):

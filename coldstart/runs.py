@@ -190,7 +190,7 @@ class RunDir:
         if redo:
             if self._folder_digest(final) == digest and not force:
                 if main and entry.get("status") != "done":  # renamed into place, the manifest write interrupted
-                    entry = self.update_stage(stage, status="done")
+                    self.update_stage(stage, status="done")
                 logger.info("%s: finished with the same config and inputs, skipped", stage)
                 distributed.wait()
                 return self.manifest()["stages"][stage]

@@ -97,7 +97,6 @@ class MetricsLog(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
 
-
 class NumericalGuard(TrainerCallback):
     """Stops training on a NaN or infinite loss, naming the step and the last good checkpoint, and logs gradient-norm
     spikes (above `spike_factor` times the median of the norms so far)."""
