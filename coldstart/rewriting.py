@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from trl.models import unwrap_model_for_generation
 
-from coldstart import faults
+from coldstart import distributed, faults
 from coldstart.compatibility import score, tokenize_sample
 from coldstart.config import RewriteSection
 
@@ -83,35 +84,54 @@ class Rewriter(TrainerCallback):
             self.round(state.global_step)
 
     def round(self, step: int) -> list[dict[str, Any]]:
-        """One rewriting round at `step`: returns the attempts it logged."""
-        from coldstart.eval.generation import generate
-        from coldstart.eval.grading import is_correct
+        """One rewriting round at `step`: returns the attempts it logged.
 
+        In several processes every one generates and scores (sharded models need all of them for each forward),
+        on the main process's candidates, and the main process's decisions are the ones every process applies.
+        """
         s = self.section
         rng = random.Random(f"rewrite-{self.seed}-{step}")
         picked = pick(self.moving_nll, s.fraction, len(self.prompts))
         chosen = [i for i in picked if rng.random() < s.replace_prob]
         records = [self._record(step, i, accepted=False, reason="not drawn (replace_prob)") for i in picked if i not in chosen]
         if chosen:
-            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            records += self._attempt(step, chosen)
+        records = distributed.from_main(records)
+        for r in records:
+            if r["accepted"]:
+                self.apply(r["index"], r["new"])
+        faults.reach("rewrite")
+        if distributed.is_main():
+            with self.log_path.open("a", encoding="utf-8") as handle:
+                for r in records:
+                    handle.write(json.dumps(r) + "\n")
+        return records
+
+    def _attempt(self, step: int, chosen: list[int]) -> list[dict[str, Any]]:
+        """Candidates for each chosen sample and the decision on each (not applied yet)."""
+        from coldstart.eval.generation import generate
+        from coldstart.eval.grading import is_correct
+
+        s, trainer = self.section, self.trainer
+        records = []
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
             prompts = [self._generation_prompt(i) for i in chosen]
             outputs = generate(
                 model, self.tokenizer, prompts, num_samples=s.num_candidates, max_new_tokens=s.max_new_tokens,
                 temperature=s.temperature, top_p=s.top_p, seed=self.seed + step,
             )
+            outputs = distributed.from_main(outputs)
             for i, completions in zip(chosen, outputs):
                 texts = [c.text for c in completions if c.finished and c.text.strip()]
                 current = self._current_text(i)
                 scored = score(
                     model, self.tokenizer,
                     [{"prompt": self.prompts[i], "completion": self._as_completion(i, t)} for t in [current, *texts]],
-                    self.max_length, fused=self.trainer.fused,
+                    self.max_length, fused=trainer.fused,
                 )
                 compat = [r["compatibility"] for r in scored]
                 verified = [is_correct(self.answers[i], t) for t in texts]
                 best, reason = choose(texts, compat[1:], verified, s.verify)
-                if best is not None:
-                    self.apply(i, texts[best])
                 records.append(
                     self._record(
                         step, i, accepted=best is not None, reason=reason, old=current,
@@ -120,10 +140,6 @@ class Rewriter(TrainerCallback):
                         candidates=len(completions), usable=len(texts), verified=sum(verified),
                     )
                 )
-        faults.reach("rewrite")
-        with self.log_path.open("a", encoding="utf-8") as handle:
-            for r in records:
-                handle.write(json.dumps(r) + "\n")
         return records
 
     def apply(self, index: int, text: str) -> None:
@@ -173,4 +189,5 @@ class Rewriter(TrainerCallback):
             kept.append(line)
             if record["accepted"]:
                 self.apply(record["index"], record["new"])
-        self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        if distributed.is_main():
+            self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

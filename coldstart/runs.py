@@ -173,11 +173,14 @@ class RunDir:
         force: bool = False,
         config_text: str | None = None,
         keep: Callable[[Path], bool] = lambda rel: True,
+        every_process: bool = False,
     ) -> dict[str, Any]:
         """Run `body(work_dir)` unless the stage already finished with this fingerprint; returns its manifest entry.
 
         `body` writes into `work_dir` (kept across interruptions, so it can resume) and returns metrics. When it
         returns, top-level entries for which `keep(name)` is False are removed and the folder is renamed into place.
+        In several processes, a training stage (`every_process`) runs `body` in each, and the main process's
+        metrics are recorded; any other stage runs it in the main process while the others wait.
         """
         digest = json_sha256(fingerprint)
         final, work = self.stage_dir(stage), self.partial_dir(stage)
@@ -206,7 +209,7 @@ class RunDir:
             self._prepare(stage, digest, fingerprint, redo, config_text)
         distributed.wait()
         try:
-            metrics = body(work)
+            metrics = body(work) if main or every_process else None
         except BaseException as e:
             if main:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"

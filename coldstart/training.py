@@ -79,7 +79,7 @@ class MetricsLog(TrainerCallback):
         self.path = Path(path)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not self.path.is_file():
+        if not state.is_world_process_zero or not self.path.is_file():
             return
         kept = [
             line

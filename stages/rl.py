@@ -16,6 +16,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from coldstart.config import Config
 from coldstart.data import rl_prompts
+from coldstart.distributed import is_main
 from coldstart.errors import ColdstartError
 from coldstart.eval.grading import parse_gold
 from coldstart.models import load_model
@@ -89,7 +90,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
         metrics = read_jsonl(work / "metrics.jsonl")
-        rl_curves(metrics, work / "rewards.png")
+        if is_main():
+            rl_curves(metrics, work / "rewards.png")
         logged = [m for m in metrics if "reward" in m]
         first, last = (logged[0], logged[-1]) if logged else ({}, {})
         return {
@@ -108,4 +110,6 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         }
 
     keep = (lambda rel: True) if cfg.rl.keep_checkpoints else (lambda rel: not is_checkpoint(rel))
-    return run_dir.run_stage("rl", fingerprint(cfg, run_dir), body, force=force, keep=keep)
+    return run_dir.run_stage(
+        "rl", fingerprint(cfg, run_dir), body, force=force, keep=keep, every_process=True
+    )

@@ -176,5 +176,6 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
 
     keep = (lambda rel: True) if cfg.warmup.keep_checkpoints else (lambda rel: not is_checkpoint(rel))
     return run_dir.run_stage(
-        "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg), keep=keep
+        "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg), keep=keep,
+        every_process=True,
     )

@@ -1,0 +1,111 @@
+"""One CADFT warm-up on a tiny model through the real warm-up stage, run by `test_distributed.py` in one process and
+under `accelerate launch` in two. Each process writes what the test compares into `<out>/rank<k>/`:
+
+- `grads.pt`: every parameter's gradient at the first optimizer step (clipping off, after DDP's all-reduce);
+- `stats.json`: the (mean, std) each loss call weighted its samples with, and each sample's first NLL by index;
+- `rewrites.json`: the targets this process trains on after the rewriting round;
+- `writes.txt`: every file of the run directory this process wrote through `atomic_write_text`.
+
+The rewriting candidates are made to differ between processes (each proposes only its own rank's answer as
+right), so the processes agree on the accepted set only if the main one decides for all.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+import coldstart.cadft
+import coldstart.eval.generation
+import coldstart.runs
+import coldstart.stages.warmup as warmup_stage
+from coldstart.config import load_config
+from coldstart.distributed import _state
+from coldstart.eval.generation import Completion
+from coldstart.runs import RunDir
+
+
+def main(model_dir: str, out: str, num_processes: int) -> None:
+    state = _state()
+    mine = Path(out) / f"rank{state.process_index}"
+    mine.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(None, [
+        f"output_dir={out}",
+        "name=run",
+        f"model.name_or_path={model_dir}",
+        "data.arith.num_train=8",
+        "warmup.loss=cadft",
+        "warmup.max_steps=2",
+        f"warmup.per_device_train_batch_size={8 // num_processes}",
+        "warmup.max_grad_norm=0",
+        "warmup.save_steps=10",
+        "warmup.rewrite.enabled=true",
+        "warmup.rewrite.start=1",
+        "warmup.rewrite.every=1",
+        "warmup.rewrite.fraction=1.0",
+        "warmup.rewrite.replace_prob=1.0",
+        "warmup.rewrite.num_candidates=2",
+    ])
+
+    writes = mine / "writes.txt"
+    atomic_write_text = coldstart.runs.atomic_write_text
+
+    def recording_write(path, text):
+        with writes.open("a") as handle:
+            handle.write(f"{path}\n")
+        atomic_write_text(path, text)
+
+    coldstart.runs.atomic_write_text = recording_write
+
+    stats: dict = {"mean_std": [], "nll": {}}
+    cadft_weights = coldstart.cadft.cadft_weights
+
+    def recording_weights(nll, mean, std, *args):
+        stats["mean_std"].append([float(mean), float(std)])
+        return cadft_weights(nll, mean, std, *args)
+
+    coldstart.cadft.cadft_weights = recording_weights
+
+    def proposing_generate(model, tokenizer, prompts, num_samples, **kwargs):
+        return [[Completion(f"rank {state.process_index}: \\boxed{{{state.process_index}}}", 5, True)] * num_samples
+                for _ in prompts]
+
+    coldstart.eval.generation.generate = proposing_generate
+    build_trainer = warmup_stage.build_trainer
+
+    def instrumented_trainer(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        trainer.add_callback(Capture(trainer, mine))
+        # the gold answer is 0 (the main process's proposal) for the first half of the samples, 1 for the rest
+        trainer.rewriter.answers = ["0"] * 4 + ["1"] * 4
+        trainer.nll_observers.append(
+            lambda index, nll: stats["nll"].update({str(i): n for i, n in zip(index, nll) if str(i) not in stats["nll"]})
+        )
+        return trainer
+
+    warmup_stage.build_trainer = instrumented_trainer
+    warmup_stage.run(cfg, RunDir(Path(out) / "run"))
+    (mine / "stats.json").write_text(json.dumps(stats))
+
+
+class Capture(TrainerCallback):
+    def __init__(self, trainer, out: Path):
+        self.trainer, self.out = trainer, out
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            grads = {n: p.grad.detach().clone() for n, p in self.trainer.accelerator.unwrap_model(model).named_parameters()}
+            torch.save(grads, self.out / "grads.pt")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            targets = {str(i): row["input_ids"] for i, row in self.trainer.overrides.items()}
+            (self.out / "rewrites.json").write_text(json.dumps(targets))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
