@@ -235,6 +235,8 @@ class EvalSection:
     temperature: float = option(1.0, "Sampling temperature for pass@k.")
     max_new_tokens: int = option(256, "Longest generated answer.")
     batch_size: int = option(32, "Sequences per generation batch (larger batches generate faster, up to memory).")
+    use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').")
+    vllm_gpu_memory_utilization: float = option(0.9, "Share of the GPU's memory vLLM takes (weights and KV cache).")
 
 
 @dataclass
@@ -427,8 +429,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
             raise ColdstartError(f"{where(('rl', key))}: must be positive, got {getattr(rl, key)}")
     if rl.max_steps == 0 or rl.max_steps < -1:
         raise ColdstartError(f"{where(('rl', 'max_steps'))}: must be positive, or -1 to train by epochs")
-    if rl.use_vllm and importlib.util.find_spec("vllm") is None:
-        raise ColdstartError(f"{where(('rl', 'use_vllm'))}: vLLM is not installed; pip install 'coldstart[vllm]' (GPU only)")
+    for section in ("rl", "eval"):
+        if getattr(cfg, section).use_vllm and importlib.util.find_spec("vllm") is None:
+            raise ColdstartError(
+                f"{where((section, 'use_vllm'))}: vLLM is not installed; pip install 'coldstart[vllm]' (GPU only)"
+            )
     c = cfg.warmup.cadft
     if c.beta < 0:
         raise ColdstartError(f"{where(('warmup', 'cadft', 'beta'))}: must be >= 0")

@@ -8,23 +8,26 @@ problems, overall and by `source` (for `arith`, the number of steps: the difficu
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
-from coldstart.eval.generation import generate
+from coldstart.eval.generation import Completion
 from coldstart.eval.grading import extract_answer, is_correct
 from coldstart.eval.metrics import bootstrap_ci, pass_at_k
 from coldstart.rewards import has_boxed_answer
 
 
-def evaluate(model, tokenizer, samples, max_new_tokens: int, batch_size: int, num_samples: int = 0,
+def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
              temperature: float = 1.0, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics)."""
-    greedy = generate(model, tokenizer, samples["prompt"], num_samples=1, max_new_tokens=max_new_tokens,
-                      batch_size=batch_size)
+    """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics).
+
+    `generate(prompts, num_samples=, max_new_tokens=, temperature=, seed=)` makes the completions: HF `generate`
+    bound to a model (`coldstart.eval.generation.generate`) or a `VllmGenerator`.
+    """
+    greedy = generate(samples["prompt"], num_samples=1, max_new_tokens=max_new_tokens)
     sampled = None
     if num_samples:
-        sampled = generate(model, tokenizer, samples["prompt"], num_samples=num_samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, batch_size=batch_size, seed=seed)
+        sampled = generate(samples["prompt"], num_samples=num_samples, max_new_tokens=max_new_tokens,
+                           temperature=temperature, seed=seed)
     records = []
     for i, (sample, (completion,)) in enumerate(zip(samples, greedy)):
         record = {

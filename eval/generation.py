@@ -22,6 +22,13 @@ def render_prompt(tokenizer, prompt: Any) -> str:
     return prompt
 
 
+def stop_token_ids(generation_config, tokenizer) -> set[int]:
+    """Where a completion ends: the model's end-of-sequence tokens and the tokenizer's."""
+    ids = generation_config.eos_token_id if generation_config is not None else None
+    ids = ids if isinstance(ids, list) else [ids]
+    return {i for i in [*ids, tokenizer.eos_token_id] if i is not None}
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -37,8 +44,7 @@ def generate(
     """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding."""
     if seed is not None:
         torch.manual_seed(seed)
-    stop_ids = model.generation_config.eos_token_id
-    stop_ids = set(stop_ids if isinstance(stop_ids, list) else [stop_ids]) | {tokenizer.eos_token_id}
+    stop_ids = stop_token_ids(model.generation_config, tokenizer)
     texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
     was_training = model.training
     model.eval()
@@ -60,3 +66,51 @@ def generate(
             flat.append(Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None))
     model.train(was_training)
     return [flat[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+
+class VllmGenerator:
+    """`generate` for one model folder on a GPU with vLLM: the same rendered prompts (no added special tokens), the
+    same stop tokens and the same `Completion`s. The engine loads once, for all calls; `close()` frees the GPU."""
+
+    def __init__(self, model_dir: str, gpu_memory_utilization: float, seed: int, dtype: str = "auto"):
+        from transformers import AutoTokenizer, GenerationConfig
+        from vllm import LLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        try:
+            generation_config = GenerationConfig.from_pretrained(model_dir)
+        except OSError:  # no generation_config.json: the tokenizer's end-of-sequence token alone
+            generation_config = None
+        self.stop_ids = stop_token_ids(generation_config, self.tokenizer)
+        self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization)
+
+    def __call__(self, prompts: list[Any], num_samples: int = 1, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
+            stop_token_ids=sorted(self.stop_ids), skip_special_tokens=True,
+        )
+        inputs = [
+            {"prompt_token_ids": self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]}
+            for p in prompts
+        ]
+        out = []
+        for request in self.llm.generate(inputs, params):
+            completions = []
+            for o in request.outputs:
+                tokens = list(o.token_ids)
+                if tokens and tokens[-1] in self.stop_ids:  # `generate` does not count the stop token
+                    tokens.pop()
+                completions.append(Completion(o.text, len(tokens), o.finish_reason == "stop"))
+            out.append(completions)
+        return out
+
+    def close(self) -> None:
+        import gc
+
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

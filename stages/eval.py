@@ -8,6 +8,7 @@ Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from transformers import AutoTokenizer
 from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
+from coldstart.eval.generation import VllmGenerator, generate
 from coldstart.eval.metrics import paired_difference
 from coldstart.models import load_model
 from coldstart.runs import RunDir, write_jsonl
@@ -43,10 +45,18 @@ def held_out(cfg: Config):
 
 
 def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Evaluate one model folder, generating with vLLM (`eval.use_vllm`) or with HF `generate`."""
+    e = cfg.eval
+    if e.use_vllm:
+        generator = VllmGenerator(str(model_dir), e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
+        try:
+            return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed)
+        finally:
+            generator.close()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = load_model(cfg.model, str(model_dir))
-    e = cfg.eval
-    return evaluate(model, tokenizer, problems, e.max_new_tokens, e.batch_size, e.num_samples, e.temperature, cfg.seed)
+    generator = functools.partial(generate, model, tokenizer, batch_size=e.batch_size)
+    return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed)
 
 
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:

@@ -61,6 +61,7 @@ CONFIG_CASES = {
     "unknown reward": ("rl:\n  rewards:\n    acuracy: 1.0\n", "{cfg}:3: rl.rewards.acuracy: unknown reward; did you mean 'accuracy'?"),
     "missing model folder": ("model:\n  name_or_path: ./no/such/model\n", "model.name_or_path: folder ./no/such/model not found"),
     "vllm without vllm": ("rl:\n  use_vllm: true\n", "{cfg}:2: rl.use_vllm: vLLM is not installed; pip install 'coldstart[vllm]'"),
+    "eval vllm without vllm": ("eval:\n  use_vllm: true\n", "{cfg}:2: eval.use_vllm: vLLM is not installed; pip install 'coldstart[vllm]'"),
     "escaping run name": ("name: ../../outside\n", "{cfg}:1: name: '../../outside' must be a relative name inside output_dir"),
     "invalid YAML": ("warmup: [1, 2\n", "{cfg}:2: invalid YAML"),
 }

@@ -67,7 +67,7 @@ def test_shipped_configs_load(name):
     if name == "gsm8k_gpu.yaml" and importlib.util.find_spec("vllm") is None:
         with pytest.raises(ColdstartError, match="rl.use_vllm: vLLM is not installed"):
             load_config(f"configs/{name}")
-        cfg = load_config(f"configs/{name}", ["rl.use_vllm=false"])
+        cfg = load_config(f"configs/{name}", ["rl.use_vllm=false", "eval.use_vllm=false"])
     else:
         cfg = load_config(f"configs/{name}")
     assert cfg.warmup.loss == "cadft" and cfg.rl.learning_rate < cfg.warmup.learning_rate

@@ -80,3 +80,41 @@ def test_summary_of_records_with_pass_at_k():
     assert m["accuracy"] == 0.5 and m["format"] == 0.5 and m["truncated"] == 0.5 and m["mean_length"] == 20
     assert m["pass@1"] == pytest.approx(0.25) and m["pass@2"] == pytest.approx((1 - 1 / 6) / 2)
     assert m["accuracy_by_source"]["arith-1step"]["accuracy"] == 1.0
+
+
+def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypatch):
+    """`VllmGenerator` against a stand-in for vLLM's `LLM` (vLLM needs a GPU): the prompts it sends, the sampling it
+    asks for, and the `Completion`s it makes of vLLM's outputs."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from coldstart.eval.generation import Completion, VllmGenerator, render_prompt
+
+    tokenizer.save_pretrained(tmp_path)
+    sent = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            sent["engine"] = kwargs
+
+        def generate(self, inputs, params):
+            sent["inputs"], sent["params"] = inputs, params
+            eos = tokenizer.eos_token_id
+            ids = tokenizer("x = 4", add_special_tokens=False)["input_ids"]
+            return [SimpleNamespace(outputs=[SimpleNamespace(text="x = 4", token_ids=[*ids, eos], finish_reason="stop"),
+                                             SimpleNamespace(text="x = 4", token_ids=ids, finish_reason="length")])
+                    for _ in inputs]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: kw))
+    generator = VllmGenerator(str(tmp_path), 0.5, seed=3, dtype="bfloat16")
+    prompts = [[{"role": "user", "content": "What is 2 + 2?"}], "plain text"]
+    out = generator(prompts, num_samples=2, max_new_tokens=7, temperature=0.8, seed=5)
+    assert sent["engine"] == {"model": str(tmp_path), "dtype": "bfloat16", "seed": 3, "gpu_memory_utilization": 0.5}
+    expected = [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    assert [i["prompt_token_ids"] for i in sent["inputs"]] == expected
+    params = sent["params"]
+    assert (params["n"], params["temperature"], params["max_tokens"], params["seed"]) == (2, 0.8, 7, 5)
+    assert tokenizer.eos_token_id in params["stop_token_ids"]
+    n = len(tokenizer("x = 4", add_special_tokens=False)["input_ids"])
+    assert out == [[Completion("x = 4", n, True), Completion("x = 4", n, False)]] * 2
