@@ -89,9 +89,10 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         trainer = build_trainer(cfg, work, prompts, model, tokenizer)
         result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
+        if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
+            return {}
         metrics = read_jsonl(work / "metrics.jsonl")
-        if is_main():
-            rl_curves(metrics, work / "rewards.png")
+        rl_curves(metrics, work / "rewards.png")
         logged = [m for m in metrics if "reward" in m]
         first, last = (logged[0], logged[-1]) if logged else ({}, {})
         return {

@@ -151,6 +151,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             trainer.restore_state(checkpoint)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(work / "final"))
+        if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
+            return {}
         metrics = read_jsonl(work / "metrics.jsonl")
         losses = [m["loss"] for m in metrics if "loss" in m]
         out = {
@@ -163,8 +165,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "data": {**stats.to_dict(), "gated_out": dropped, "too_long_dropped": too_long},
         }
         if isinstance(trainer, CADFTTrainer):
-            if is_main():
-                weights_over_training(metrics, work / "weights.png")
+            weights_over_training(metrics, work / "weights.png")
             out["by_style"] = _style_means(metrics)
             rewrites = read_jsonl(work / "rewrites.jsonl")
             out["rewrites"] = {
