@@ -17,10 +17,10 @@ import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 from bench.common import RESULT_PREFIX
+from coldstart.runs import versions
 
 HERE = Path(__file__).parent
 # metric -> (direction, bound): the targets on a 2-core CPU
@@ -104,8 +104,7 @@ def machine() -> dict[str, str]:
     return {
         "machine": f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
-        "python": platform.python_version(),
-        **{name: version(name) for name in ("torch", "transformers", "trl", "peft", "accelerate")},
+        **versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
 

@@ -1,10 +1,13 @@
-"""What every benchmark worker shares: the workload's config, peak memory, and the result line the runner reads."""
+"""What every benchmark worker shares: the workload's config, the naive log-probs, peak memory, and the result line
+the runner reads."""
 
 from __future__ import annotations
 
 import json
 import resource
 import sys
+
+import torch
 
 from coldstart.config import Config, load_config
 
@@ -15,6 +18,16 @@ CONFIG = "configs/quickstart.yaml"
 def workload(*overrides: str) -> Config:
     """The quickstart's config (the embedded model and its arithmetic data), with `section.key=value` overrides."""
     return load_config(CONFIG, list(overrides))
+
+
+def naive_logprobs(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the labels from the whole `(batch, seq, vocab)` log-softmax, as a first implementation would;
+    returns `(log_probs, mask)`, shifted like `coldstart.compatibility.token_logprobs`."""
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
+    log_probs = logits[:, :-1].float().log_softmax(-1)
+    labels = inputs["labels"][:, 1:]
+    mask = labels != -100
+    return log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask, mask
 
 
 def peak_rss_mb() -> float:

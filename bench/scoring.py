@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from bench.common import emit, peak_rss_mb, workload
+from bench.common import emit, naive_logprobs, peak_rss_mb, workload
 from coldstart.compatibility import pad_batch, score, tokenize_sample
 from coldstart.data import load_samples
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
@@ -30,11 +30,7 @@ def naive_score(model, tokenizer, samples, batch_size: int, seed: int) -> list[f
     for start in range(0, len(order), batch_size):
         group = order[start : start + batch_size]
         batch = pad_batch([rows[i] for i in group], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        log_probs = logits[:, :-1].float().log_softmax(-1)
-        labels = batch["labels"][:, 1:]
-        mask = labels != -100
-        token = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+        token, mask = naive_logprobs(model, batch)
         for i, value in zip(group, (-token.sum(-1) / mask.sum(-1)).tolist()):
             nll[i] = value
     return nll

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from bench.common import emit, peak_rss_mb, workload
+from bench.common import emit, naive_logprobs, peak_rss_mb, workload
 from coldstart.data import load_samples
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.stages.warmup import apply_length_policy, build_trainer
@@ -42,15 +42,6 @@ class StepClock(TrainerCallback):
         now = time.perf_counter()
         self.times.append(now - self._last)
         self._last = now
-
-
-def naive_logprobs(model, inputs):
-    """Log-probs of the labels from the whole `(batch, seq, vocab)` log-softmax, as a first implementation would."""
-    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-    log_probs = logits[:, :-1].float().log_softmax(-1)
-    labels = inputs["labels"][:, 1:]
-    mask = labels != -100
-    return log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask, mask
 
 
 def build(variant: str, steps: int, work: Path):
