@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from accelerate.utils import send_to_device
 
 from coldstart import faults
 from coldstart.compatibility import sequence_nll
@@ -28,16 +29,33 @@ STATE_FILE = "cadft_state.json"
 
 
 class IndexedCollator:
-    """Wraps TRL's collator: adds each row's `sample_index`, and serves replaced targets (rewrites) in its place."""
+    """Wraps TRL's collator: adds each row's `sample_index`, and serves the current target of rewritten samples.
 
-    def __init__(self, base: Callable, overrides: dict[int, dict[str, list[int]]]):
+    `overrides` maps a sample index to (the step of the round that rewrote it, its tokenized row). Each batch
+    carries `rewrite_step` per row (0: the original demonstration), so the trainer can tell a batch collated
+    before a round (the data loader fetches one batch ahead) and collate it again with `recollate`.
+    """
+
+    def __init__(self, base: Callable, overrides: dict[int, tuple[int, dict[str, list[int]]]]):
         self.base, self.overrides = base, overrides
+        self.examples: dict[int, dict[str, Any]] = {}
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         index = [int(e["sample_index"]) for e in examples]
-        batch = self.base([self.overrides.get(i, e) for i, e in zip(index, examples)])
+        self.examples.update(zip(index, examples))
+        served = [self.overrides.get(i, (0, e)) for i, e in zip(index, examples)]
+        batch = self.base([row for _, row in served])
         batch["sample_index"] = torch.tensor(index)
+        batch["rewrite_step"] = torch.tensor([step for step, _ in served])
         return batch
+
+    def is_stale(self, batch: dict[str, Any]) -> bool:
+        """Whether a row of `batch` was rewritten after the batch was collated."""
+        current = [self.overrides.get(int(i), (0, None))[0] for i in batch["sample_index"]]
+        return current != batch["rewrite_step"].tolist()
+
+    def recollate(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self([self.examples[int(i)] for i in batch["sample_index"]])
 
 
 class CADFTTrainer(WarmupTrainer):
@@ -53,9 +71,10 @@ class CADFTTrainer(WarmupTrainer):
         super().__init__(*args, **kwargs)
         self.cadft, self.styles = cadft, styles
         self.ema: tuple[float, float] | None = ema_init
-        self.overrides: dict[int, dict[str, list[int]]] = {}
+        self.overrides: dict[int, tuple[int, dict[str, list[int]]]] = {}
         self.data_collator = IndexedCollator(self.data_collator, self.overrides)
-        self.nll_observers: list[Callable[[list[int], list[float]], None]] = []
+        # called after each training micro-batch with its sample indices, NLLs and rewrite steps (all processes')
+        self.nll_observers: list[Callable[[list[int], list[float], list[int]], None]] = []
         self.rewriter = None  # a coldstart.rewriting.Rewriter attaches itself here
         self._step_stats: tuple[float, float] | None = None
         self._step_moments: torch.Tensor | None = None
@@ -68,14 +87,21 @@ class CADFTTrainer(WarmupTrainer):
     # -- statistics -------------------------------------------------------------------------------------------
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Collect the step's micro-batches (as Trainer does) and, where needed, their exact NLL statistics."""
-        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        """Collect the step's micro-batches (as Trainer does, with the current targets of rewritten samples) and,
+        where needed, their exact NLL statistics."""
+        batches, num_items = super().get_batch_samples(map(self._current_targets, epoch_iterator), num_batches, device)
         self._fold_into_ema()
         needs_prepass = (self.cadft.stats == "batch" and len(batches) > 1) or (
             self.cadft.stats == "ema" and self.ema is None
         )
         self._step_stats = self._prepass(batches) if needs_prepass and batches else None
         return batches, num_items
+
+    def _current_targets(self, batch: dict[str, Any]) -> dict[str, Any]:
+        collator = self.data_collator
+        if not collator.overrides or not collator.is_stale(batch):
+            return batch
+        return send_to_device(collator.recollate(batch), batch["input_ids"].device)
 
     @torch.no_grad()
     def _prepass(self, batches: list[dict[str, Any]]) -> tuple[float, float]:
@@ -103,6 +129,7 @@ class CADFTTrainer(WarmupTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         index = inputs.pop("sample_index", None)
+        rewrite_step = inputs.pop("rewrite_step", None)
         faults.reach("loss")
         log_probs, mask = self.token_logprobs(model, inputs)
         nll, _ = sequence_nll(log_probs.detach().float(), mask)
@@ -120,10 +147,10 @@ class CADFTTrainer(WarmupTrainer):
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if model.training:
             self._step_moments = moments if self._step_moments is None else self._step_moments + moments
-            self._record(index, nll, weights, log_probs.detach(), mask)
+            self._record(index, rewrite_step, nll, weights, log_probs.detach(), mask)
         return (loss, None) if return_outputs else loss
 
-    def _record(self, index, nll, weights, log_probs, mask) -> None:
+    def _record(self, index, rewrite_step, nll, weights, log_probs, mask) -> None:
         nll, weights = self.accelerator.gather_for_metrics(nll), self.accelerator.gather_for_metrics(weights)
         tokens = self.accelerator.gather_for_metrics(torch.stack([-(log_probs * mask).sum(), mask.sum().float()]).view(1, 2))
         compat = torch.exp(-nll)
@@ -139,6 +166,7 @@ class CADFTTrainer(WarmupTrainer):
         if index is None:
             return
         index = self.accelerator.gather_for_metrics(index.to(nll.device)).tolist()
+        rewrite_step = self.accelerator.gather_for_metrics(rewrite_step.to(nll.device)).tolist()
         by_style: dict[str, list[int]] = defaultdict(list)
         for row, i in enumerate(index):
             by_style[self.styles[i]].append(row)
@@ -146,7 +174,7 @@ class CADFTTrainer(WarmupTrainer):
             m[f"style/{style}/compat"].append(float(compat[rows].mean()))
             m[f"style/{style}/weight"].append(float(weights[rows].mean()))
         for observe in self.nll_observers:
-            observe(index, nll.tolist())
+            observe(index, nll.tolist(), rewrite_step)
 
     # -- resume -----------------------------------------------------------------------------------------------
 

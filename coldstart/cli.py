@@ -48,6 +48,9 @@ def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
         took = f"{seconds:.0f} s" if seconds is not None else "-"
         print(f"  {stage:<8} {entry.get('status', '?'):<8} {took:>7}  {run_dir.stage_dir(stage)}/")
     print(f"  config   {run_dir.root / 'config.yaml'}\n  manifest {run_dir.manifest_path}")
+    report = run_dir.stage_dir("eval") / "report.md"
+    if "eval" in entries and report.is_file():
+        print(f"\n{report.read_text()}")
 
 
 def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:

@@ -113,9 +113,18 @@ class GateSection:
 @dataclass
 class RewriteSection:
     enabled: bool = option(True, "Delayed, low-frequency rewriting of persistently incompatible targets (cadft only).")
-    start: float = option(3000, "No rewriting before this step (or fraction of training, when below 1).")
-    every: float = option(1000, "Then a round every this many steps (or fraction of training, when below 1).")
-    fraction: float = option(0.005, "Share of the training set picked per round: the highest moving-average NLL.")
+    start: float = option(
+        0.5,
+        "First round after this step, or this fraction of training when below 1 (the paper: step 3000 of a long run).",
+    )
+    every: float = option(
+        0.25, "Then a round every this many steps, or this fraction of training when below 1 (the paper: 1000)."
+    )
+    fraction: float = option(
+        0.005,
+        "Share of the training set picked per round (at least one sample): the highest NLL among the samples the "
+        "rest of training draws again (moving average once trained on, else scored by the current policy).",
+    )
     replace_prob: float = option(0.5, "Probability that a picked sample is rewritten at all.")
     num_candidates: int = option(4, "Samples drawn from the policy per rewritten target.")
     temperature: float = option(0.7, "Sampling temperature of the candidates.")
@@ -124,7 +133,11 @@ class RewriteSection:
     verify: bool = option(
         True, "Accept only candidates whose final answer math-verify finds equal to the gold answer (off: the paper)."
     )
-    hint_reference: bool = option(False, "Show the reference solution in the prompt ('restate it in your own words').")
+    hint_reference: bool = option(
+        False,
+        "Show the reference solution in the prompt ('restate it in your own words'). Not the paper's rule (the "
+        "model's own attempt): the policy restates the reference, close to self-distillation fine-tuning.",
+    )
     nll_decay: float = option(0.7, "Decay of each sample's moving-average NLL, updated whenever it is trained on.")
 
 
@@ -230,6 +243,9 @@ class RlSection:
 
 @dataclass
 class EvalSection:
+    base: bool = option(
+        True, "Evaluate the base model too, for the warm-up's gain over it (`coldstart compare` has its own base start)."
+    )
     num_problems: int = option(100, "Held-out problems evaluated (0 = the whole test split).")
     num_samples: int = option(0, "Sampled completions per problem for pass@k (0: greedy accuracy only).")
     temperature: float = option(1.0, "Sampling temperature for pass@k.")
@@ -443,6 +459,12 @@ def _check_values(cfg: Config, where: _Where) -> None:
     for key in ("start", "every", "fraction"):
         if getattr(r, key) <= 0:
             raise ColdstartError(f"{where(('warmup', 'rewrite', key))}: must be positive")
+    if w.loss == "cadft" and r.enabled and w.max_steps > 0:
+        from coldstart.sampling import schedule_problem
+
+        problem = schedule_problem(r.start, r.every, w.max_steps)
+        if problem:
+            raise ColdstartError(f"{where(('warmup', 'rewrite', 'start'))}: {problem}")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
     for i, start in enumerate(cfg.compare.starts):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from coldstart import faults
 from coldstart.config import trl_kwargs
@@ -102,6 +102,7 @@ class NumericalGuard(TrainerCallback):
     spikes (above `spike_factor` times the median of the norms so far)."""
 
     def __init__(self, stage: str, spike_factor: float = 10.0):
+        # zero norms (GRPO steps whose groups all had the same reward) carry no scale: they are not counted
         self.stage, self.spike_factor = stage, spike_factor
         self.norms: list[float] = []
 
@@ -115,7 +116,7 @@ class NumericalGuard(TrainerCallback):
                 f"{checkpoint or 'none yet'} (lower the learning rate, or check the data for empty targets)"
             )
         norm = logs.get("grad_norm")
-        if norm is None or not math.isfinite(norm):
+        if norm is None or not math.isfinite(norm) or norm == 0:
             return
         if len(self.norms) >= 5:
             median = sorted(self.norms)[len(self.norms) // 2]
@@ -123,3 +124,28 @@ class NumericalGuard(TrainerCallback):
                 logger.warning("%s: gradient norm spike at step %d: %.3g (median so far %.3g)", self.stage,
                                state.global_step, norm, median)
         self.norms.append(norm)
+
+
+class StepLines(ProgressCallback):
+    """Trainer's progress bar, with one compact line per logged step of the few figures that matter for the stage
+    (`fields`: metric -> label) instead of the raw metric dictionary; `metrics.jsonl` still gets everything."""
+
+    def __init__(self, stage: str, fields: dict[str, str]):
+        super().__init__()
+        self.stage, self.fields = stage, fields
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        parts = [f"{label} {logs[key]:.4g}" for key, label in self.fields.items() if isinstance(logs.get(key), (int, float))]
+        if parts:
+            self.training_bar.write(f"{self.stage} step {state.global_step}/{state.max_steps}: {', '.join(parts)}")
+
+
+def readable_console(trainer, stage: str, fields: dict[str, str]) -> None:
+    """Replace the Trainer's printing of raw log dictionaries by `StepLines` (unless its progress bar is off)."""
+    if trainer.args.disable_tqdm:
+        return
+    for callback in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(StepLines(stage, fields))

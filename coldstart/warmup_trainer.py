@@ -15,6 +15,7 @@ from trl import SFTTrainer
 
 from coldstart.compatibility import token_logprobs
 from coldstart.losses import token_loss
+from coldstart.sampling import EpochOrder, VisitPlan
 
 
 class WarmupTrainer(SFTTrainer):
@@ -25,6 +26,22 @@ class WarmupTrainer(SFTTrainer):
     def __init__(self, *args, fused: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.fused = fused
+
+    def _get_train_sampler(self, train_dataset=None):
+        """The default random order, drawn so that `visit_plan` can tell in advance which step trains on what."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "random":
+            return super()._get_train_sampler(train_dataset)
+        return EpochOrder(len(dataset), self._order_seed())
+
+    def _order_seed(self) -> int:
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+    def visit_plan(self) -> VisitPlan:
+        """Which rows of the train dataset each optimizer step trains on (the default random order only)."""
+        a = self.args
+        return VisitPlan(len(self.train_dataset), self._order_seed(), a.per_device_train_batch_size,
+                         a.world_size, a.gradient_accumulation_steps)
 
     def token_logprobs(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs of the batch's labels and their mask (`coldstart.compatibility.token_logprobs`)."""

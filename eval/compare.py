@@ -21,7 +21,8 @@ ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
 
 
 def start_config(cfg: Config, start: str, seed: int) -> Config:
-    """The config of one start: the shared config with its warm-up loss and training seed; data fixed by `data.seed`."""
+    """The config of one start: the shared config with its warm-up loss and training seed; data fixed by `data.seed`;
+    its eval grades its own models only."""
     data_seed = cfg.data.seed if cfg.data.seed is not None else cfg.seed
     return dataclasses.replace(
         cfg,
@@ -29,6 +30,7 @@ def start_config(cfg: Config, start: str, seed: int) -> Config:
         seed=seed,
         data=dataclasses.replace(cfg.data, seed=data_seed),
         warmup=dataclasses.replace(cfg.warmup, loss=start),
+        eval=dataclasses.replace(cfg.eval, base=False),  # the 'none' start is the base model
     )
 
 

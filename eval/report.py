@@ -1,4 +1,4 @@
-"""Writing and re-rendering reports: the comparison (`compare/`) and a run's mismatch report."""
+"""Writing and re-rendering reports: a run's results table, the comparison (`compare/`) and a run's mismatch report."""
 
 from __future__ import annotations
 
@@ -13,6 +13,31 @@ from coldstart.eval.compare import render
 from coldstart.mismatch import render_markdown
 from coldstart.plots import compare_figures
 from coldstart.runs import RunDir, read_jsonl
+
+
+ARMS = {"base": "base model", "warmup": "after warm-up", "rl": "after warm-up + GRPO"}
+GAINS = {"warmup_gain": "warm-up gain (after warm-up - base)", "rl_gain": "RL gain (after GRPO - after warm-up)"}
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A run's eval results as one Markdown table: accuracy per model with its 95% bootstrap interval, then each
+    gain as a paired difference over the same problems (95% paired-bootstrap interval, McNemar's exact p)."""
+    problems = next(iter(results["models"].values()))["problems"]
+    lines = [f"Held-out accuracy, {problems} problems (greedy):", "", "| | accuracy | 95% interval |", "|---|---|---|"]
+    for arm, label in ARMS.items():
+        if arm in results["models"]:
+            m = results["models"][arm]
+            low, high = m["accuracy_ci"]
+            lines.append(f"| {label} | {100 * m['accuracy']:.1f}% | [{100 * low:.1f}, {100 * high:.1f}] |")
+    for key, label in GAINS.items():
+        if key in results:
+            g = results[key]
+            shown = "interval above 0" if g["ci_low"] > 0 else "interval below 0" if g["ci_high"] < 0 else "no gain shown"
+            lines.append(
+                f"| {label} | {100 * g['difference']:+.1f} points | [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]"
+                f" (McNemar p = {g['mcnemar_p']:.3g}; {shown}) |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -> None:
@@ -43,10 +68,14 @@ def rerender(path: Path) -> list[Path]:
         runs = {name: RunDir(root) for name, root in results.pop("runs").items()}
         write_compare(compare, results, runs)
         written.append(compare / "report.md")
+    results = path / "eval" / "results.json"
+    if results.is_file():
+        (path / "eval" / "report.md").write_text(results_table(json.loads(results.read_text())))
+        written.append(path / "eval" / "report.md")
     mismatch = path / "handoff" / "mismatch.json"
     if mismatch.is_file():
         (path / "handoff" / "mismatch.md").write_text(render_markdown(json.loads(mismatch.read_text())))
         written.append(path / "handoff" / "mismatch.md")
     if not written:
-        raise ColdstartError(f"{path}: no compare/results.json or handoff/mismatch.json to render")
+        raise ColdstartError(f"{path}: no compare/results.json, eval/results.json or handoff/mismatch.json to render")
     return written

@@ -1,8 +1,8 @@
-"""Eval stage: the run's models on the same held-out problems: the warmed model (as handed to RL) and, when RL
-ran, the RL model, with the RL gain as a paired difference.
+"""Eval stage: the run's models on the same held-out problems: the base model (`eval.base`), the warmed model (as
+handed to RL) and, when RL ran, the RL model, with the warm-up's and RL's gains as paired differences.
 
-Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one line per model and problem) and
-`results.json`.
+Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one line per model and problem),
+`results.json` and `report.md` (the table the console prints at the end of `coldstart run`).
 """
 
 from __future__ import annotations
@@ -20,20 +20,25 @@ from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
 from coldstart.eval.generation import VllmGenerator, generate
 from coldstart.eval.metrics import paired_difference
-from coldstart.models import load_model
+from coldstart.eval.report import results_table
+from coldstart.models import load_model, model_fingerprint, resolve_model_path
 from coldstart.runs import RunDir, write_jsonl
 
 
-def run_models(run_dir: RunDir) -> dict[str, tuple[str, Path]]:
-    """The run's finished models by arm, with the stage that wrote each: 'warmup' (the handoff checkpoint, else
-    the warm-up's) and 'rl'."""
+def run_models(cfg: Config, run_dir: RunDir) -> dict[str, tuple[str, Path]]:
+    """The models to evaluate by arm, each with what identifies it for re-run decisions: 'base' (with
+    `eval.base`, unless the warm-up is 'none' and so hands over the base model itself), 'warmup' (the handoff
+    checkpoint, else the warm-up's) and 'rl', the last two once their stage has finished."""
     models = {}
+    if cfg.eval.base and cfg.warmup.loss != "none":
+        base = resolve_model_path(cfg.model.name_or_path)
+        models["base"] = (model_fingerprint(base), Path(base))
     if run_dir.finished("handoff"):
-        models["warmup"] = ("handoff", run_dir.stage_dir("handoff") / "model")
+        models["warmup"] = (run_dir.finished("handoff")["outputs_sha256"], run_dir.stage_dir("handoff") / "model")
     elif run_dir.finished("warmup") and (run_dir.stage_dir("warmup") / "final").is_dir():
-        models["warmup"] = ("warmup", run_dir.stage_dir("warmup") / "final")
+        models["warmup"] = (run_dir.finished("warmup")["outputs_sha256"], run_dir.stage_dir("warmup") / "final")
     if run_dir.finished("rl"):
-        models["rl"] = ("rl", run_dir.stage_dir("rl") / "final")
+        models["rl"] = (run_dir.finished("rl")["outputs_sha256"], run_dir.stage_dir("rl") / "final")
     return models
 
 
@@ -60,8 +65,8 @@ def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[s
 
 
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
-    models = run_models(run_dir)
-    if not models:
+    models = run_models(cfg, run_dir)
+    if "warmup" not in models:
         run_dir.require("warmup", "eval")
 
     def body(work: Path) -> dict[str, Any]:
@@ -74,14 +79,17 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             correct[arm] = [float(r["correct"]) for r in records]
             lines += [{"model": arm, **r} for r in records]
         write_jsonl(work / "records.jsonl", lines)
-        if "rl" in correct and "warmup" in correct:
+        if "base" in correct:
+            results["warmup_gain"] = paired_difference(correct["warmup"], correct["base"])
+        if "rl" in correct:
             results["rl_gain"] = paired_difference(correct["rl"], correct["warmup"])
         (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (work / "report.md").write_text(results_table(results))
         return results
 
     fingerprint = {
         "seed": cfg.seed,
-        "models": {arm: run_dir.finished(stage)["outputs_sha256"] for arm, (stage, _) in models.items()},
+        "models": {arm: identity for arm, (identity, _) in models.items()},
         "data": dataclasses.asdict(cfg.data),
         "eval": dataclasses.asdict(cfg.eval),
     }

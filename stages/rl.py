@@ -23,9 +23,17 @@ from coldstart.models import load_model
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl
-from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, resume_point, trainer_kwargs
+from coldstart.training import (
+    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, trainer_kwargs,
+)
 
 logger = logging.getLogger(__name__)
+
+# what the console shows per logged step
+CONSOLE = {
+    "reward": "reward", "rewards/accuracy/mean": "accuracy", "frac_reward_zero_std": "zero-variance groups",
+    "completions/mean_length": "length", "completions/clipped_ratio": "clipped",
+}
 
 
 class ZeroSignalWarning(TrainerCallback):
@@ -58,7 +66,7 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
     kwargs = trainer_kwargs(rl, output_dir, cfg.seed)
     kwargs.setdefault("reward_weights", weights)
     args = GRPOConfig(**kwargs)
-    return GRPOTrainer(
+    trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=args,
@@ -67,6 +75,8 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
         callbacks=[MetricsLog(output_dir / "metrics.jsonl"), ZeroSignalWarning(rl.zero_std_warning), NumericalGuard("rl"),
                    CheckpointSeal()],
     )
+    readable_console(trainer, "rl", CONSOLE)
+    return trainer
 
 
 def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:

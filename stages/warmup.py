@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,15 @@ from coldstart.models import load_model, load_tokenizer, lora_config, model_fing
 from coldstart.plots import weights_over_training
 from coldstart.rewriting import Rewriter
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
-from coldstart.training import CheckpointSeal, MetricsLog, NumericalGuard, resume_point, trainer_kwargs
+from coldstart.training import (
+    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, trainer_kwargs,
+)
 from coldstart.warmup_trainer import WarmupTrainer
+
+logger = logging.getLogger(__name__)
+
+# what the console shows per logged step (CADFT's figures exist only for cadft)
+CONSOLE = {"loss": "loss", "nll": "nll", "weight_mean": "mean weight", "ess_fraction": "ESS", "grad_norm": "grad norm"}
 
 # coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
 LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
@@ -48,7 +57,9 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
         fused=use_fused_head(cfg.warmup.logprobs),
     )
     if cfg.warmup.loss != "cadft":
-        return WarmupTrainer(train_dataset=train_dataset, **common)
+        trainer = WarmupTrainer(train_dataset=train_dataset, **common)
+        readable_console(trainer, "warmup", CONSOLE)
+        return trainer
     # rows keep their position in `train_dataset`, even if TRL drops some while preparing it
     indexed = train_dataset.add_column("sample_index", list(range(len(train_dataset))))
     trainer = CADFTTrainer(
@@ -58,10 +69,29 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
         ema_init=ema_init,
         **common,
     )
+    readable_console(trainer, "warmup", CONSOLE)
     if cfg.warmup.rewrite.enabled:
-        log = output_dir / "rewrites.jsonl"
-        trainer.add_callback(Rewriter(cfg.warmup.rewrite, trainer, indexed, tokenizer, log, cfg.seed))
+        rewriter = Rewriter(cfg.warmup.rewrite, trainer, indexed, tokenizer, output_dir / "rewrites.jsonl", cfg.seed)
+        rewriter.check(total_steps(args, trainer.visit_plan().steps_per_epoch))
+        trainer.add_callback(rewriter)
     return trainer
+
+
+def total_steps(args: SFTConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps the Trainer will take: `max_steps`, else the epochs' steps."""
+    return args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+
+
+def rewrite_summary(rewrites: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds, attempts and accepted rewrites, and how many of those training drew afterwards (and how often)."""
+    accepted = [r for r in rewrites if r["accepted"]]
+    return {
+        "rounds": len({r["step"] for r in rewrites}),
+        "attempts": len(rewrites),
+        "accepted": len(accepted),
+        "trained_on": sum(r.get("trained_on", 0) > 0 for r in accepted),
+        "trained_on_visits": sum(r.get("trained_on", 0) for r in accepted),
+    }
 
 
 def _gated(cfg: Config) -> bool:
@@ -167,12 +197,12 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         if isinstance(trainer, CADFTTrainer):
             weights_over_training(metrics, work / "weights.png")
             out["by_style"] = _style_means(metrics)
-            rewrites = read_jsonl(work / "rewrites.jsonl")
-            out["rewrites"] = {
-                "rounds": len({r["step"] for r in rewrites}),
-                "attempts": len(rewrites),
-                "accepted": sum(r["accepted"] for r in rewrites),
-            }
+            if cfg.warmup.rewrite.enabled:
+                out["rewrites"] = r = rewrite_summary(read_jsonl(work / "rewrites.jsonl"))
+                logger.info(
+                    "warmup: rewriting: %d rounds, %d of %d attempts accepted, %d trained on afterwards (%d times)",
+                    r["rounds"], r["accepted"], r["attempts"], r["trained_on"], r["trained_on_visits"],
+                )
         return out
 
     keep = (lambda rel: True) if cfg.warmup.keep_checkpoints else (lambda rel: not is_checkpoint(rel))

@@ -83,7 +83,7 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
         # the gold answer is 0 (the main process's proposal) for the first half of the samples, 1 for the rest
         trainer.rewriter.answers = ["0"] * 4 + ["1"] * 4
         trainer.nll_observers.append(
-            lambda index, nll: stats["nll"].update({str(i): n for i, n in zip(index, nll) if str(i) not in stats["nll"]})
+            lambda index, nll, _rewrite_step: stats["nll"].update({str(i): n for i, n in zip(index, nll) if str(i) not in stats["nll"]})
         )
         return trainer
 
@@ -103,7 +103,7 @@ class Capture(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
-            targets = {str(i): row["input_ids"] for i, row in self.trainer.overrides.items()}
+            targets = {str(i): row["input_ids"] for i, (_, row) in self.trainer.overrides.items()}
             (self.out / "rewrites.json").write_text(json.dumps(targets))
 
 

@@ -43,9 +43,10 @@ def tiny_run_args(command, tmp_path, tokenizer, name, *extra):
     return args
 
 
-def test_run_chains_every_stage(tmp_path, tokenizer):
+def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
     args = tiny_run_args("run", tmp_path, tokenizer, "p")
     assert main(args) == 0
+    printed = capsys.readouterr().out
 
     run = tmp_path / "p"
     manifest = json.loads((run / "manifest.json").read_text())
@@ -59,10 +60,21 @@ def test_run_chains_every_stage(tmp_path, tokenizer):
     assert report["verdicts"] and report["demonstrations"]["base"]["count"] == 8
     assert manifest["stages"]["rl"]["metrics"]["steps"] == 2
     results = json.loads((run / "eval" / "results.json").read_text())
-    assert set(results["models"]) == {"warmup", "rl"} and results["models"]["rl"]["problems"] == 4
-    assert results["rl_gain"]["difference"] == results["models"]["rl"]["accuracy"] - results["models"]["warmup"]["accuracy"]
-    records = (run / "eval" / "records.jsonl").read_text().splitlines()
-    assert len(records) == 8 and {"model", "id", "completion", "extracted", "correct"} <= set(json.loads(records[0]))
+    assert set(results["models"]) == {"base", "warmup", "rl"} and results["models"]["rl"]["problems"] == 4
+    accuracy = {arm: m["accuracy"] for arm, m in results["models"].items()}
+    assert results["rl_gain"]["difference"] == accuracy["rl"] - accuracy["warmup"]
+    assert results["warmup_gain"]["difference"] == accuracy["warmup"] - accuracy["base"]
+    records = [json.loads(line) for line in (run / "eval" / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and {"model", "id", "completion", "extracted", "correct"} <= set(records[0])
+    # the run ends with the table: each model's accuracy and both gains, as eval/report.md holds it
+    table = (run / "eval" / "report.md").read_text()
+    assert table in printed and "Held-out accuracy, 4 problems" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "accuracy |" not in line]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| base model", "| after warm-up", "| after warm-up + GRPO", "| warm-up gain (after warm-up - base)",
+        "| RL gain (after GRPO - after warm-up)",
+    ]
+    assert rows[1].split(" | ")[1] == f"{100 * accuracy['warmup']:.1f}%"
 
     exported = run / "handoff" / "model"
     tok = AutoTokenizer.from_pretrained(exported)
@@ -91,6 +103,10 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     # the base start skips the warm-up and hands the base model over as it is
     base_run = tmp_path / "c" / "base-seed42"
     assert json.loads((base_run / "manifest.json").read_text())["stages"]["warmup"]["metrics"] == {"loss": "none"}
+    # each start grades its own models only: the base model is the 'none' start
+    for start in ("base", "sft", "cadft"):
+        graded = json.loads((tmp_path / "c" / f"{start}-seed42" / "eval" / "results.json").read_text())["models"]
+        assert set(graded) == {"warmup", "rl"}
 
     (out / "report.md").unlink()
     assert main(["report", str(tmp_path / "c")]) == 0

@@ -6,22 +6,27 @@ import torch
 from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.eval.generation import Completion
-from coldstart.rewriting import choose, is_due, pick, resolve_steps
-from coldstart.stages.warmup import build_trainer
+from coldstart.errors import ColdstartError
+from coldstart.rewriting import choose, num_picks, pick
+from coldstart.sampling import resolve_steps, round_steps
+from coldstart.compatibility import tokenize_sample
+from coldstart.stages.warmup import build_trainer, rewrite_summary
 from conftest import make_tiny_model
 
 
-def test_pick_is_the_highest_moving_nll_fraction():
-    moving = {i: float(v) for i, v in enumerate([3, 9, 1, 7, 5, 8, 2, 6, 4, 0])}
-    assert pick(moving, 0.3, 10) == [1, 5, 3]
-    assert pick(moving, 0.001, 10) == [1]  # at least one
-    assert pick({4: 1.0, 2: 1.0}, 1.0, 2) == [2, 4]  # ties by index, only seen samples
+def test_pick_is_the_highest_nll():
+    nll = {i: float(v) for i, v in enumerate([3, 9, 1, 7, 5, 8, 2, 6, 4, 0])}
+    assert pick(nll, num_picks(0.3, 10)) == [1, 5, 3]
+    assert pick(nll, num_picks(0.001, 10)) == [1]  # at least one
+    assert pick({4: 1.0, 2: 1.0}, 2) == [2, 4]  # ties by index
 
 
-def test_schedule_starts_late_and_repeats():
+def test_schedule_starts_late_repeats_and_never_at_the_last_step():
     assert resolve_steps(0.5, 40) == 20 and resolve_steps(3000, 40) == 3000 and resolve_steps(0.001, 10) == 1
-    due = [s for s in range(1, 41) if is_due(s, 20, 8)]
-    assert due == [20, 28, 36]
+    assert round_steps(20, 8, 41) == [20, 28, 36]
+    assert round_steps(0.5, 0.25, 16) == [8, 12]
+    assert round_steps(0.5, 0.5, 16) == [8]  # step 16 is the last: nothing would train on a rewrite there
+    assert round_steps(3000, 1000, 16) == []
 
 
 def test_choose_never_takes_a_wrong_answer_when_verifying():
@@ -60,7 +65,7 @@ def fake_generate(candidates):
 
 def test_round_accepts_only_the_reference_answer(rewriting_trainer, monkeypatch, tokenizer):
     trainer, rewriter, train = rewriting_trainer
-    rewriter.moving_nll = {0: 9.0, 1: 1.0, 2: 8.0, 3: 2.0}
+    rewriter.moving_nll = {0: 9.0, 1: 1.0, 2: 8.0, 3: 2.0, 4: 0.5, 5: 0.5, 6: 0.5, 7: 0.5}  # all seen: no scoring
     gold0, gold2 = train[0]["answer"], train[2]["answer"]
     assert gold0 != gold2
     # sample 0 gets a right candidate among wrong ones; sample 2 only wrong ones
@@ -68,7 +73,7 @@ def test_round_accepts_only_the_reference_answer(rewriting_trainer, monkeypatch,
     monkeypatch.setattr(
         "coldstart.eval.generation.generate", fake_generate([f"\\boxed{{{wrong}}}", f"so \\boxed{{{gold0}}}"])
     )
-    records = rewriter.round(step=2)
+    records = rewriter.round(step=2, total_steps=4)
     by_index = {r["index"]: r for r in records}
     assert sorted(by_index) == [0, 2]
     assert by_index[0]["accepted"] and by_index[0]["new"] == f"so \\boxed{{{gold0}}}"
@@ -88,7 +93,7 @@ def test_round_accepts_only_the_reference_answer(rewriting_trainer, monkeypatch,
 def test_nothing_is_rewritten_before_start(rewriting_trainer, monkeypatch):
     trainer, rewriter, _ = rewriting_trainer
     calls = []
-    monkeypatch.setattr(rewriter, "round", lambda step: calls.append(step))
+    monkeypatch.setattr(rewriter, "round", lambda step, total: calls.append(step))
     state = type("S", (), {"max_steps": 4})()
     for step in range(1, 5):
         state.global_step = step
@@ -105,7 +110,7 @@ def test_restore_replays_accepted_rewrites_up_to_the_checkpoint(rewriting_traine
     ]
     rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     rewriter.restore({"moving_nll": {"1": 3.5}}, step=2)
-    assert set(trainer.overrides) == {1} and rewriter.current == {1: "A \\boxed{1}"}
+    assert set(trainer.overrides) == {1} and trainer.overrides[1][0] == 2 and rewriter.current == {1: "A \\boxed{1}"}
     assert rewriter.moving_nll == {1: 3.5}
     assert [json.loads(x)["step"] for x in rewriter.log_path.read_text().splitlines()] == [2, 2]
 
@@ -118,3 +123,89 @@ def test_training_updates_moving_nll(rewriting_trainer):
         trainer.compute_loss(trainer.model, dict(trainer.data_collator(rows)))
     assert sorted(rewriter.moving_nll) == [0, 1, 2, 3]
     assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in rewriter.moving_nll.values())
+
+
+def _cadft_trainer(tokenizer, tmp_path, *sets):
+    cfg = load_config(None, ["warmup.loss=cadft", "warmup.save_steps=100", *sets])
+    train, _ = load_samples(cfg.data, "train", cfg.seed)
+    return build_trainer(cfg, tmp_path, train, make_tiny_model(tokenizer), tokenizer)
+
+
+def _recording(trainer):
+    """Wrap the trainer's loss to record, per optimizer step, the sample indices and label rows it trained on."""
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        if model.training:
+            labels = [row[row != -100].tolist() for row in inputs["labels"]]
+            seen.append((trainer.state.global_step + 1, inputs["sample_index"].tolist(), labels))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    return seen
+
+
+def test_visit_plan_is_what_the_training_loop_draws(tokenizer, tmp_path):
+    # 10 samples, micro-batches of 4, 2 per step: an epoch is 2 steps (8 + 2 samples); 5 steps cross 2 epochs
+    trainer = _cadft_trainer(
+        tokenizer, tmp_path, "data.arith.num_train=10", "warmup.max_steps=5", "warmup.per_device_train_batch_size=4",
+        "warmup.gradient_accumulation_steps=2", "warmup.rewrite.enabled=false",
+    )
+    seen = _recording(trainer)
+    trainer.train()
+    drawn = {}
+    for step, index, _ in seen:
+        drawn.setdefault(step, []).extend(index)
+    plan, rows = trainer.visit_plan(), trainer.train_dataset["sample_index"]
+    assert plan.steps_per_epoch == 2
+    assert drawn == {step: [rows[r] for r in plan.rows(step)] for step in range(1, 6)}
+    assert sorted(drawn[1] + drawn[2]) == list(range(10)) and len(drawn[2]) == 2
+    after = plan.visits_after(3, 5)
+    assert sum(after.values()) == len(drawn[4]) + len(drawn[5])
+
+
+def test_an_accepted_rewrite_is_trained_on_by_the_real_loop(tokenizer, tmp_path, monkeypatch):
+    # one epoch of 8 samples in 4 steps of 2; one round after step 2, picking every sample still to be drawn: the
+    # 4 samples of steps 3 and 4, none trained on yet, so ranked by the current policy's NLL
+    trainer = _cadft_trainer(
+        tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=4", "warmup.per_device_train_batch_size=2",
+        "warmup.rewrite.start=2", "warmup.rewrite.every=10", "warmup.rewrite.fraction=1.0",
+        "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.num_candidates=1", "warmup.rewrite.verify=false",
+    )
+    monkeypatch.setattr("coldstart.eval.generation.generate", fake_generate(["Rewritten: 3 + 4 = 7, \\boxed{7}"]))
+    seen = _recording(trainer)
+    trainer.train()
+    records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]
+    later = {i for step, index, _ in seen if step > 2 for i in index}
+    assert {r["index"] for r in records} == later and len(later) == 4  # only samples drawn after the round
+    assert all(r["accepted"] and r["nll_from"] == "current policy" and r["visits_left"] == 1 for r in records)
+    rewrite = tokenize_sample(tokenizer, trainer.rewriter.prompts[0],
+                              [{"role": "assistant", "content": "Rewritten: 3 + 4 = 7, \\boxed{7}"}], None)
+    target = [t for t in rewrite["labels"] if t != -100]
+    trained = {i: labels for step, index, rows in seen if step > 2 for i, labels in zip(index, rows)}
+    # step 3's batch was fetched before the round (the data loader reads one ahead): it too trains on the rewrite
+    assert all(trained[r["index"]] == target for r in records)
+    assert all(r["trained_on"] == 1 for r in records)
+    assert rewrite_summary(records) == {"rounds": 1, "attempts": 4, "accepted": 4, "trained_on": 4,
+                                        "trained_on_visits": 4}
+    assert all(labels != target for step, _, rows in seen if step <= 2 for labels in rows)
+
+
+def test_a_schedule_without_a_round_is_refused(tokenizer, tmp_path):
+    with pytest.raises(ColdstartError) as err:
+        load_config(None, ["warmup.loss=cadft", "warmup.max_steps=16", "warmup.rewrite.start=3000"])
+    assert str(err.value).startswith(
+        "--set warmup.rewrite.start=3000: warmup.rewrite.start: the first rewriting round would come after step 3000, "
+        "but the warm-up has 16 steps"
+    )
+    # trained by epochs, the length is known once the data is: 8 samples at 4 a step, 2 steps
+    with pytest.raises(ColdstartError, match="warmup.rewrite.start=0.9: .* the warm-up has 2 steps"):
+        _cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=-1",
+                       "warmup.per_device_train_batch_size=4", "warmup.rewrite.start=0.9")
+
+
+def test_a_round_with_too_few_samples_left_warns(tokenizer, tmp_path, caplog):
+    _cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=2",
+                   "warmup.per_device_train_batch_size=4", "warmup.rewrite.start=1", "warmup.rewrite.fraction=1.0")
+    assert "the round after step 1 can pick only 4 samples (of 8 asked by warmup.rewrite.fraction)" in caplog.text
