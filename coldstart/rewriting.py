@@ -28,7 +28,7 @@ from coldstart import distributed, faults
 from coldstart.compatibility import score, tokenize_sample
 from coldstart.config import RewriteSection
 from coldstart.errors import ColdstartError
-from coldstart.sampling import round_steps, schedule_problem
+from coldstart.sampling import is_round, round_steps, schedule_problem
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Rewriter(TrainerCallback):
                 self.trained_on[(step, i)] += 1
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in round_steps(self.section.start, self.section.every, state.max_steps):
+        if is_round(state.global_step, self.section.start, self.section.every, state.max_steps):
             self.round(state.global_step, state.max_steps)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -155,6 +155,8 @@ class Rewriter(TrainerCallback):
             with self.log_path.open("a", encoding="utf-8") as handle:
                 for r in records:
                     handle.write(json.dumps(r) + "\n")
+            logger.info("warmup: rewriting round after step %d: %d picked among %d drawn again, %d accepted", step,
+                        len(picked), len(ranked), sum(r["accepted"] for r in records))
         return records
 
     def _attempt(self, step: int, chosen: list[int], ranked: dict[int, tuple[float, str, int]]) -> list[dict[str, Any]]:

@@ -48,11 +48,14 @@ class VisitPlan:
         self.processes = processes
         micro_batches = math.ceil(size / self.micro)
         self.steps_per_epoch = math.ceil(micro_batches / accumulation)
+        self._orders: dict[int, list[int]] = {}
 
     def rows(self, step: int) -> list[int]:
         """The rows optimizer step `step` (1-based, as `state.global_step` counts) trains on."""
         epoch, within = divmod(step - 1, self.steps_per_epoch)
-        order = epoch_permutation(self.size, self.seed, epoch)
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_permutation(self.size, self.seed, epoch)}  # steps are asked for in order
+        order = list(self._orders[epoch])
         if self.processes > 1 and len(order) % self.micro:  # accelerate's even_batches: wrap to full batches
             order += order[: self.micro - len(order) % self.micro]
         span = self.micro * self.accumulation
@@ -75,10 +78,14 @@ def is_due(step: int, start: int, every: int) -> bool:
     return step >= start and (step - start) % every == 0
 
 
+def is_round(step: int, start: float, every: float, total_steps: int) -> bool:
+    """Whether a rewriting round runs after `step`: never after the last step, since nothing trains after it."""
+    return step < total_steps and is_due(step, resolve_steps(start, total_steps), resolve_steps(every, total_steps))
+
+
 def round_steps(start: float, every: float, total_steps: int) -> list[int]:
-    """The steps after which a rewriting round runs: none at the last step, since nothing trains after it."""
-    first, period = resolve_steps(start, total_steps), resolve_steps(every, total_steps)
-    return [s for s in range(first, total_steps) if is_due(s, first, period)]
+    """The steps after which a rewriting round runs."""
+    return [s for s in range(1, total_steps) if is_round(s, start, every, total_steps)]
 
 
 def schedule_problem(start: float, every: float, total_steps: int) -> str | None:

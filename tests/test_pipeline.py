@@ -75,6 +75,8 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
         "| RL gain (after GRPO - after warm-up)",
     ]
     assert rows[1].split(" | ")[1] == f"{100 * accuracy['warmup']:.1f}%"
+    (run / "eval" / "report.md").unlink()
+    assert main(["report", str(run)]) == 0 and (run / "eval" / "report.md").read_text() == table
 
     exported = run / "handoff" / "model"
     tok = AutoTokenizer.from_pretrained(exported)

@@ -110,3 +110,20 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, caplog):
     assert "gradient norm spike at step 6: 50" in caplog.text
     with pytest.raises(ColdstartError, match=rf"warmup: the loss became nan at step 6; last good checkpoint: {tmp_path}/checkpoint-4"):
         guard.on_log(args, state, None, logs={"loss": float("nan")})
+
+
+def test_no_spike_warning_against_steps_without_signal(tmp_path, caplog):
+    """GRPO steps whose groups all had one reward have zero gradient: they set no scale for a spike."""
+    from types import SimpleNamespace
+
+    from coldstart.training import NumericalGuard
+
+    guard = NumericalGuard("rl")
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=8)
+    with caplog.at_level("WARNING"):
+        for norm in (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.4, 0.35, 0.0, 0.3, 0.32):
+            guard.on_log(args, state, None, logs={"loss": 0.0, "grad_norm": norm})
+    assert "spike" not in caplog.text
+    with caplog.at_level("WARNING"):
+        guard.on_log(args, state, None, logs={"loss": 0.0, "grad_norm": 9.0})
+    assert "gradient norm spike at step 8: 9 (median so far 0.32)" in caplog.text
