@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import sys
+import warnings
 from typing import Any, Callable
 
 from coldstart.distributed import is_main
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="coldstart: %(message)s")
+    # TRL's generation helper asks for a renamed transformers property at every rewriting round and RL generation
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         args.func(args)
     except ColdstartError as e:
