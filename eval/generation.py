@@ -40,8 +40,11 @@ def generate(
     top_p: float = 1.0,
     batch_size: int = 16,
     seed: int | None = None,
+    top_k: int = 0,
 ) -> list[list[Completion]]:
-    """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding."""
+    """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding. Sampling keeps every token
+    unless `top_k` > 0: transformers would otherwise apply its default top-k of 50, which GRPO (TRL's `top_k=0`)
+    and the paper's nucleus rule do not."""
     if seed is not None:
         torch.manual_seed(seed)
     stop_ids = stop_token_ids(model.generation_config, tokenizer)
@@ -49,7 +52,10 @@ def generate(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} if temperature > 0
+        else {"do_sample": False}
+    )
     flat: list[Completion] = []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(

@@ -61,7 +61,8 @@ def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[st
     rl = cfg.rl
     outputs = generate(
         model, tokenizer, prompts["prompt"], num_samples=rl.num_generations, max_new_tokens=rl.max_completion_length,
-        temperature=rl.temperature, top_p=rl.top_p, batch_size=cfg.handoff.batch_size, seed=cfg.seed,
+        temperature=rl.temperature, top_p=rl.top_p, top_k=rl.trainer.get("top_k", 0), batch_size=cfg.handoff.batch_size,
+        seed=cfg.seed,
     )
     groups, records = [], []
     for sample, completions in zip(prompts, outputs):
@@ -133,6 +134,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         "model": dataclasses.asdict(cfg.model),
         "handoff": dataclasses.asdict(cfg.handoff),
         "data": dataclasses.asdict(cfg.data),
-        "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p")},
+        "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p")}
+        | {"top_k": cfg.rl.trainer.get("top_k", 0)},
     }
     return run_dir.run_stage("handoff", fingerprint, body, force=force)

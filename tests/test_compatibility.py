@@ -52,7 +52,8 @@ def test_nll_and_compatibility_match_a_direct_computation(tiny_model, tokenizer,
 
 
 def test_tokenization_matches_the_trainers(tiny_model, tokenizer, tmp_path):
-    cfg = load_config(None, ["data.arith.num_train=12", "warmup.loss=cadft", "warmup.per_device_train_batch_size=12"])
+    cfg = load_config(None, ["data.arith.num_train=12", "warmup.loss=cadft", "warmup.per_device_train_batch_size=12",
+                             "warmup.rewrite.enabled=false"])
     train, _ = load_samples(cfg.data, "train", cfg.seed)
     trainer = build_trainer(cfg, tmp_path, train, tiny_model, tokenizer)
     prepared = {row["sample_index"]: row for row in trainer.train_dataset}

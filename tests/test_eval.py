@@ -118,3 +118,29 @@ def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypat
     assert tokenizer.eos_token_id in params["stop_token_ids"]
     n = len(tokenizer("x = 4", add_special_tokens=False)["input_ids"])
     assert out == [[Completion("x = 4", n, True), Completion("x = 4", n, False)]] * 2
+
+
+def test_sampling_keeps_every_token_unless_top_k_is_set(tokenizer, monkeypatch):
+    """transformers applies a top-k of 50 by default; GRPO (TRL's top_k=0) and the rewriting rule do not, so neither
+    may the handoff's rollouts that predict what GRPO will see."""
+    from coldstart.eval.generation import generate
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tokenizer)
+    sent = []
+    real = model.generate
+
+    def recording(**kwargs):
+        sent.append({k: kwargs.get(k) for k in ("do_sample", "top_k", "top_p", "temperature")})
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", recording)
+    prompts = [[{"role": "user", "content": "What is 2 + 2?"}]]
+    generate(model, tokenizer, prompts, num_samples=2, max_new_tokens=2, temperature=1.0, top_p=0.9)
+    generate(model, tokenizer, prompts, num_samples=1, max_new_tokens=2, temperature=0.7, top_k=5)
+    generate(model, tokenizer, prompts, num_samples=1, max_new_tokens=2)
+    assert sent == [
+        {"do_sample": True, "top_k": 0, "top_p": 0.9, "temperature": 1.0},
+        {"do_sample": True, "top_k": 5, "top_p": 1.0, "temperature": 0.7},
+        {"do_sample": False, "top_k": None, "top_p": None, "temperature": None},
+    ]
