@@ -75,7 +75,7 @@ def mismatch_figure(base: list[dict[str, Any]] | None, warmed: list[dict[str, An
 
 def rl_curves(metrics: list[dict[str, Any]], path: Path) -> None:
     """Reward mean, share of zero-variance groups and completion length against the GRPO step."""
-    panels = (("reward", "reward mean"), ("frac_reward_zero_std", "zero-variance groups"),
+    panels = (("reward", "reward mean"), ("zero_variance_share", "zero-variance groups"),
               ("completions/mean_length", "completion length"))
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for ax, (key, label) in zip(axes, panels):

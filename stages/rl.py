@@ -31,20 +31,53 @@ logger = logging.getLogger(__name__)
 
 # what the console shows per logged step
 CONSOLE = {
-    "reward": "reward", "rewards/accuracy/mean": "accuracy", "frac_reward_zero_std": "zero-variance groups",
+    "reward": "reward", "rewards/accuracy/mean": "accuracy", "zero_variance_share": "zero-variance groups",
     "completions/mean_length": "length", "completions/clipped_ratio": "clipped",
 }
 
 
-class ZeroSignalWarning(TrainerCallback):
-    """Warns when nearly every GRPO group has the same reward for all its completions (no advantage to learn from)."""
+class ZeroVarianceShare(TrainerCallback):
+    """The share of GRPO groups whose completions all got the same total reward (no advantage to learn from), logged
+    as `zero_variance_share`, and a warning when it reaches `threshold`.
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
+    TRL's own `frac_reward_zero_std` tests the group std with `isclose(std, 0)` (absolute tolerance 1e-8), and a
+    group whose rewards are all 1.2 in float32 (accuracy 1 + format 0.2) has a std of 1.3e-7, so it misses most
+    such groups. Here the reward functions are wrapped to see each generation batch's rewards, and a group counts
+    when its weighted rewards differ by at most 1e-6. Groups are consecutive runs of `num_generations` completions
+    (TRL's order) within what this process scores; a batch that does not hold whole groups is not counted.
+    """
+
+    def __init__(self, funcs: list, weights: list[float], num_generations: int, threshold: float):
+        self.names, self.weights, self.k, self.threshold = [f.__name__ for f in funcs], weights, num_generations, threshold
+        self.funcs = [self._recording(f) for f in funcs]
+        self.pending: dict[str, list[float]] = {}
+        self.shares: list[float] = []
+
+    def _recording(self, func):
+        def recorded(*args, **kwargs):
+            rewards = func(*args, **kwargs)
+            self.pending[func.__name__] = rewards
+            if len(self.pending) == len(self.names):
+                self._count([self.pending[n] for n in self.names])
+                self.pending = {}
+            return rewards
+
+        recorded.__name__ = func.__name__
+        return recorded
+
+    def _count(self, per_func: list[list[float]]) -> None:
+        total = [sum(w * (r if r is not None else 0.0) for w, r in zip(self.weights, row)) for row in zip(*per_func)]
+        if not total or len(total) % self.k:
+            return
+        groups = [total[i: i + self.k] for i in range(0, len(total), self.k)]
+        self.shares.append(sum(max(g) - min(g) <= 1e-6 for g in groups) / len(groups))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        share = (logs or {}).get("frac_reward_zero_std")
-        if share is not None and share >= self.threshold:
+        if logs is None or not self.shares:
+            return
+        logs["zero_variance_share"] = share = sum(self.shares) / len(self.shares)
+        self.shares = []
+        if share >= self.threshold:
             logger.warning(
                 "step %d: %.0f%% of GRPO groups have zero reward variance, so no learning signal; consider a larger "
                 "rl.num_generations or prompts of better-matched difficulty", state.global_step, 100 * share
@@ -66,14 +99,15 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
     kwargs = trainer_kwargs(rl, output_dir, cfg.seed)
     kwargs.setdefault("reward_weights", weights)
     args = GRPOConfig(**kwargs)
+    signal = ZeroVarianceShare(funcs, kwargs["reward_weights"], rl.num_generations, rl.zero_std_warning)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=funcs,
+        reward_funcs=signal.funcs,
         args=args,
         train_dataset=prompts.select_columns(["prompt", "answer", "id"]),
         processing_class=tokenizer,
-        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), ZeroSignalWarning(rl.zero_std_warning), NumericalGuard("rl"),
-                   CheckpointSeal()],
+        # the share goes into the logs before they are written and shown
+        callbacks=[signal, MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("rl"), CheckpointSeal()],
     )
     readable_console(trainer, "rl", CONSOLE)
     return trainer
@@ -111,8 +145,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "reward_first": first.get("reward"),
             "reward_last": last.get("reward"),
             "reward_mean": sum(m["reward"] for m in logged) / len(logged) if logged else None,
-            "frac_reward_zero_std_mean": (
-                sum(m.get("frac_reward_zero_std", 0) for m in logged) / len(logged) if logged else None
+            "zero_variance_share_mean": (
+                sum(m.get("zero_variance_share", 0) for m in logged) / len(logged) if logged else None
             ),
             "clipped_ratio_mean": (
                 sum(m.get("completions/clipped_ratio", 0) for m in logged) / len(logged) if logged else None

@@ -79,3 +79,33 @@ def test_completion_text_and_extraction():
 def test_use_vllm_without_vllm_fails_with_the_install_hint():
     with pytest.raises(ColdstartError, match=r"rl.use_vllm: vLLM is not installed; pip install 'coldstart\[vllm\]'"):
         load_config(None, ["rl.use_vllm=true"])
+
+
+def test_zero_variance_share_counts_groups_that_trls_isclose_misses(caplog):
+    import torch
+    from trl.trainer.utils import nanstd
+
+    from coldstart.stages.rl import ZeroVarianceShare
+
+    def accuracy(completions, **kwargs):
+        return [1.0] * 8 + [0.0, 1.0] * 4
+
+    def format(completions, **kwargs):
+        return [1.0] * 16
+
+    signal = ZeroVarianceShare([accuracy, format], [1.0, 0.2], num_generations=8, threshold=0.5)
+    assert [f.__name__ for f in signal.funcs] == ["accuracy", "format"]
+    for f in signal.funcs:  # TRL calls each function on the same generation batch
+        f(completions=[None] * 16)
+    # the first group's rewards are all 1.2: TRL's test `isclose(std, 0)` does not see it
+    weighted = (torch.tensor([[1.0, 1.0]] * 8) * torch.tensor([1.0, 0.2])).nansum(dim=1)  # as TRL sums them
+    std = nanstd(weighted.view(-1, 8), dim=1)
+    assert not torch.isclose(std, torch.zeros_like(std))
+    logs = {"loss": 0.0}
+    with caplog.at_level("WARNING"):
+        signal.on_log(None, type("S", (), {"global_step": 3})(), None, logs=logs)
+    assert logs["zero_variance_share"] == 0.5
+    assert "step 3: 50% of GRPO groups have zero reward variance" in caplog.text
+    logs = {"loss": 0.0}
+    signal.on_log(None, None, None, logs=logs)
+    assert "zero_variance_share" not in logs  # nothing scored since the last log
