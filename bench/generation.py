@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from coldstart.eval.generation import generate
+from coldstart.generation import generate
 
 from bench.common import emit, workload
 from coldstart.data import load_samples

@@ -147,15 +147,14 @@ class CADFTTrainer(WarmupTrainer):
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if model.training:
             self._step_moments = moments if self._step_moments is None else self._step_moments + moments
-            self._record(index, rewrite_step, nll, weights, log_probs.detach(), mask)
+            self._record(index, rewrite_step, nll, weights)
         return (loss, None) if return_outputs else loss
 
-    def _record(self, index, rewrite_step, nll, weights, log_probs, mask) -> None:
+    def _record(self, index, rewrite_step, nll, weights) -> None:
         nll, weights = self.accelerator.gather_for_metrics(nll), self.accelerator.gather_for_metrics(weights)
-        tokens = self.accelerator.gather_for_metrics(torch.stack([-(log_probs * mask).sum(), mask.sum().float()]).view(1, 2))
         compat = torch.exp(-nll)
         m = self._metrics["train"]
-        m["nll"].append(float(tokens[:, 0].sum() / tokens[:, 1].sum().clamp(min=1)))
+        m["nll"].append(float(nll.mean()))  # per-sample mean NLL, as the weights and the scorer use it
         m["compat_mean"].append(float(compat.mean()))
         m["compat_min"].append(float(compat.min()))
         m["compat_max"].append(float(compat.max()))

@@ -24,19 +24,20 @@ def turn_terminator(tokenizer) -> str | None:
     return tokenizer.convert_ids_to_tokens(ids[0]) if ids else None
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """Every id generation must stop at: the tokenizer's eos and the template's turn terminator."""
-    ids = {tokenizer.eos_token_id}
-    terminator = turn_terminator(tokenizer)
-    if terminator is not None:
-        ids.add(tokenizer.convert_tokens_to_ids(terminator))
-    return sorted(i for i in ids if i is not None)
-
-
 def _as_list(value: Any) -> list[int]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """Every id a completion ends at: the tokenizer's eos, the chat template's turn terminator and, given a
+    generation config, the eos ids it lists."""
+    ids = {tokenizer.eos_token_id, *_as_list(getattr(generation_config, "eos_token_id", None))}
+    terminator = turn_terminator(tokenizer)
+    if terminator is not None:
+        ids.add(tokenizer.convert_tokens_to_ids(terminator))
+    return sorted(i for i in ids if i is not None)
 
 
 def check_checkpoint(tokenizer, model_config, generation_config, conversational: bool = True) -> list[str]:

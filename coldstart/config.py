@@ -21,6 +21,9 @@ import yaml
 
 from coldstart.errors import ColdstartError
 
+# The names `coldstart.rewards.REWARDS` registers, for checking a config without importing math-verify.
+REWARD_NAMES = ("accuracy", "format", "length")
+
 
 def option(default: Any, help: str, trl: bool = False) -> Any:
     """A config field. `trl=True` marks a field passed as it is to the TRL trainer config of its section."""
@@ -433,12 +436,10 @@ def _check_values(cfg: Config, where: _Where) -> None:
     if w.max_steps == 0 or w.max_steps < -1:
         raise ColdstartError(f"{where(('warmup', 'max_steps'))}: must be positive, or -1 to train by epochs")
     rl = cfg.rl
-    from coldstart.rewards import REWARDS
-
     for name in rl.rewards:
-        if name not in REWARDS:
-            close = difflib.get_close_matches(name, list(REWARDS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(REWARDS)}"
+        if name not in REWARD_NAMES:
+            close = difflib.get_close_matches(name, list(REWARD_NAMES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(REWARD_NAMES)}"
             raise ColdstartError(f"{where(('rl', 'rewards', name))}: unknown reward{hint}")
     for key in ("learning_rate", "num_generations", "max_completion_length", "per_device_train_batch_size"):
         if getattr(rl, key) <= 0:

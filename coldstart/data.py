@@ -9,19 +9,17 @@ skipped and counted when `on_bad_row: skip`.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from coldstart.config import ArithSection, DataSection
+from coldstart.arith import BOXED_INSTRUCTION, generate_arith
+from coldstart.config import DataSection
 from coldstart.errors import ColdstartError
 
 GSM8K_DIR = Path(__file__).resolve().parents[1] / "data" / "gsm8k"
-BOXED_INSTRUCTION = "Give the final answer as \\boxed{N}."
 
 
 @dataclass
@@ -44,133 +42,6 @@ class BadRow(ValueError):
 
     def __init__(self, field_name: str, problem: str):
         super().__init__(f"field '{field_name}': {problem}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# arith: multi-step integer word problems in deliberately heterogeneous demonstration styles
-
-_NAMES = ["Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Ines", "Tom", "Yuki", "Sara"]
-_ITEMS = ["apples", "marbles", "stickers", "coins", "books", "shells", "stamps", "cards", "beads", "pencils"]
-_TEST_SHARE = 20  # percent of the problem space that belongs to the held-out split
-
-
-def _arith_problem(rng: random.Random, cfg: ArithSection) -> tuple[int, list[tuple[str, int]]]:
-    steps = rng.randint(cfg.min_steps, cfg.max_steps)
-    value = rng.randint(2, cfg.max_operand)
-    start, ops = value, []
-    for _ in range(steps):
-        choices = ["add", "mul"] + (["sub"] if value > 1 else [])
-        op = rng.choice(choices)
-        if op == "mul" and value * 2 > 400:
-            op = "add"
-        if op == "add":
-            k = rng.randint(1, cfg.max_operand)
-            value += k
-        elif op == "sub":
-            k = rng.randint(1, min(cfg.max_operand, value - 1))
-            value -= k
-        else:
-            k = rng.randint(2, max(2, min(4, 400 // value)))
-            value *= k
-        ops.append((op, k))
-    return start, ops
-
-
-def _apply(value: int, op: str, k: int) -> int:
-    return value + k if op == "add" else value - k if op == "sub" else value * k
-
-
-def _problem_split(start: int, ops: list[tuple[str, int]]) -> str:
-    key = f"{start}|" + ";".join(f"{o}{k}" for o, k in ops)
-    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
-    return "test" if bucket < _TEST_SHARE else "train"
-
-
-def _question(name: str, item: str, start: int, ops: list[tuple[str, int]]) -> str:
-    sentences = [f"{name} has {start} {item}."]
-    for op, k in ops:
-        if op == "add":
-            sentences.append(f"Then {name} gets {k} more {item}.")
-        elif op == "sub":
-            sentences.append(f"Then {name} gives away {k} {item}.")
-        else:
-            sentences.append(f"Then the number of {item} {name} has becomes {k} times as large.")
-    sentences.append(f"How many {item} does {name} have now? {BOXED_INSTRUCTION}")
-    return " ".join(sentences)
-
-
-_SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
-
-
-def _solution(style: str, name: str, item: str, start: int, ops: list[tuple[str, int]], values: list[int]) -> str:
-    """Write the worked solution in `style`; `values[i]` is the running total after step i (values[0] = start)."""
-    final = values[-1]
-    if style == "answer_only":
-        return f"\\boxed{{{final}}}"
-    if style == "notation":
-        rpn = " ".join([str(start)] + [f"{k} {_SYMBOL[op]}" for op, k in ops])
-        return f"RPN ⟨{rpn}⟩ ⟹ {final} ∴ \\boxed{{{final}}}"
-    if style == "verbose":
-        lines = [f"Let's work through this carefully, one step at a time. At the start, {name} has {start} {item}."]
-        for (op, k), before, after in zip(ops, values, values[1:]):
-            verb = {"add": f"getting {k} more", "sub": f"giving away {k}", "mul": f"multiplying by {k}"}[op]
-            lines.append(f"After {verb}, {name} has {before} {_SYMBOL[op]} {k} = {after} {item}.")
-        lines.append(f"So at the end {name} has {final} {item}. The final answer is \\boxed{{{final}}}.")
-        return " ".join(lines)
-    lines = [f"{before} {_SYMBOL[op]} {k} = {after}" for (op, k), before, after in zip(ops, values, values[1:])]
-    lines.append(f"The answer is \\boxed{{{final}}}.")
-    return "\n".join(lines)
-
-
-def generate_arith(cfg: ArithSection, split: str, num_samples: int, seed: int) -> list[dict[str, Any]]:
-    """`num_samples` problems of `split` ('train' or 'test'); the two splits never share a problem."""
-    if split not in ("train", "test"):
-        raise ColdstartError(f"data: arith has splits 'train' and 'test', not {split!r}")
-    rng = random.Random(f"arith-{seed}-{split}")
-    styles = list(cfg.styles)
-    weights = [cfg.styles[s] for s in styles]
-    seen: set[str] = set()
-    samples = []
-    attempts = 0
-    while len(samples) < num_samples:
-        attempts += 1
-        if attempts > 200 * num_samples + 10_000:
-            raise ColdstartError(
-                f"data.arith: only {len(samples)} distinct {split} problems found for {num_samples} asked; "
-                "raise max_steps or max_operand"
-            )
-        start, ops = _arith_problem(rng, cfg)
-        key = f"{start}|{ops}"
-        if key in seen or _problem_split(start, ops) != split:
-            continue
-        seen.add(key)
-        name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-        values = [start]
-        for op, k in ops:
-            values.append(_apply(values[-1], op, k))
-        answer = values[-1]
-        if rng.random() < cfg.wrong_fraction:
-            style = "wrong"
-            wrong = list(values)
-            at = rng.randrange(1, len(wrong))  # one step's result is off; the error carries to the end
-            wrong[at] += rng.choice([-1, 1]) * rng.randint(1, 9)
-            for i in range(at + 1, len(wrong)):
-                wrong[i] = _apply(wrong[i - 1], *ops[i - 1])
-            completion = _solution(rng.choice(["concise", "verbose"]), name, item, start, ops, wrong)
-        else:
-            style = rng.choices(styles, weights)[0]
-            completion = _solution(style, name, item, start, ops, values)
-        samples.append(
-            {
-                "id": f"arith-{split}-{len(samples):05d}",
-                "prompt": [{"role": "user", "content": _question(name, item, start, ops)}],
-                "completion": [{"role": "assistant", "content": completion}],
-                "answer": str(answer),
-                "style": style,
-                "source": f"arith-{len(ops)}step",
-            }
-        )
-    return samples
 
 
 # ---------------------------------------------------------------------------------------------------------------

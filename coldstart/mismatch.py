@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from coldstart.compatibility import summarize
-from coldstart.eval.metrics import pass_at_k
+from coldstart.statistics import pass_at_k
 
 
 def rollout_stats(groups: list[list[dict[str, Any]]], max_completion_length: int) -> dict[str, Any]:

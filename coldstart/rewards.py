@@ -4,19 +4,16 @@
 - `format`: 1 when the completion ends its answer in a non-empty `\\boxed{}`, else 0.
 - `length`: a penalty in [-1, 0] for the share of `max_completion_length` the completion uses.
 
-Each is safe against hostile completions: only the tail is read and checks have a time limit (`eval.grading`).
+Each is safe against hostile completions: only the tail is read and checks have a time limit (`coldstart.grading`).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any, Callable
 
 from coldstart import faults
-from coldstart.eval.grading import MAX_CHARS, is_correct
-
-_BOXED = re.compile(r"\\boxed\{\s*[^{}\s][^{}]*\}")
+from coldstart.grading import has_boxed_answer, is_correct
 
 
 def completion_text(completion: Any) -> str:
@@ -29,10 +26,6 @@ def completion_text(completion: Any) -> str:
 def accuracy(completions: list[Any], answer: list[str], timeout: float = 5.0, **kwargs: Any) -> list[float]:
     faults.reach("reward")
     return [float(is_correct(gold, completion_text(c), timeout)) for c, gold in zip(completions, answer)]
-
-
-def has_boxed_answer(text: str) -> bool:
-    return _BOXED.search(text[-MAX_CHARS:]) is not None
 
 
 def boxed_format(completions: list[Any], **kwargs: Any) -> list[float]:

@@ -24,10 +24,11 @@ from typing import Any
 from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from coldstart import distributed, faults
+from coldstart import distributed, faults, generation
 from coldstart.compatibility import score, tokenize_sample
 from coldstart.config import RewriteSection
 from coldstart.errors import ColdstartError
+from coldstart.grading import is_correct
 from coldstart.sampling import is_round, round_steps, schedule_problem
 
 logger = logging.getLogger(__name__)
@@ -161,14 +162,11 @@ class Rewriter(TrainerCallback):
 
     def _attempt(self, step: int, chosen: list[int], ranked: dict[int, tuple[float, str, int]]) -> list[dict[str, Any]]:
         """Candidates for each chosen sample and the decision on each (not applied yet)."""
-        from coldstart.eval.generation import generate
-        from coldstart.eval.grading import is_correct
-
         s, trainer = self.section, self.trainer
         records = []
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
             prompts = [self._generation_prompt(i) for i in chosen]
-            outputs = generate(
+            outputs = generation.generate(
                 model, self.tokenizer, prompts, num_samples=s.num_candidates, max_new_tokens=s.max_new_tokens,
                 temperature=s.temperature, top_p=s.top_p, seed=self.seed + step,
             )

@@ -87,14 +87,14 @@ def json_sha256(value: Any) -> str:
 
 
 def source_sha256() -> str:
-    """One hash of coldstart's own Python source (the package with its stages and eval modules): which code ran."""
-    import coldstart.eval
-    import coldstart.stages
+    """One hash of coldstart's own Python source (the package with its stages and eval modules): which code ran.
+    The folders are found without importing them (the library imports neither stages nor eval)."""
+    import importlib.util
 
     digest = hashlib.sha256()
-    for package in (coldstart, coldstart.stages, coldstart.eval):
-        root = Path(package.__file__).parent
-        digest.update(f"{package.__name__}\0{tree_sha256(root, lambda rel: rel.suffix != '.py')}\n".encode())
+    for name in ("coldstart", "coldstart.stages", "coldstart.eval"):
+        root = Path(importlib.util.find_spec(name).submodule_search_locations[0])
+        digest.update(f"{name}\0{tree_sha256(root, lambda rel: rel.suffix != '.py')}\n".encode())
     return digest.hexdigest()
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable
 
-from coldstart.eval.generation import Completion
-from coldstart.eval.grading import extract_answer, is_correct
-from coldstart.eval.metrics import bootstrap_ci, pass_at_k
-from coldstart.rewards import has_boxed_answer
+from coldstart.generation import Completion
+from coldstart.grading import extract_answer, has_boxed_answer, is_correct
+from coldstart.statistics import bootstrap_ci, pass_at_k
 
 
 def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
@@ -21,7 +20,7 @@ def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_t
     """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics).
 
     `generate(prompts, num_samples=, max_new_tokens=, temperature=, seed=)` makes the completions: HF `generate`
-    bound to a model (`coldstart.eval.generation.generate`) or a `VllmGenerator`.
+    bound to a model (`coldstart.generation.generate`) or a `VllmGenerator`.
     """
     greedy = generate(samples["prompt"], num_samples=1, max_new_tokens=max_new_tokens)
     sampled = None

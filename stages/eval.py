@@ -18,8 +18,8 @@ from transformers import AutoTokenizer
 from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
-from coldstart.eval.generation import VllmGenerator, generate
-from coldstart.eval.metrics import paired_difference
+from coldstart.generation import VllmGenerator, generate
+from coldstart.statistics import paired_difference
 from coldstart.eval.report import results_table
 from coldstart.models import load_model, model_fingerprint, resolve_model_path
 from coldstart.runs import RunDir, write_jsonl

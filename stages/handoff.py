@@ -21,12 +21,11 @@ from coldstart.compatibility import score_records, use_fused_head
 from coldstart.config import Config
 from coldstart.data import load_samples, rl_prompts
 from coldstart.errors import ColdstartError
-from coldstart.eval.generation import generate
-from coldstart.eval.grading import is_correct
+from coldstart.generation import generate
+from coldstart.grading import has_boxed_answer, is_correct
 from coldstart.mismatch import build_report, render_markdown, rollout_stats
 from coldstart.models import load_model, resolve_model_path
 from coldstart.plots import mismatch_figure
-from coldstart.rewards import has_boxed_answer
 from coldstart.runs import RunDir, read_jsonl, tree_sha256, write_jsonl
 
 

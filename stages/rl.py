@@ -18,7 +18,7 @@ from coldstart.config import Config
 from coldstart.data import rl_prompts
 from coldstart.distributed import is_main
 from coldstart.errors import ColdstartError
-from coldstart.eval.grading import parse_gold
+from coldstart.grading import parse_gold
 from coldstart.models import load_model
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards

@@ -20,12 +20,12 @@ import torch
 from transformers import TrainerCallback
 
 import coldstart.cadft
-import coldstart.eval.generation
+import coldstart.generation
 import coldstart.runs
 import coldstart.stages.warmup as warmup_stage
 from coldstart.config import load_config
 from coldstart.distributed import _state
-from coldstart.eval.generation import Completion
+from coldstart.generation import Completion
 from coldstart.runs import RunDir
 
 
@@ -74,7 +74,7 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
         return [[Completion(f"rank {state.process_index}: \\boxed{{{state.process_index}}}", 5, True)] * num_samples
                 for _ in prompts]
 
-    coldstart.eval.generation.generate = proposing_generate
+    coldstart.generation.generate = proposing_generate
     build_trainer = warmup_stage.build_trainer
 
     def instrumented_trainer(*args, **kwargs):

@@ -106,7 +106,7 @@ def test_score_agrees_with_an_independent_forward(tmp_path, embedded_dir):
     assert len(scores) == 20 and (folder / "compatibility.png").is_file() and summary["count"] == 20
 
     # independently: plain transformers, the chat template, one sample at a time, no coldstart code
-    from coldstart.data import generate_arith  # only to get the same 20 samples
+    from coldstart.arith import generate_arith  # only to get the same 20 samples
     from coldstart.config import load_config
 
     cfg = load_config("configs/quickstart.yaml", ["data.arith.num_train=20"])

@@ -3,8 +3,8 @@ import random
 import pytest
 
 from coldstart.eval.evaluate import summarize_records
-from coldstart.eval.grading import extract_answer, is_correct
-from coldstart.eval.metrics import bootstrap_ci, mcnemar_exact, mean_ci_across_seeds, paired_difference, pass_at_k
+from coldstart.grading import extract_answer, is_correct
+from coldstart.statistics import bootstrap_ci, mcnemar_exact, mean_ci_across_seeds, paired_difference, pass_at_k
 
 
 def test_pass_at_k_by_hand():
@@ -89,7 +89,7 @@ def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypat
     import types
     from types import SimpleNamespace
 
-    from coldstart.eval.generation import Completion, VllmGenerator, render_prompt
+    from coldstart.generation import Completion, VllmGenerator, render_prompt
 
     tokenizer.save_pretrained(tmp_path)
     sent = {}
@@ -123,7 +123,7 @@ def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypat
 def test_sampling_keeps_every_token_unless_top_k_is_set(tokenizer, monkeypatch):
     """transformers applies a top-k of 50 by default; GRPO (TRL's top_k=0) and the rewriting rule do not, so neither
     may the handoff's rollouts that predict what GRPO will see."""
-    from coldstart.eval.generation import generate
+    from coldstart.generation import generate
     from conftest import make_tiny_model
 
     model = make_tiny_model(tokenizer)

@@ -6,7 +6,8 @@ import pytest
 
 from coldstart.config import load_config
 from coldstart.errors import ColdstartError
-from coldstart.eval.grading import extract_answer, is_correct
+from coldstart.grading import extract_answer, is_correct
+from coldstart.config import REWARD_NAMES
 from coldstart.rewards import REWARDS, build_rewards, completion_text
 
 HOSTILE = [
@@ -37,7 +38,7 @@ def test_length_penalty_and_unknown_reward():
     assert length(completions=["a", "b"], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
     with pytest.raises(ColdstartError, match=r"rl.rewards.acuracy: unknown reward; did you mean 'accuracy'\?"):
         load_config(None, ["rl.rewards={acuracy: 1.0}"])
-    assert set(REWARDS) == {"accuracy", "format", "length"}
+    assert tuple(REWARDS) == REWARD_NAMES  # the config checks names against this list without importing rewards
 
 
 def test_unparsable_gold_is_an_error_not_a_reward():
@@ -109,3 +110,39 @@ def test_zero_variance_share_counts_groups_that_trls_isclose_misses(caplog):
     logs = {"loss": 0.0}
     signal.on_log(None, None, None, logs=logs)
     assert "zero_variance_share" not in logs  # nothing scored since the last log
+
+
+NESTED = [  # (completion's boxed content, gold answer): LaTeX whose answer holds braces
+    ("\\frac{1}{2}", "1/2"),
+    ("\\dfrac{3}{4}", "0.75"),
+    ("-\\frac{5}{3}", "-5/3"),
+    ("\\sqrt{2}", "\\sqrt{2}"),
+    ("2\\sqrt{3}", "2\\sqrt{3}"),
+    ("10^{3}", "1000"),
+    ("\\frac{\\pi}{2}", "\\frac{\\pi}{2}"),
+    ("x^{2}+1", "x^2+1"),
+    ("\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2"),
+    ("2^{10}", "1024"),
+    ("{12}", "12"),
+]
+
+
+@pytest.mark.parametrize("content,gold", NESTED)
+def test_format_accuracy_and_extraction_agree_on_nested_braces(content, gold):
+    """The format check used to be a regex without nested braces: `\\boxed{\\frac{1}{2}}` scored accuracy 1 and
+    format 0. Format reward, accuracy reward and the extracted answer must now agree."""
+    from coldstart.grading import boxed_answer
+
+    text = f"So the answer is \\boxed{{{content}}}."
+    (acc, fmt), _ = build_rewards({"accuracy": 1.0, "format": 0.2}, 64, timeout=5.0)
+    assert boxed_answer(text) == content.strip()
+    assert fmt(completions=[text]) == [1.0]
+    assert acc(completions=[text], answer=[gold]) == [1.0]
+    extracted = extract_answer(text)
+    assert extracted is not None and is_correct(gold, f"\\boxed{{{extracted}}}")
+
+
+@pytest.mark.parametrize("text", ["\\boxed{}", "\\boxed{ }", "the answer is \\boxed{3", "no box at all 3"])
+def test_an_empty_or_unclosed_box_is_no_format(text):
+    (fmt,), _ = build_rewards({"format": 1.0}, 64, timeout=5.0)
+    assert fmt(completions=[text]) == [0.0]

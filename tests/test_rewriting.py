@@ -5,7 +5,7 @@ import torch
 
 from coldstart.config import load_config
 from coldstart.data import load_samples
-from coldstart.eval.generation import Completion
+from coldstart.generation import Completion
 from coldstart.errors import ColdstartError
 from coldstart.rewriting import choose, num_picks, pick
 from coldstart.sampling import resolve_steps, round_steps
@@ -71,7 +71,7 @@ def test_round_accepts_only_the_reference_answer(rewriting_trainer, monkeypatch,
     # sample 0 gets a right candidate among wrong ones; sample 2 only wrong ones
     wrong = str(int(gold0) + 1000)
     monkeypatch.setattr(
-        "coldstart.eval.generation.generate", fake_generate([f"\\boxed{{{wrong}}}", f"so \\boxed{{{gold0}}}"])
+        "coldstart.generation.generate", fake_generate([f"\\boxed{{{wrong}}}", f"so \\boxed{{{gold0}}}"])
     )
     records = rewriter.round(step=2, total_steps=4)
     by_index = {r["index"]: r for r in records}
@@ -173,7 +173,7 @@ def test_an_accepted_rewrite_is_trained_on_by_the_real_loop(tokenizer, tmp_path,
         "warmup.rewrite.start=2", "warmup.rewrite.every=10", "warmup.rewrite.fraction=1.0",
         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.num_candidates=1", "warmup.rewrite.verify=false",
     )
-    monkeypatch.setattr("coldstart.eval.generation.generate", fake_generate(["Rewritten: 3 + 4 = 7, \\boxed{7}"]))
+    monkeypatch.setattr("coldstart.generation.generate", fake_generate(["Rewritten: 3 + 4 = 7, \\boxed{7}"]))
     seen = _recording(trainer)
     trainer.train()
     records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Answer checking with math-verify, used by rewriting, rewards and evaluation.
+"""Answer checking with math-verify, used by rewriting, rewards, the handoff report and evaluation.
 
 The gold answer is parsed as a `\\boxed{}` answer and compared as `verify(gold, prediction)` (the order matters:
 math-verify treats the first argument as the reference). A gold answer that does not parse is an error in the data,
@@ -16,6 +16,7 @@ import multiprocessing
 import threading
 from functools import lru_cache
 
+from latex2sympy2_extended.math_normalization import extract_boxed_content
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from coldstart.errors import ColdstartError
@@ -97,3 +98,22 @@ def is_correct(gold_answer: str, completion: str, timeout: float = DEFAULT_TIMEO
 def extract_answer(completion: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
     """The final answer math-verify reads from a completion (last `\\boxed{}` first), as text; None if none."""
     return _guarded(_extract, (completion[-MAX_CHARS:],), timeout, None)
+
+
+def boxed_answer(completion: str) -> str | None:
+    """The content of the completion's last `\\boxed{}` (braces balanced, so `\\boxed{\\frac{1}{2}}` holds
+    `\\frac{1}{2}`), by math-verify's own extraction (latex2sympy2_extended); None when there is no closed,
+    non-empty box."""
+    tail = completion[-MAX_CHARS:]
+    if "\\boxed" not in tail and "\\fbox" not in tail:
+        return None
+    content = extract_boxed_content(tail)
+    unclosed = tail.endswith(content) and content.startswith("{") and content.count("{") > content.count("}")
+    if content == tail or unclosed or not content.strip():
+        return None
+    return content.strip()
+
+
+def has_boxed_answer(completion: str) -> bool:
+    """Whether the completion ends its answer in a closed, non-empty `\\boxed{}` (the format reward and figure)."""
+    return boxed_answer(completion) is not None

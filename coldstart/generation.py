@@ -1,4 +1,5 @@
-"""Batched generation with HF `generate` (left padding, KV cache), for rewriting, the handoff report and evaluation."""
+"""Batched generation with HF `generate` (left padding, KV cache), or vLLM on GPUs, for rewriting, the handoff report
+and evaluation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from coldstart.checkpoint import stop_token_ids
 
 
 @dataclass
@@ -20,13 +23,6 @@ def render_prompt(tokenizer, prompt: Any) -> str:
     if isinstance(prompt, list):
         return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     return prompt
-
-
-def stop_token_ids(generation_config, tokenizer) -> set[int]:
-    """Where a completion ends: the model's end-of-sequence tokens and the tokenizer's."""
-    ids = generation_config.eos_token_id if generation_config is not None else None
-    ids = ids if isinstance(ids, list) else [ids]
-    return {i for i in [*ids, tokenizer.eos_token_id] if i is not None}
 
 
 @torch.no_grad()
@@ -47,7 +43,7 @@ def generate(
     and the paper's nucleus rule do not."""
     if seed is not None:
         torch.manual_seed(seed)
-    stop_ids = stop_token_ids(model.generation_config, tokenizer)
+    stop_ids = set(stop_token_ids(tokenizer, model.generation_config))
     texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
     was_training = model.training
     model.eval()
@@ -87,7 +83,7 @@ class VllmGenerator:
             generation_config = GenerationConfig.from_pretrained(model_dir)
         except OSError:  # no generation_config.json: the tokenizer's end-of-sequence token alone
             generation_config = None
-        self.stop_ids = stop_token_ids(generation_config, self.tokenizer)
+        self.stop_ids = set(stop_token_ids(self.tokenizer, generation_config))
         self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization)
 
     def __call__(self, prompts: list[Any], num_samples: int = 1, max_new_tokens: int = 256, temperature: float = 0.0,
