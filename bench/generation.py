@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from coldstart.generation import generate
-
 from bench.common import emit, workload
 from coldstart.data import load_samples
+from coldstart.generation import generate
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 
 

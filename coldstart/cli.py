@@ -88,7 +88,10 @@ def _eval(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     if args.benchmark:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.benchmark))
+        # a single file is the benchmark itself: its one split (which data loading calls 'train') is held out
+        one_file = Path(args.benchmark).is_file()
+        data = dataclasses.replace(cfg.data, source=args.benchmark, test_split="train" if one_file else cfg.data.test_split)
+        cfg = dataclasses.replace(cfg, data=data)
     model = resolve_model_path(args.model)
     name = f"{Path(model).name}-{Path(cfg.data.source).stem}"
     out = Path(args.out or Path(cfg.output_dir) / "eval" / name)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.config import Config
-from coldstart.statistics import bootstrap_ci, mean_ci_across_seeds, paired_difference
 from coldstart.runs import RunDir, read_jsonl
+from coldstart.statistics import bootstrap_ci, mean_ci_across_seeds, paired_difference
 
 ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from transformers import AutoTokenizer
 from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
-from coldstart.generation import VllmGenerator, generate
-from coldstart.statistics import paired_difference
 from coldstart.eval.report import results_table
+from coldstart.generation import VllmGenerator, generate
 from coldstart.models import load_model, model_fingerprint, resolve_model_path
 from coldstart.runs import RunDir, write_jsonl
+from coldstart.statistics import paired_difference
+
+logger = logging.getLogger(__name__)
 
 
 def run_models(cfg: Config, run_dir: RunDir) -> dict[str, tuple[str, Path]]:
@@ -43,9 +46,12 @@ def run_models(cfg: Config, run_dir: RunDir) -> dict[str, tuple[str, Path]]:
 
 
 def held_out(cfg: Config):
+    """The held-out problems: the first `eval.num_problems` of the test split (all with 0), saying so when cut."""
     test, stats = load_samples(cfg.data, "test", cfg.seed)
-    if cfg.eval.num_problems:
-        test = test.select(range(min(cfg.eval.num_problems, len(test))))
+    if cfg.eval.num_problems and cfg.eval.num_problems < len(test):
+        logger.info("eval: the first %d of %d held-out problems (eval.num_problems; 0 takes all)",
+                    cfg.eval.num_problems, len(test))
+        test = test.select(range(cfg.eval.num_problems))
     return test, stats
 
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from coldstart.config import load_config
 from coldstart.arith import generate_arith
+from coldstart.config import load_config
 from coldstart.data import gsm8k_answer, load_samples
 from coldstart.errors import ColdstartError
 

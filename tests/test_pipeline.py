@@ -113,3 +113,20 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     (out / "report.md").unlink()
     assert main(["report", str(tmp_path / "c")]) == 0
     assert (out / "report.md").read_text() == report
+
+
+def test_eval_any_model_on_a_single_benchmark_file(tmp_path, tokenizer, caplog):
+    """`coldstart eval --model P --benchmark FILE`: the file is the held-out set; a cut says how much it kept."""
+    model_dir = tmp_path / "tiny"
+    make_tiny_model(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    bench = tmp_path / "mine.jsonl"
+    rows = [{"question": f"What is {i} + 1?", "answer": f"It is {i + 1}.\n#### {i + 1}"} for i in range(3)]
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        assert main(["eval", "--model", str(model_dir), "--benchmark", str(bench), "--out", str(out),
+                     "--set", "eval.num_problems=2", "--set", "eval.max_new_tokens=4"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["problems"] == 2 and results["benchmark"] == str(bench)
+    assert "eval: the first 2 of 3 held-out problems (eval.num_problems; 0 takes all)" in caplog.text

@@ -4,10 +4,9 @@ import time
 
 import pytest
 
-from coldstart.config import load_config
+from coldstart.config import REWARD_NAMES, load_config
 from coldstart.errors import ColdstartError
 from coldstart.grading import extract_answer, is_correct
-from coldstart.config import REWARD_NAMES
 from coldstart.rewards import REWARDS, build_rewards, completion_text
 
 HOSTILE = [

@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
+from coldstart.compatibility import tokenize_sample
 from coldstart.config import load_config
 from coldstart.data import load_samples
-from coldstart.generation import Completion
 from coldstart.errors import ColdstartError
+from coldstart.generation import Completion
 from coldstart.rewriting import choose, num_picks, pick
 from coldstart.sampling import resolve_steps, round_steps
-from coldstart.compatibility import tokenize_sample
 from coldstart.stages.warmup import build_trainer, rewrite_summary
 from conftest import make_tiny_model
 
