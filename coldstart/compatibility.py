@@ -95,17 +95,15 @@ def tokenize_sample(tokenizer, prompt: Any, completion: Any, max_length: int | N
 
 
 def pad_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad tokenized rows into `input_ids`, `attention_mask` and `labels` tensors."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        labels[i, :n] = torch.tensor(r["labels"])
-        attention[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+    """Right-pad tokenized rows into `input_ids`, `attention_mask` and `labels` tensors (TRL's `pad`)."""
+    from trl.trainer.utils import pad
+
+    ids = [torch.tensor(r["input_ids"], dtype=torch.long) for r in rows]
+    return {
+        "input_ids": pad(ids, padding_value=pad_id),
+        "attention_mask": pad([torch.ones_like(i) for i in ids], padding_value=0),
+        "labels": pad([torch.tensor(r["labels"], dtype=torch.long) for r in rows], padding_value=-100),
+    }
 
 
 def length_buckets(lengths: list[int], max_tokens: int) -> Iterator[list[int]]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from trl.rewards import get_soft_overlong_punishment
+
 from coldstart import faults
 from coldstart.grading import has_boxed_answer, is_correct
 
@@ -33,7 +35,8 @@ def boxed_format(completions: list[Any], **kwargs: Any) -> list[float]:
 
 
 def length_penalty(completions: list[Any], completion_ids: list[list[int]], max_length: int, **kwargs: Any) -> list[float]:
-    return [-min(len(ids), max_length) / max_length for ids in completion_ids]
+    """-length / max_length, -1 at the cap: TRL's DAPO soft overlong punishment with the whole length as its cache."""
+    return get_soft_overlong_punishment(max_length, max_length)(completion_ids=completion_ids)
 
 
 REWARDS: dict[str, Callable[..., list[float]]] = {

@@ -18,13 +18,18 @@ def test_pass_at_k_by_hand():
 
 
 def test_bootstrap_interval_covers_the_true_mean_at_the_nominal_rate():
+    """Coverage near 95% (400 trials: binomial sd 1.1 points) and the width of the normal interval: an interval that
+    is always too wide (e.g. [0, 1]) covers 100% and fails, one too narrow under-covers and fails."""
     rng = random.Random(0)
-    true_p, trials, covered = 0.3, 400, 0
+    true_p, n, trials, covered, widths = 0.3, 200, 400, 0, []
     for t in range(trials):
-        values = [float(rng.random() < true_p) for _ in range(200)]
+        values = [float(rng.random() < true_p) for _ in range(n)]
         low, high = bootstrap_ci(values, num_resamples=1000, seed=t)
         covered += low <= true_p <= high
-    assert abs(covered / trials - 0.95) <= 0.05
+        widths.append(high - low)
+    assert 0.92 <= covered / trials <= 0.975
+    normal_width = 2 * 1.96 * (true_p * (1 - true_p) / n) ** 0.5
+    assert sum(widths) / trials == pytest.approx(normal_width, rel=0.1)
 
 
 def test_paired_difference_of_a_model_with_itself():

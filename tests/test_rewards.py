@@ -45,13 +45,18 @@ def test_unparsable_gold_is_an_error_not_a_reward():
         is_correct("\\boxed{", "\\boxed{1}")
 
 
-@pytest.mark.parametrize("text", HOSTILE, ids=["unbalanced", "nested", "megabytes", "tower", "factorial"])
-def test_hostile_completions_score_zero_within_the_limit(text):
+@pytest.mark.parametrize(
+    "text,boxed",
+    # only the last 4096 characters are read: the box of 'nested' and 'factorial' starts before them
+    list(zip(HOSTILE, [0.0, 0.0, 1.0, 1.0, 0.0])),
+    ids=["unbalanced", "nested", "megabytes", "tower", "factorial"],
+)
+def test_hostile_completions_score_zero_within_the_limit(text, boxed):
     started = time.time()
     reward = REWARDS["accuracy"](completions=[conv(text)], answer=["5"], timeout=5.0)
     assert time.time() - started < 5.5
     assert reward == [0.0]
-    assert REWARDS["format"](completions=[conv(text)]) in ([0.0], [1.0])
+    assert REWARDS["format"](completions=[conv(text)]) == [boxed]
 
 
 def test_hostile_completion_off_the_main_thread_is_killed_in_time():
