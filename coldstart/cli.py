@@ -34,10 +34,9 @@ def _add_config_args(parser: argparse.ArgumentParser, force_help: str) -> None:
 
 
 def _stage_runners() -> dict[str, Callable[..., dict[str, Any]]]:
-    from coldstart.stages import eval as eval_stage
-    from coldstart.stages import handoff, rl, score, warmup
+    from coldstart.stages import evaluation, handoff, rl, score, warmup
 
-    return {"score": score.run, "warmup": warmup.run, "handoff": handoff.run, "rl": rl.run, "eval": eval_stage.run}
+    return {"score": score.run, "warmup": warmup.run, "handoff": handoff.run, "rl": rl.run, "eval": evaluation.run}
 
 
 def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
@@ -84,7 +83,7 @@ def _eval(args: argparse.Namespace) -> None:
     from coldstart.config import load_config
     from coldstart.models import resolve_model_path
     from coldstart.runs import write_jsonl
-    from coldstart.stages.eval import evaluate_folder, held_out
+    from coldstart.stages.evaluation import evaluate_folder, held_out
 
     cfg = load_config(args.config, args.overrides)
     if args.benchmark:
