@@ -87,14 +87,17 @@ def json_sha256(value: Any) -> str:
 
 
 def source_sha256() -> str:
-    """One hash of coldstart's own Python source (the package with its stages and eval modules): which code ran.
-    The folders are found without importing them (the library imports neither stages nor eval)."""
-    import importlib.util
+    """One hash of coldstart's own Python source (the library, its stages and its eval modules): which code ran.
 
+    Installed, the stages and eval folders sit inside the package folder; in a source checkout (editable install)
+    pyproject maps them from the `stages/` and `eval/` folders beside it. Folders, not imports: the library imports
+    neither.
+    """
+    root = Path(__file__).resolve().parent
+    beside = [root.parent / name for name in ("stages", "eval") if (root.parent / name / "__init__.py").is_file()]
     digest = hashlib.sha256()
-    for name in ("coldstart", "coldstart.stages", "coldstart.eval"):
-        root = Path(importlib.util.find_spec(name).submodule_search_locations[0])
-        digest.update(f"{name}\0{tree_sha256(root, lambda rel: rel.suffix != '.py')}\n".encode())
+    for folder in [root, *beside]:
+        digest.update(f"{folder.name}\0{tree_sha256(folder, lambda rel: rel.suffix != '.py')}\n".encode())
     return digest.hexdigest()
 
 

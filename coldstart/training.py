@@ -102,7 +102,6 @@ class NumericalGuard(TrainerCallback):
     spikes (above `spike_factor` times the median of the norms so far)."""
 
     def __init__(self, stage: str, spike_factor: float = 10.0):
-        # zero norms (GRPO steps whose groups all had the same reward) carry no scale: they are not counted
         self.stage, self.spike_factor = stage, spike_factor
         self.norms: list[float] = []
 
@@ -116,6 +115,7 @@ class NumericalGuard(TrainerCallback):
                 f"{checkpoint or 'none yet'} (lower the learning rate, or check the data for empty targets)"
             )
         norm = logs.get("grad_norm")
+        # zero norms (GRPO steps whose groups all had the same reward) carry no scale: they are not counted
         if norm is None or not math.isfinite(norm) or norm == 0:
             return
         if len(self.norms) >= 5:

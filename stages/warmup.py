@@ -58,22 +58,18 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
     )
     if cfg.warmup.loss != "cadft":
         trainer = WarmupTrainer(train_dataset=train_dataset, **common)
-        readable_console(trainer, "warmup", CONSOLE)
-        return trainer
-    # rows keep their position in `train_dataset`, even if TRL drops some while preparing it
-    indexed = train_dataset.add_column("sample_index", list(range(len(train_dataset))))
-    trainer = CADFTTrainer(
-        train_dataset=indexed,
-        cadft=cfg.warmup.cadft,
-        styles=train_dataset["style"],
-        ema_init=ema_init,
-        **common,
-    )
+    else:
+        # rows keep their position in `train_dataset`, even if TRL drops some while preparing it
+        indexed = train_dataset.add_column("sample_index", list(range(len(train_dataset))))
+        trainer = CADFTTrainer(
+            train_dataset=indexed, cadft=cfg.warmup.cadft, styles=train_dataset["style"], ema_init=ema_init, **common
+        )
+        if cfg.warmup.rewrite.enabled:
+            log = output_dir / "rewrites.jsonl"
+            rewriter = Rewriter(cfg.warmup.rewrite, trainer, indexed, tokenizer, log, cfg.seed)
+            rewriter.check(total_steps(args, trainer.visit_plan().steps_per_epoch))
+            trainer.add_callback(rewriter)
     readable_console(trainer, "warmup", CONSOLE)
-    if cfg.warmup.rewrite.enabled:
-        rewriter = Rewriter(cfg.warmup.rewrite, trainer, indexed, tokenizer, output_dir / "rewrites.jsonl", cfg.seed)
-        rewriter.check(total_steps(args, trainer.visit_plan().steps_per_epoch))
-        trainer.add_callback(rewriter)
     return trainer
 
 
