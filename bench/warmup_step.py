@@ -22,7 +22,8 @@ from transformers import TrainerCallback
 from bench.common import emit, naive_logprobs, peak_rss_mb, workload
 from coldstart.data import load_samples
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
-from coldstart.stages.warmup import apply_length_policy, build_trainer
+from coldstart.lengths import apply_length_policy
+from coldstart.stages.warmup import build_trainer
 
 VARIANTS = ("plain", "sft", "dft", "cadft", "naive")
 BATCH = 8

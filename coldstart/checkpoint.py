@@ -24,7 +24,19 @@ def turn_terminator(tokenizer) -> str | None:
     return tokenizer.convert_ids_to_tokens(ids[0]) if ids else None
 
 
-def _as_list(value: Any) -> list[int]:
+def training_eos(choice: str | None, tokenizer) -> str | None:
+    """The eos the warm-up trains as each completion's last label and saves (`warmup.eos_token`, passed to TRL's
+    SFTConfig, which mirrors it onto the model and generation configs). 'auto' is the chat template's end-of-turn
+    token when it is an added (special) token, which fixes base models whose configs name another eos; else the
+    tokenizer's eos. None leaves the tokenizer as it is."""
+    if choice != "auto":
+        return choice
+    terminator = turn_terminator(tokenizer)
+    return terminator if terminator in tokenizer.get_added_vocab() else tokenizer.eos_token
+
+
+def id_list(value: Any) -> list[int]:
+    """A config's token id field (None, one id or a list) as a list."""
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -33,7 +45,7 @@ def _as_list(value: Any) -> list[int]:
 def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
     """Every id a completion ends at: the tokenizer's eos, the chat template's turn terminator and, given a
     generation config, the eos ids it lists."""
-    ids = {tokenizer.eos_token_id, *_as_list(getattr(generation_config, "eos_token_id", None))}
+    ids = {tokenizer.eos_token_id, *id_list(getattr(generation_config, "eos_token_id", None))}
     terminator = turn_terminator(tokenizer)
     if terminator is not None:
         ids.add(tokenizer.convert_tokens_to_ids(terminator))
@@ -58,7 +70,7 @@ def check_checkpoint(tokenizer, model_config, generation_config, conversational:
     if tokenizer.pad_token_id is None:
         failures.append("pad token: the tokenizer has none; set tokenizer.pad_token (the eos token is fine)")
     stops = set(stop_token_ids(tokenizer))
-    listed = set(_as_list(generation_config.eos_token_id))
+    listed = set(id_list(generation_config.eos_token_id))
     missing = sorted(stops - listed)
     if missing:
         names = ", ".join(f"{i} ({tokenizer.convert_ids_to_tokens(i)!r})" for i in missing)
@@ -66,7 +78,7 @@ def check_checkpoint(tokenizer, model_config, generation_config, conversational:
             f"stop ids: generation_config.eos_token_id is {sorted(listed)} and lacks {names}; add them (or set "
             "handoff.add_stop_ids: true) so every engine stops at the end of a turn"
         )
-    model_eos = set(_as_list(model_config.eos_token_id))
+    model_eos = set(id_list(model_config.eos_token_id))
     if model_eos and not model_eos & stops:
         failures.append(
             f"eos mismatch: model.config.eos_token_id {sorted(model_eos)} is none of the tokenizer's stop ids "

@@ -53,11 +53,34 @@ def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
         print(f"\n{report.read_text()}")
 
 
+def _preflight(cfg, stages: list[str]) -> None:
+    """The checks, before any stage that trains; the first error stops the run before it starts."""
+    if cfg.check.skip or not {"score", "warmup", "rl"} & set(stages):
+        return
+    from coldstart.models import resolve_model_path
+    from coldstart.preflight import run_checks, summary
+
+    resolve_model_path(cfg.model.name_or_path)  # the stages load weights; `coldstart check` alone needs the config
+    findings = run_checks(cfg)
+    errors = [f for f in findings if f.level == "error"]
+    if errors:
+        first = errors[0]
+        where = "" if first.check == "load" else f"{first.check}: "
+        raise ColdstartError(f"{where}{first.message}")
+    if is_main():
+        for f in findings:
+            if f.level in ("fixed", "warning"):
+                logging.getLogger("coldstart").warning("%s: %s", f.check, f.message)
+        logging.getLogger("coldstart").info("%s (coldstart check lists them; check.skip: true skips them)",
+                                            summary(findings))
+
+
 def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
     from coldstart.config import load_config
     from coldstart.runs import RunDir
 
     cfg = load_config(args.config, args.overrides)
+    _preflight(cfg, stages)
     run_dir = RunDir(cfg.run_dir)
     runners = _stage_runners()
     unknown = [s for s in args.force if s not in runners]
@@ -110,6 +133,7 @@ def _compare(args: argparse.Namespace) -> None:
     from coldstart.eval.report import write_compare
 
     cfg = load_config(args.config, args.overrides)
+    _preflight(cfg, ["warmup", "rl"])
     runs = run_matrix(cfg, _stage_runners(), args.force)
     results = analyse(cfg, runs)
     out = compare_dir(cfg)
@@ -127,6 +151,21 @@ def _prepare_model(args: argparse.Namespace) -> None:
     from coldstart.models import embedded_model_dir
 
     print(embedded_model_dir())
+
+
+def _check(args: argparse.Namespace) -> None:
+    from coldstart.config import load_config
+    from coldstart.preflight import launch_from, run_checks, summary
+
+    cfg = load_config(args.config, args.overrides)
+    launch = launch_from(args.launcher, args.processes)
+    print(f"check {args.config} ({launch.described})")
+    findings = run_checks(cfg, launch)
+    for f in findings:
+        print(f"  {f.line()}")
+    print(summary(findings))
+    if any(f.level == "error" for f in findings):
+        raise ColdstartError(f"check: {args.config} would fail; see the errors above")
 
 
 def _print_config(args: argparse.Namespace) -> None:
@@ -170,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render the reports of a comparison or run directory from their JSON")
     p.add_argument("path", help="a run directory, or the folder holding compare/")
     p.set_defaults(func=lambda a: print("\n".join(str(x) for x in _rerender(a.path))))
+
+    p = sub.add_parser("check", help="preflight: tokenizer, model config, data, batches, versions and memory, in seconds")
+    p.add_argument("config", help="YAML config (see configs/quickstart.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--launcher", default=None, metavar="FILE",
+                   help="the accelerate config the stages will be launched with (process count, DeepSpeed, FSDP)")
+    p.add_argument("--processes", type=int, default=None, help="process count (default: the launcher's, else 1)")
+    p.set_defaults(func=_check)
 
     p = sub.add_parser("config", help="print the resolved config, every default written out")
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")

@@ -142,11 +142,15 @@ def score(
 
     Samples are batched by length (little padding) and scored under `torch.inference_mode()`; with
     `share_prefix`, the tokens every sample starts with (the chat template's system prompt) go through the model
-    once and their keys and values are reused by every batch. Results come back in the input order.
+    once and their keys and values are reused by every batch. Results come back in the input order. A sample
+    with no completion token within `max_length` is refused (`coldstart.lengths` drops such samples first).
     """
     from tqdm.auto import tqdm
 
     rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in samples]
+    empty = next((i for i, r in enumerate(rows) if all(label == -100 for label in r["labels"])), None)
+    if empty is not None:  # its NLL would be 0 and its compatibility 1.0: a perfect score for nothing
+        raise ValueError(f"sample {empty} has no completion token within max_length={max_length}")
     if fused:
         ensure_fused_head(model)
     was_training = model.training

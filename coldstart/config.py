@@ -170,6 +170,13 @@ class WarmupSection:
         "A sample longer than max_length: 'drop' it (counted in the manifest), stop with an 'error', or 'truncate' it "
         "as TRL does (its end, with the end-of-turn token, is then never trained on).",
     )
+    eos_token: str | None = option(
+        "auto",
+        "The token that closes every completion, trained as its last label and saved as eos in the tokenizer, the "
+        "model config and the generation config (TRL's SFTConfig.eos_token). auto: the chat template's end-of-turn "
+        "token when it is a special token (base models such as Qwen2.5-Math ship another eos), else the "
+        "tokenizer's eos; null: the tokenizer's eos as it is.",
+    )
     lr_scheduler_type: str = option("cosine", "Learning-rate schedule (transformers name).", trl=True)
     warmup_steps: float = option(0.05, "Linear warm-up: steps, or a fraction of training when below 1.", trl=True)
     weight_decay: float = option(0.0, "AdamW weight decay.", trl=True)
@@ -268,6 +275,13 @@ class CompareSection:
 
 
 @dataclass
+class CheckSection:
+    skip: bool = option(
+        False, "Skip the preflight checks (`coldstart check`) that `run` and the training stages start with."
+    )
+
+
+@dataclass
 class Config:
     name: str = option("quickstart", "Run name: outputs go to <output_dir>/<name>/.")
     output_dir: str = option("runs", "Folder that holds the run directories.")
@@ -279,6 +293,7 @@ class Config:
     rl: RlSection = option(RlSection(), "GRPO with verifiable rewards (TRL GRPOTrainer).")
     eval: EvalSection = option(EvalSection(), "Evaluation on held-out problems.")
     compare: CompareSection = option(CompareSection(), "`coldstart compare`: the start x RL matrix.")
+    check: CheckSection = option(CheckSection(), "Preflight checks before training.")
 
     @property
     def run_dir(self) -> Path:

@@ -3,7 +3,8 @@
 Sources: the built-in `arith` generator, the shipped `gsm8k` copy, local JSONL/Parquet files and Hub datasets.
 Rows may come as `messages`, as `prompt`/`completion` (conversational or plain text), or GSM8K-style
 `question`/`answer` with a `#### N` final answer. Every sample gets `id`, `prompt`, `completion`, `answer`,
-`style` and `source`. A malformed row stops the load with one line naming the file, the line and the field, or is
+`style` and `source`. A malformed row (a missing field, a message role other than system, user or assistant, a gold
+answer math-verify cannot parse) stops the load with one line naming the file, the line and the field, or is
 skipped and counted when `on_bad_row: skip`.
 """
 
@@ -18,8 +19,11 @@ from typing import Any, Iterator
 from coldstart.arith import BOXED_INSTRUCTION, generate_arith
 from coldstart.config import DataSection
 from coldstart.errors import ColdstartError
+from coldstart.grading import parse_gold
 
 GSM8K_DIR = Path(__file__).resolve().parents[1] / "data" / "gsm8k"
+# the roles every chat template renders; another role is dropped or mis-rendered by some templates, silently
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -61,7 +65,10 @@ def _messages(value: Any, name: str) -> list[dict[str, str]]:
     for i, message in enumerate(value):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise BadRow(f"{name}[{i}]", "expected a message with 'role' and 'content'")
-        out.append({"role": _text(message["role"], f"{name}[{i}].role"), "content": _text(message["content"], f"{name}[{i}].content")})
+        role = _text(message["role"], f"{name}[{i}].role")
+        if role not in ROLES:
+            raise BadRow(f"{name}[{i}].role", f"{role!r} is not one of {', '.join(ROLES)}")
+        out.append({"role": role, "content": _text(message["content"], f"{name}[{i}].content")})
     return out
 
 
@@ -124,6 +131,11 @@ def normalize_row(row: Any, index: int, source: str, split: str) -> dict[str, An
         raise BadRow("answer", f"expected text or a number, got {type(answer).__name__}")
     if not str(answer).strip():
         raise BadRow("answer", "empty answer")
+    try:
+        parse_gold(str(answer).strip())
+    except ColdstartError:
+        raise BadRow("answer", f"math-verify cannot parse {str(answer).strip()!r} (rewards, rewriting and evaluation "
+                               "could never grade it)") from None
     sample_id = row.get("id", f"{source}-{split}-{index:06d}")
     if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool):
         raise BadRow("id", f"expected text or a number, got {type(sample_id).__name__}")

@@ -70,8 +70,9 @@ def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder with weights, the embedded model's cached folder, or a Hub id (returned as it is)."""
+def resolve_model_path(name_or_path: str, weights: bool = True) -> str:
+    """A local folder with weights (with `weights=False`, its config is enough), the embedded model's cached folder,
+    or a Hub id (returned as it is)."""
     if name_or_path == EMBEDDED:
         return str(embedded_model_dir())
     path = Path(name_or_path).expanduser()
@@ -80,7 +81,7 @@ def resolve_model_path(name_or_path: str) -> str:
             raise ColdstartError(f"model.name_or_path: {name_or_path} is a file; point it at a model folder")
         if not (path / "config.json").is_file():
             raise ColdstartError(f"model.name_or_path: {name_or_path} has no config.json; is it an HF model folder?")
-        if not any(path.glob("*.safetensors")) and not (path / "adapter_config.json").is_file():
+        if weights and not any(path.glob("*.safetensors")) and not (path / "adapter_config.json").is_file():
             raise ColdstartError(
                 f"model.name_or_path: {name_or_path} has no .safetensors weights (pickled weights are not loaded)"
             )

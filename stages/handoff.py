@@ -23,6 +23,7 @@ from coldstart.data import load_samples, rl_prompts
 from coldstart.errors import ColdstartError
 from coldstart.generation import generate
 from coldstart.grading import has_boxed_answer, is_correct
+from coldstart.lengths import apply_length_policy
 from coldstart.mismatch import build_report, render_markdown, rollout_stats
 from coldstart.models import load_model, resolve_model_path
 from coldstart.plots import mismatch_figure
@@ -78,6 +79,9 @@ def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[st
 def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer):
     """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now)."""
     train, _ = load_samples(cfg.data, "train", cfg.seed)
+    # the demonstrations the warm-up trained on ('error' stopped the warm-up at any longer one)
+    policy = "drop" if cfg.warmup.too_long == "error" else cfg.warmup.too_long
+    train, _ = apply_length_policy(train, tokenizer, cfg.warmup.max_length, policy)
     if cfg.handoff.report_demos:
         train = train.select(range(min(cfg.handoff.report_demos, len(train))))
     fused = use_fused_head(cfg.warmup.logprobs)

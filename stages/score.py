@@ -1,6 +1,6 @@
 """Score stage: compatibility of every training demonstration under the base model, before any training.
 
-Recipe: load the demonstrations and the base model, score them in length-sorted batches, write
+Recipe: load the demonstrations (under `warmup.too_long`, as the warm-up sees them) and the base model, score them in length-sorted batches, write
 `scores.jsonl` (one line per sample), `summary.json` (quantiles, per-style means) and `compatibility.png`.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 from coldstart.compatibility import score_records, summarize, use_fused_head
 from coldstart.config import Config
 from coldstart.data import load_samples
+from coldstart.lengths import apply_length_policy
 from coldstart.models import load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from coldstart.plots import compatibility_histogram
 from coldstart.runs import RunDir, write_jsonl
@@ -25,6 +26,7 @@ def fingerprint(cfg: Config, model_path: str) -> dict[str, Any]:
         "model": dataclasses.asdict(cfg.model),
         "data": dataclasses.asdict(cfg.data),
         "max_length": cfg.warmup.max_length,
+        "too_long": cfg.warmup.too_long,
         "base_model": model_fingerprint(model_path),
     }
 
@@ -35,12 +37,13 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     def body(work: Path) -> dict[str, Any]:
         train, stats = load_samples(cfg.data, "train", cfg.seed)
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+        train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
         model = load_model(cfg.model, model_path)
         records = score_records(model, tokenizer, train, cfg.warmup.max_length, use_fused_head(cfg.warmup.logprobs))
         write_jsonl(work / "scores.jsonl", records)
         summary = summarize(records)
         (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         compatibility_histogram(records, work / "compatibility.png", "Demonstrations under the base model")
-        return {**summary, "data": stats.to_dict()}
+        return {**summary, "data": {**stats.to_dict(), "too_long_dropped": too_long}}
 
     return run_dir.run_stage("score", fingerprint(cfg, model_path), body, force=force)

@@ -17,11 +17,13 @@ from typing import Any
 from trl import SFTConfig
 
 from coldstart.cadft import CADFTTrainer
-from coldstart.compatibility import gate_keep, tokenize_sample, use_fused_head
+from coldstart.checkpoint import training_eos
+from coldstart.compatibility import gate_keep, use_fused_head
 from coldstart.config import Config, dump_config
 from coldstart.data import load_samples
 from coldstart.distributed import is_main
 from coldstart.errors import ColdstartError
+from coldstart.lengths import apply_length_policy
 from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
 from coldstart.plots import weights_over_training
 from coldstart.rewriting import Rewriter
@@ -47,6 +49,7 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
         **trainer_kwargs(cfg.warmup, output_dir, cfg.seed),
         loss_type=LOSS_TYPES[cfg.warmup.loss],
         completion_only_loss=True,
+        eos_token=training_eos(cfg.warmup.eos_token, tokenizer),
     )
     common = dict(
         model=model,
@@ -114,25 +117,6 @@ def _apply_gate(cfg: Config, train, score_dir: Path):
     if not any(keep):
         raise ColdstartError("warmup.gate: drops every training sample; lower min_compatibility or drop_fraction")
     return train.select([i for i, k in enumerate(keep) if k]), keep.count(False)
-
-
-def apply_length_policy(train, tokenizer, max_length: int, policy: str):
-    """Samples longer than `max_length` tokens: dropped (returns how many), an error naming the first, or kept."""
-    if policy == "truncate":
-        return train, 0
-    too_long = [
-        i for i, s in enumerate(train)
-        if len(tokenize_sample(tokenizer, s["prompt"], s["completion"], None)["input_ids"]) > max_length
-    ]
-    if too_long and policy == "error":
-        raise ColdstartError(
-            f"sample {train[too_long[0]]['id']!r}: longer than warmup.max_length={max_length} tokens "
-            f"({len(too_long)} such samples); raise max_length or set warmup.too_long: drop"
-        )
-    if len(too_long) == len(train):
-        raise ColdstartError(f"warmup.max_length={max_length}: every training sample is longer; raise max_length")
-    keep = sorted(set(range(len(train))) - set(too_long))
-    return (train.select(keep) if too_long else train), len(too_long)
 
 
 def _style_means(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

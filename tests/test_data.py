@@ -76,6 +76,9 @@ GOOD = {"prompt": "What is 2+2?", "completion": "4, so \\boxed{4}", "answer": "4
         (json.dumps({"prompt": "x", "completion": "y"}), "answer", "missing field"),
         (json.dumps({"messages": [{"role": "user", "content": "x"}], "answer": "1"}), "messages", "last message"),
         (json.dumps([1, 2]), "<row>", "expected a JSON object"),
+        (json.dumps({**GOOD, "answer": "}{"}), "answer", "math-verify cannot parse '}{'"),
+        (json.dumps({"messages": [{"role": "human", "content": "x"}, {"role": "assistant", "content": "1"}], "answer": "1"}),
+         "messages[0].role", "'human' is not one of system, user, assistant"),
         (json.dumps({**GOOD, "id": "a"}), "id", "duplicate id 'a'"),
     ],
 )

@@ -79,7 +79,7 @@ def test_dft_differs_from_sft_on_the_same_batch(tmp_path, tokenizer):
 
 def test_too_long_samples_are_dropped_or_refused(tokenizer):
     from coldstart.errors import ColdstartError
-    from coldstart.stages.warmup import apply_length_policy
+    from coldstart.lengths import apply_length_policy
 
     cfg = load_config(None, ["data.arith.num_train=20", "data.arith.max_steps=4"])
     train, _ = load_samples(cfg.data, "train", 0)
