@@ -1,5 +1,10 @@
-"""The CADFT trainer: TRL's SFTTrainer with the loss replaced by DFT inside each sample and a compatibility weight
-across samples (`coldstart.losses`), plus the per-step metrics users compare.
+"""The CADFT trainer and its config: TRL's SFTTrainer with the loss replaced by DFT inside each sample and a
+compatibility weight across samples (`coldstart.losses`), plus the per-step metrics users compare and the delayed
+rewriting of incompatible targets. A drop-in for `SFTTrainer` / `SFTConfig`:
+
+    from coldstart import CADFTConfig, CADFTTrainer
+    trainer = CADFTTrainer(model=model, args=CADFTConfig(output_dir="out", beta=1.0), train_dataset=dataset,
+                           processing_class=tokenizer)
 
 Statistics for the z-scores (`cadft.stats`):
 - `batch`: the global batch. With one micro-batch per optimizer step they come from the training forward itself,
@@ -11,21 +16,89 @@ Statistics for the z-scores (`cadft.stats`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import typing
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from accelerate.utils import send_to_device
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig
 
 from coldstart import faults
-from coldstart.compatibility import sequence_nll
-from coldstart.config import CadftSection
+from coldstart.compatibility import sequence_nll, use_fused_head
+from coldstart.config import CadftSection, RewriteSection, WarmupSection
+from coldstart.errors import ColdstartError
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
 from coldstart.warmup_trainer import WarmupTrainer
 
 STATE_FILE = "cadft_state.json"
+
+
+def _options(section: type, prefix: str = "", **changed: Any) -> list[tuple[str, Any, Any]]:
+    """A YAML section's fields as TRL config fields: the same types, defaults and help (one place says them)."""
+    hints = typing.get_type_hints(section)
+    out = []
+    for f in dataclasses.fields(section):
+        default, help_text = changed.get(f.name, (f.default, f.metadata["help"]))
+        out.append((prefix + f.name, hints[f.name], dataclasses.field(default=default, metadata={"help": help_text})))
+    return out
+
+
+def _section(args: Any, section: type, prefix: str = "") -> Any:
+    return section(**{f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(section)})
+
+
+def _resolve_device_defaults(self) -> None:
+    """bf16 and recomputation left unset are on with CUDA only (TRL turns both on everywhere; a CPU run refuses bf16
+    without use_cpu, and recomputation only slows it)."""
+    cuda = torch.cuda.is_available()
+    if self.bf16 is None:
+        self.bf16 = cuda and not self.fp16
+    if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+        self.activation_checkpointing = cuda
+    SFTConfig.__post_init__(self)
+
+
+CADFTConfig = dataclasses.make_dataclass(
+    "CADFTConfig",
+    [
+        ("bf16", typing.Optional[bool], dataclasses.field(default=None, metadata={
+            "help": "bf16 mixed precision; None: on with CUDA, off without (SFTConfig: on unless fp16)."})),
+        ("activation_checkpointing", typing.Optional[bool], dataclasses.field(default=None, metadata={
+            "help": "Recompute activations in backward; None: on with CUDA, off without (SFTConfig: on)."})),
+        ("gradient_checkpointing", typing.Optional[bool], dataclasses.field(default=None, metadata={
+            "help": "Deprecated name of activation_checkpointing (transformers)."})),
+        *_options(CadftSection),
+        *[o for o in _options(WarmupSection) if o[0] == "logprobs"],
+        *_options(RewriteSection, "rewrite_", enabled=(
+            False, "Delayed, low-frequency rewriting of persistently incompatible targets, verified against an "
+                   "`answer` column (off here; the CLI's warmup.rewrite.enabled is on).")),
+    ],
+    bases=(SFTConfig,),
+    namespace={
+        "__module__": __name__,
+        "__post_init__": _resolve_device_defaults,
+        "__doc__": """Configuration of `CADFTTrainer`: every `trl.SFTConfig` field, plus
+
+        beta, stats, ema_decay, gate_min, weight_floor, token_weighting: the compatibility weights
+            `w_i = exp(-beta * max(0, z_i))` of each sample's z-scored NLL (beta 0: TRL's DFT loss exactly).
+        logprobs: how per-token log-probs are computed (TRL's fused LM head, or logits; auto: fused on CUDA).
+        rewrite_enabled, rewrite_start, rewrite_every, rewrite_fraction, rewrite_replace_prob, rewrite_num_candidates,
+        rewrite_temperature, rewrite_top_p, rewrite_max_new_tokens, rewrite_verify, rewrite_hint_reference,
+        rewrite_nll_decay: delayed rewriting of persistently incompatible targets (`coldstart.rewriting`).
+
+        Each field's default and help are those of the YAML config's `warmup.cadft` and `warmup.rewrite` sections
+        (`coldstart config` prints them), except `rewrite_enabled`, off here. Two SFTConfig defaults follow the
+        device, as in the CLI: `bf16` and `activation_checkpointing` are on with CUDA and off without it.""",
+        "cadft_section": lambda self: _section(self, CadftSection),
+        "rewrite_section": lambda self: _section(self, RewriteSection, "rewrite_"),
+    },
+)
 
 
 class IndexedCollator:
@@ -58,26 +131,72 @@ class IndexedCollator:
         return self([self.examples[int(i)] for i in batch["sample_index"]])
 
 
+def _cadft_rows(dataset):
+    """TRL's prompt/completion rows, each with `sample_index` (its position, kept when TRL drops rows): a `messages`
+    row is split into its prompt (every message before the last) and completion (the last, the assistant's)."""
+    names = dataset.column_names
+    if "messages" in names and "prompt" not in names:
+        dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                              remove_columns=["messages"])
+    elif "prompt" not in names or "completion" not in names:
+        raise ColdstartError(
+            f"CADFTTrainer: the train dataset has columns {names}; CADFT weighs each sample's completion, so it "
+            "needs TRL's prompt/completion or messages rows"
+        )
+    if "sample_index" not in names:
+        dataset = dataset.add_column("sample_index", list(range(len(dataset))))
+    return dataset
+
+
 class CADFTTrainer(WarmupTrainer):
     """The warm-up trainer whose loss is `-sum_i w_i sum_t sg(p_t) l_t / N` with the paper's compatibility weights
-    `w_i`.
+    `w_i`: `trl.SFTTrainer` with a `CADFTConfig`.
 
-    Extra arguments: `cadft` (the config section), `fused` (`WarmupTrainer`'s choice of log-prob path), `styles`
-    (the style of each training row, for per-style metrics), `ema_init` ((mean, std) of the NLL from
-    `coldstart score`, for `ema` mode). The train dataset must carry a `sample_index` column.
+    `train_dataset` takes what SFTTrainer takes for completion-only training: prompt/completion rows (plain or
+    conversational) or messages rows (the last message is the completion). Optional columns: `style` (per-style
+    weights in the logs), `answer` (rewriting verifies against it), `id` (names rows in `rewrites.jsonl`).
+    `ema_init`: (mean, std) of the NLL to start the moving statistics from (`stats: ema`), e.g. from
+    `coldstart score`. `trainer.train(resume_from_checkpoint=...)` restores the statistics and rewrites too.
     """
 
-    def __init__(self, *args, cadft: CadftSection, styles: list[str], ema_init=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cadft, self.styles = cadft, styles
-        self.ema: tuple[float, float] | None = ema_init
+    def __init__(self, model=None, args=None, train_dataset=None, processing_class=None, ema_init=None, **kwargs):
+        if not isinstance(args, CADFTConfig):
+            raise ColdstartError(f"CADFTTrainer: args must be a CADFTConfig, got {type(args).__name__}")
+        train_dataset = _cadft_rows(train_dataset)
+        kwargs.setdefault("fused", use_fused_head(args.logprobs))
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         **kwargs)
+        self.cadft = args.cadft_section()
+        self.styles = train_dataset["style"] if "style" in train_dataset.column_names else ["default"] * len(train_dataset)
+        self.ema: tuple[float, float] | None = tuple(ema_init) if ema_init is not None else None
         self.overrides: dict[int, tuple[int, dict[str, list[int]]]] = {}
         self.data_collator = IndexedCollator(self.data_collator, self.overrides)
         # called after each training micro-batch with its sample indices, NLLs and rewrite steps (all processes')
         self.nll_observers: list[Callable[[list[int], list[float], list[int]], None]] = []
-        self.rewriter = None  # a coldstart.rewriting.Rewriter attaches itself here
+        self.rewriter = None
         self._step_stats: tuple[float, float] | None = None
         self._step_moments: torch.Tensor | None = None
+        if args.rewrite_enabled:
+            from coldstart.rewriting import Rewriter
+
+            rewriter = Rewriter(args.rewrite_section(), self, train_dataset, self.processing_class,
+                                Path(args.output_dir) / "rewrites.jsonl", args.seed)
+            rewriter.check(self.total_steps())
+            self.add_callback(rewriter)
+
+    def total_steps(self) -> int:
+        """Optimizer steps training will take: `max_steps`, else the epochs' steps."""
+        a = self.args
+        return a.max_steps if a.max_steps > 0 else math.ceil(a.num_train_epochs * self.visit_plan().steps_per_epoch)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`Trainer.train`; a resumed run gets back the moving statistics and the rewrites made up to the checkpoint."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says none was found
+        if checkpoint:
+            self.restore_state(checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

@@ -197,6 +197,30 @@ class WarmupSection:
 
 
 @dataclass
+class CurateSection:
+    enabled: bool = option(
+        False,
+        "Keep, for GRPO, the RL prompts whose pass rate under the warmed policy (rl.num_generations rollouts each) "
+        "lies strictly between pass_rate_above and pass_rate_below: a group all right or all wrong has no advantage.",
+    )
+    pass_rate_above: float = option(0.0, "Keep prompts whose pass rate is above this (0: drop the all-wrong ones).")
+    pass_rate_below: float = option(1.0, "Keep prompts whose pass rate is below this (1: drop the all-right ones).")
+    keep_rest: float = option(0.0, "Share of the other prompts kept anyway, drawn at random (seeded).")
+
+
+@dataclass
+class SelectSection:
+    enabled: bool = option(
+        False,
+        "Hand over the warm-up checkpoint with the highest pass@k on a sample of RL prompts (k = rl.num_generations; "
+        "ties: the lower zero-variance share, then the later step) instead of the last one. Needs "
+        "warmup.keep_checkpoints: true.",
+    )
+    candidates: int = option(0, "The last this many saved warm-up checkpoints, and the final model (0: all of them).")
+    prompts: int = option(16, "RL prompts each candidate is rolled out on, rl.num_generations times each.")
+
+
+@dataclass
 class HandoffSection:
     add_stop_ids: bool = option(
         True, "Write every stop id (the tokenizer's eos and the chat template's turn terminator) into the generation config."
@@ -207,6 +231,8 @@ class HandoffSection:
     report_prompts: int = option(16, "RL prompts rolled out for the mismatch report, rl.num_generations times each.")
     report_demos: int = option(0, "Demonstrations scored under the base and the warmed policy (0 = all).")
     batch_size: int = option(32, "Sequences per generation batch.")
+    curate: CurateSection = option(CurateSection(), "RL prompts chosen by the warmed policy's pass rate.")
+    select_checkpoint: SelectSection = option(SelectSection(), "The warm-up checkpoint chosen for RL by pass@k.")
 
 
 @dataclass
@@ -481,6 +507,15 @@ def _check_values(cfg: Config, where: _Where) -> None:
         problem = schedule_problem(r.start, r.every, w.max_steps)
         if problem:
             raise ColdstartError(f"{where(('warmup', 'rewrite', 'start'))}: {problem}")
+    cur = cfg.handoff.curate
+    if not 0.0 <= cur.pass_rate_above < cur.pass_rate_below <= 1.0:
+        raise ColdstartError(f"{where(('handoff', 'curate', 'pass_rate_above'))}: need 0 <= pass_rate_above < "
+                             "pass_rate_below <= 1")
+    if not 0.0 <= cur.keep_rest <= 1.0:
+        raise ColdstartError(f"{where(('handoff', 'curate', 'keep_rest'))}: must be within [0, 1]")
+    if cfg.handoff.select_checkpoint.enabled and not cfg.warmup.keep_checkpoints:
+        raise ColdstartError(f"{where(('handoff', 'select_checkpoint', 'enabled'))}: the warm-up deletes its "
+                             "checkpoints when it ends; set warmup.keep_checkpoints: true")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
     for i, start in enumerate(cfg.compare.starts):

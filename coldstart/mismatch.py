@@ -70,13 +70,30 @@ def verdicts(base: dict[str, Any] | None, warmed: dict[str, Any], rollouts: dict
     return out
 
 
-def build_report(base_records: list[dict] | None, warmed_records: list[dict], rollouts: dict[str, Any]) -> dict[str, Any]:
+def build_report(base_records: list[dict] | None, warmed_records: list[dict], rollouts: dict[str, Any],
+                 curation: dict[str, Any] | None = None, checkpoints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report's figures; `curation` (`coldstart.curation.curation_summary`) and `checkpoints` (the candidates
+    the handoff chose among) when the handoff acted on them."""
     base = summarize(base_records) if base_records else None
     warmed = summarize(warmed_records)
+    said = verdicts(base, warmed, rollouts)
+    if curation is not None:
+        after = curation["zero_variance_kept"]
+        said.append(
+            f"Curation kept {curation['kept']} of {curation['pool']} RL prompts; zero-variance groups at "
+            f"k={curation['k']} go from {curation['zero_variance_pool']:.0%} of the pool to "
+            + (f"{after:.0%} of the kept prompts." if after is not None else "none left: no prompt was kept.")
+        )
+    if checkpoints:
+        picked = next(c for c in checkpoints if c["picked"])
+        said.append(f"The warm-up checkpoint handed over is {picked['name']} (step {picked['step']}): pass@k "
+                    f"{picked['pass@k']:.0%}, the highest of {len(checkpoints)} candidates.")
     return {
         "demonstrations": {"base": base, "warmed": warmed},
         "rollouts": rollouts,
-        "verdicts": verdicts(base, warmed, rollouts),
+        "curation": curation,
+        "checkpoints": checkpoints,
+        "verdicts": said,
     }
 
 
@@ -107,4 +124,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         for name, w in warmed.items():
             b = base.get(name, {}).get("compatibility_mean")
             lines.append(f"| {name} | {w['count']} | {'-' if b is None else f'{b:.3f}'} | {w['compatibility_mean']:.3f} |")
+    if report.get("curation"):
+        c = report["curation"]
+        lines += ["", f"## RL prompts kept for GRPO ({c['kept']} of {c['pool']}, k={c['k']})", "",
+                  "| reason | prompts |", "|---|---|"]
+        lines += [f"| {reason} | {n} |" for reason, n in c["by_reason"].items()]
+        lines += ["", "Per prompt: `prompts.jsonl`; pass rates: `pass_rates.png`."]
+    if report.get("checkpoints"):
+        lines += ["", "## Warm-up checkpoints (highest pass@k handed over)", "",
+                  "| checkpoint | step | pass@1 | pass@k | zero-variance | handed over |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c['name']} | {c['step']} | {c['pass@1']:.3f} | {c['pass@k']:.3f} | {c['zero_variance']:.3f} | "
+                  f"{'yes' if c['picked'] else ''} |" for c in report["checkpoints"]]
     return "\n".join(lines) + "\n"

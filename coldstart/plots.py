@@ -73,6 +73,22 @@ def mismatch_figure(base: list[dict[str, Any]] | None, warmed: list[dict[str, An
     _save(fig, path)
 
 
+def pass_rate_histogram(correct: list[int], kept: list[bool], k: int, path: Path) -> None:
+    """RL prompts by correct rollouts out of k under the warmed policy, split into those curation kept and dropped."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(k + 1)
+    kept_counts = [sum(c == x and keep for c, keep in zip(correct, kept)) for x in xs]
+    dropped = [sum(c == x and not keep for c, keep in zip(correct, kept)) for x in xs]
+    ax.bar(xs, kept_counts, color="tab:blue", label=f"kept for GRPO ({sum(kept)})")
+    ax.bar(xs, dropped, bottom=kept_counts, color="tab:gray", label=f"dropped ({len(kept) - sum(kept)})")
+    ax.set_xticks(list(xs))
+    ax.set_xlabel(f"correct rollouts out of k={k} (pass rate x k)")
+    ax.set_ylabel("RL prompts")
+    ax.set_title("RL prompt pool under the warmed policy")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def rl_curves(metrics: list[dict[str, Any]], path: Path) -> None:
     """Reward mean, share of zero-variance groups and completion length against the GRPO step."""
     panels = (("reward", "reward mean"), ("zero_variance_share", "zero-variance groups"),

@@ -8,12 +8,10 @@ CONFIG` prints them all; `coldstart run` and the training stages run them first 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib.metadata
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch

@@ -67,7 +67,12 @@ class Rewriter(TrainerCallback):
         self.section, self.trainer, self.tokenizer = section, trainer, tokenizer
         self.prompts = train_dataset["prompt"]
         self.completions = train_dataset["completion"]
-        self.answers, self.ids = train_dataset["answer"], train_dataset["id"]
+        names = train_dataset.column_names
+        self.answers = train_dataset["answer"] if "answer" in names else None
+        if self.answers is None and section.verify:
+            raise ColdstartError("rewriting verifies each candidate against the gold answer: the train dataset needs "
+                                 "an `answer` column (or turn verification off, as the paper has it)")
+        self.ids = train_dataset["id"] if "id" in names else [str(i) for i in range(len(train_dataset))]
         self.log_path, self.seed = Path(log_path), seed
         self.max_length = trainer.args.max_length
         self.plan = trainer.visit_plan()
@@ -180,7 +185,7 @@ class Rewriter(TrainerCallback):
                     self.max_length, fused=trainer.fused,
                 )
                 compat = [r["compatibility"] for r in scored]
-                verified = [is_correct(self.answers[i], t) for t in texts]
+                verified = [is_correct(self.answers[i], t) for t in texts] if self.answers is not None else [False] * len(texts)
                 best, reason = choose(texts, compat[1:], verified, s.verify)
                 records.append(
                     self._record(

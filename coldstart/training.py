@@ -46,12 +46,21 @@ SEAL = ".complete"
 
 def _checkpoints(output_dir: Path) -> list[Path]:
     found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    return sorted(found, key=checkpoint_step)
+
+
+def sealed_checkpoints(output_dir: Path) -> list[Path]:
+    """The checkpoints that were saved to the end, oldest first."""
+    return [p for p in _checkpoints(output_dir) if (p / SEAL).is_file()]
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(Path(path).name.split("-")[-1])
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
     """The newest checkpoint that was saved to the end (sealed), or None."""
-    sealed = [p for p in _checkpoints(output_dir) if (p / SEAL).is_file()]
+    sealed = sealed_checkpoints(output_dir)
     return str(sealed[-1]) if sealed else None
 
 

@@ -119,8 +119,25 @@ def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
             out = _interval(per_seed, "difference")
             out["significant"] = _significant(out)
             comparisons[f"RL gain of {target} vs {other}"] = out
+    signal = {f"{start}-seed{seed}": _signal(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds}
+    handoff = {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}
     return {"arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
-            "problems": len(next(iter(correct.values()))["warmup"])}
+            "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "handoff": handoff}
+
+
+def _signal(run_dir: RunDir) -> dict[str, Any]:
+    """What GRPO had to learn from in one run: zero-variance groups in the handoff's rollouts and during GRPO, and
+    the prompts curation kept."""
+    stages = run_dir.manifest()["stages"]
+    handoff = stages.get("handoff", {}).get("metrics", {})
+    curation = handoff.get("curation") or {}
+    return {
+        "pre_rl_zero_variance": curation.get("zero_variance_pool", handoff.get("rollouts", {}).get("zero_variance")),
+        "kept": curation.get("kept"),
+        "pool": curation.get("pool"),
+        "checkpoint": handoff.get("checkpoint"),
+        "rl_zero_variance": stages.get("rl", {}).get("metrics", {}).get("zero_variance_share_mean"),
+    }
 
 
 def render(results: dict[str, Any]) -> str:
@@ -145,6 +162,18 @@ def render(results: dict[str, Any]) -> str:
         p = f"{d['mcnemar_p']:.3f}" if "mcnemar_p" in d else "-"
         lines.append(f"| {name} | {pct(d['difference'])} | [{pct(d['ci_low'])}, {pct(d['ci_high'])}] | {p} | "
                      f"{'yes' if d['significant'] else 'no'} |")
+    if results.get("signal"):
+        on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
+        lines += ["", "## What GRPO had to learn from", "",
+                  f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
+                  "for every start). Zero-variance: the share of groups whose rewards are all equal.", "",
+                  "| run | zero-variance before RL | prompts kept | checkpoint | zero-variance during GRPO |",
+                  "|---|---|---|---|---|"]
+        share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        for name, s in results["signal"].items():
+            kept = "all" if s["kept"] is None else f"{s['kept']} of {s['pool']}"
+            lines.append(f"| {name} | {share(s['pre_rl_zero_variance'])} | {kept} | {s['checkpoint'] or '-'} | "
+                         f"{share(s['rl_zero_variance'])} |")
     lines += ["", "## What the intervals support", ""]
     significant = [n for n, d in results["comparisons"].items() if d["significant"]]
     for name, d in results["comparisons"].items():

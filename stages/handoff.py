@@ -1,10 +1,12 @@
 """Handoff stage: the warmed checkpoint, made ready for RL and vLLM, checked, and measured against the demonstrations.
 
-Recipe: load `warmup/final/` (merging LoRA adapters), restore `use_cache`, write every stop id into the generation
-config, save `model/` in HF format, reload it as a user would, run the end-of-turn checks, then the mismatch report:
+Recipe: pick the warm-up checkpoint (`warmup/final/`, or with `select_checkpoint` the one with the best pass@k on RL
+prompts), load it (merging LoRA adapters), restore `use_cache`, write every stop id into the generation config,
+save `model/` in HF format, reload it as a user would, run the end-of-turn checks, then the mismatch report:
 demonstration compatibility under the base and the warmed policy, and rollouts of the warmed policy on the RL
-prompts with GRPO's sampling settings. A failed check, or rollouts that mostly run to the length cap, stop the
-pipeline with what to change.
+prompts with GRPO's sampling settings. With `curate`, the rollouts cover the whole RL prompt pool and `prompts.jsonl`
+keeps the prompts whose pass rate carries a signal, which the RL stage trains on. A failed check, or rollouts that
+mostly run to the length cap, stop the pipeline with what to change.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from coldstart.checkpoint import check_checkpoint, stop_token_ids
 from coldstart.compatibility import score_records, use_fused_head
 from coldstart.config import Config
+from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
 from coldstart.data import load_samples, rl_prompts
 from coldstart.errors import ColdstartError
 from coldstart.generation import generate
@@ -26,22 +29,26 @@ from coldstart.grading import has_boxed_answer, is_correct
 from coldstart.lengths import apply_length_policy
 from coldstart.mismatch import build_report, render_markdown, rollout_stats
 from coldstart.models import load_model, resolve_model_path
-from coldstart.plots import mismatch_figure
+from coldstart.plots import mismatch_figure, pass_rate_histogram
 from coldstart.runs import RunDir, read_jsonl, tree_sha256, write_jsonl
+from coldstart.training import checkpoint_step, sealed_checkpoints
+
+
+def load_warmed(cfg: Config, folder: Path) -> tuple[Any, bool]:
+    """The model in a warm-up folder (`final/` or a checkpoint), LoRA adapters merged; and whether there were any."""
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(cfg.model, resolve_model_path(cfg.model.name_or_path))
+        return PeftModel.from_pretrained(base, str(folder)).merge_and_unload(), True
+    return load_model(cfg.model, str(folder)), False
 
 
 def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
     """Write the warmed model in `final` (LoRA adapters are merged) to `out` as a self-contained HF checkpoint;
     returns what was changed."""
     tokenizer = AutoTokenizer.from_pretrained(final)
-    merged = (final / "adapter_config.json").is_file()
-    if merged:
-        from peft import PeftModel
-
-        base = load_model(cfg.model, resolve_model_path(cfg.model.name_or_path))
-        model = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
-    else:
-        model = load_model(cfg.model, str(final))
+    model, merged = load_warmed(cfg, final)
     model.config.use_cache = True
     model.generation_config.use_cache = True
     added: list[int] = []
@@ -76,6 +83,49 @@ def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[st
     return groups, records
 
 
+def _correct_counts(groups: list[list[dict[str, Any]]]) -> list[int]:
+    return [sum(r["correct"] for r in g) for g in groups]
+
+
+def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -> tuple[Path, list[dict[str, Any]]]:
+    """The warm-up folder GRPO starts from, by `curation.pick_checkpoint` over the last saved checkpoints and the
+    final model, each rolled out on `prompts`; and the table of candidates."""
+    s = cfg.handoff.select_checkpoint
+    saved = [p for p in sealed_checkpoints(warmup_dir) if checkpoint_step(p) < final_step]
+    folders = [*(saved[-s.candidates:] if s.candidates else saved), warmup_dir / "final"]
+    table = []
+    for folder in folders:
+        model, _ = load_warmed(cfg, folder)
+        groups, _ = _rollouts(cfg, model, AutoTokenizer.from_pretrained(folder), prompts)
+        stats = rollout_stats(groups, cfg.rl.max_completion_length)
+        step = final_step if folder.name == "final" else checkpoint_step(folder)
+        table.append({"name": folder.name, "step": step, "pass@1": stats["pass@1"], "pass@k": stats[f"pass@{stats['k']}"],
+                      "zero_variance": stats["zero_variance"], "k": stats["k"]})
+    picked = pick_checkpoint(table)
+    for i, row in enumerate(table):
+        row["picked"] = i == picked
+    return folders[picked], table
+
+
+def curate_prompts(cfg: Config, model, tokenizer, pool, seen: dict[str, int], work: Path) -> dict[str, Any]:
+    """Roll out the pool prompts the report did not cover, choose the prompts GRPO trains on, and write
+    `prompts.jsonl` (each prompt's correct count, pass rate and why it is kept or dropped) and `pass_rates.png`."""
+    c, k = cfg.handoff.curate, cfg.rl.num_generations
+    rest = [i for i, sample_id in enumerate(pool["id"]) if sample_id not in seen]
+    counts = dict(seen)
+    if rest:
+        groups, _ = _rollouts(cfg, model, tokenizer, pool.select(rest))
+        counts.update(zip(pool.select(rest)["id"], _correct_counts(groups)))
+    correct = [counts[i] for i in pool["id"]]
+    reasons = curate(correct, k, c.pass_rate_above, c.pass_rate_below, c.keep_rest, cfg.seed)
+    write_jsonl(work / "prompts.jsonl", [
+        {"id": i, "correct": n, "k": k, "pass_rate": n / k, "kept": r in KEPT, "reason": r}
+        for i, n, r in zip(pool["id"], correct, reasons)
+    ])
+    pass_rate_histogram(correct, [r in KEPT for r in reasons], k, work / "pass_rates.png")
+    return curation_summary(correct, k, reasons)
+
+
 def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer):
     """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now)."""
     train, _ = load_samples(cfg.data, "train", cfg.seed)
@@ -100,15 +150,24 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     score_dir = run_dir.stage_dir("score") if run_dir.finished("score") else None
 
     def body(work: Path) -> dict[str, Any]:
-        warmed = warmup_dir / "final" if cfg.warmup.loss != "none" else Path(resolve_model_path(cfg.model.name_or_path))
-        changes = export(cfg, warmed, work / "model")
+        source = warmup_dir / "final" if cfg.warmup.loss != "none" else Path(resolve_model_path(cfg.model.name_or_path))
+        candidates = None
+        if cfg.handoff.select_checkpoint.enabled and cfg.warmup.loss != "none":
+            sample, _ = rl_prompts(cfg.data, cfg.handoff.select_checkpoint.prompts, cfg.seed)
+            source, candidates = select_checkpoint(cfg, warmup_dir, run_dir.finished("warmup")["metrics"]["steps"], sample)
+        changes = export(cfg, source, work / "model")
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
         model = AutoModelForCausalLM.from_pretrained(work / "model", use_safetensors=True)  # as a user loads it
         prompts, _ = rl_prompts(cfg.data, cfg.handoff.report_prompts, cfg.seed)
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
         groups, rollouts = _rollouts(cfg, model, tokenizer, prompts)
+        curated = None
+        if cfg.handoff.curate.enabled:
+            pool, _ = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
+            seen = dict(zip(prompts["id"], _correct_counts(groups)))
+            curated = curate_prompts(cfg, model, tokenizer, pool, seen, work)
         base, warmed = _demonstrations(cfg, run_dir, model, tokenizer)
-        report = build_report(base, warmed, rollout_stats(groups, cfg.rl.max_completion_length))
+        report = build_report(base, warmed, rollout_stats(groups, cfg.rl.max_completion_length), curated, candidates)
         (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
         (work / "mismatch.md").write_text(render_markdown(report))
         mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"], work / "mismatch.png")
@@ -123,7 +182,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
                 f"{cfg.handoff.min_finished}); check that the warm-up trained on the end-of-turn token, or raise "
                 "rl.max_completion_length"
             )
-        summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures, "finished_rate": finished}
+        summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures, "finished_rate": finished,
+                   "checkpoint": source.name, "checkpoints": candidates, "curation": curated}
         (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:
             raise ColdstartError(f"handoff: {'; '.join(failures)} (report in {work})")
@@ -137,7 +197,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         "model": dataclasses.asdict(cfg.model),
         "handoff": dataclasses.asdict(cfg.handoff),
         "data": dataclasses.asdict(cfg.data),
-        "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p")}
+        "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p",
+                                                         "num_prompts")}
         | {"top_k": cfg.rl.trainer.get("top_k", 0)},
     }
     return run_dir.run_stage("handoff", fingerprint, body, force=force)

@@ -1,7 +1,8 @@
 """RL stage: GRPO with verifiable rewards on TRL's GRPOTrainer, as it is, from the handoff checkpoint.
 
-Recipe: load the RL prompts (every gold answer must parse) and `handoff/model/`, build the rewards from the
-registry, train (resuming an interrupted attempt), save `final/` in HF format, plot the reward curves.
+Recipe: load the RL prompts (every gold answer must parse; those the handoff kept when it curated them) and
+`handoff/model/`, build the rewards from the registry, train (resuming an interrupted attempt), save `final/` in HF
+format, plot the reward curves.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from coldstart.config import Config
 from coldstart.data import rl_prompts
-from coldstart.distributed import is_main
+from coldstart.distributed import is_main, num_processes
 from coldstart.errors import ColdstartError
 from coldstart.grading import parse_gold
 from coldstart.models import load_model
@@ -93,6 +94,25 @@ def check_answers(prompts) -> None:
             raise ColdstartError(f"RL prompt {sample['id']!r}: field 'answer': {e}") from None
 
 
+def curated(cfg: Config, prompts, handoff_dir: Path):
+    """The prompts the handoff kept (`handoff.curate`), all of them when it did not curate. GRPO draws whole
+    generation rounds of distinct prompts, so fewer kept prompts than a round draws would train on nothing."""
+    chosen = read_jsonl(handoff_dir / "prompts.jsonl")
+    if not chosen:
+        return prompts
+    kept = {r["id"] for r in chosen if r["kept"]}
+    rl = cfg.rl
+    per_round = rl.per_device_train_batch_size * num_processes() * (rl.steps_per_generation or rl.gradient_accumulation_steps)
+    per_round //= rl.num_generations
+    if len(kept) < per_round:
+        raise ColdstartError(
+            f"{handoff_dir / 'prompts.jsonl'}: the handoff kept {len(kept)} of {len(chosen)} RL prompts, fewer than "
+            f"the {per_round} one generation round draws (the others are all right or all wrong under the warmed "
+            "policy); widen handoff.curate's band, set handoff.curate.keep_rest, or raise rl.num_prompts"
+        )
+    return prompts.filter(lambda row: row["id"] in kept)
+
+
 def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> GRPOTrainer:
     rl = cfg.rl
     funcs, weights = build_rewards(rl.rewards, rl.max_completion_length, rl.reward_timeout)
@@ -123,10 +143,13 @@ def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
 
 
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
-    model_dir = run_dir.require("handoff", "rl") / "model"
+    handoff_dir = run_dir.require("handoff", "rl")
+    model_dir = handoff_dir / "model"
 
     def body(work: Path) -> dict[str, Any]:
         prompts, stats = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
+        pool = len(prompts)
+        prompts = curated(cfg, prompts, handoff_dir)
         check_answers(prompts)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = load_model(cfg.model, str(model_dir))
@@ -151,7 +174,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "clipped_ratio_mean": (
                 sum(m.get("completions/clipped_ratio", 0) for m in logged) / len(logged) if logged else None
             ),
-            "prompts": stats.to_dict() | {"used": len(prompts)},
+            "prompts": stats.to_dict() | {"pool": pool, "used": len(prompts)},
         }
 
     keep = (lambda rel: True) if cfg.rl.keep_checkpoints else (lambda rel: not is_checkpoint(rel))

@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig
 
-from coldstart.cadft import CADFTTrainer
+from coldstart.cadft import CADFTConfig, CADFTTrainer
 from coldstart.checkpoint import training_eos
 from coldstart.compatibility import gate_keep, use_fused_head
 from coldstart.config import Config, dump_config
@@ -26,7 +25,6 @@ from coldstart.errors import ColdstartError
 from coldstart.lengths import apply_length_policy
 from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
 from coldstart.plots import weights_over_training
-from coldstart.rewriting import Rewriter
 from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
 from coldstart.training import (
     CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, trainer_kwargs,
@@ -38,47 +36,34 @@ logger = logging.getLogger(__name__)
 # what the console shows per logged step (CADFT's figures exist only for cadft)
 CONSOLE = {"loss": "loss", "nll": "nll", "weight_mean": "mean weight", "ess_fraction": "ESS", "grad_norm": "grad norm"}
 
-# coldstart's loss names -> TRL's `loss_type` (CADFT overrides the loss, so TRL's choice is unused there)
-LOSS_TYPES = {"sft": "nll", "dft": "dft", "cadft": "nll"}
+# coldstart's loss names -> TRL's `loss_type` (CADFTTrainer has its own loss)
+LOSS_TYPES = {"sft": "nll", "dft": "dft"}
 
 
 def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer, ema_init=None) -> WarmupTrainer:
     """The warm-up trainer for `cfg.warmup.loss`, loss only on the completion: TRL's SFTTrainer with coldstart's
-    log-prob path for sft and dft, its CADFT subclass (with the rewriting callback when enabled) for cadft."""
-    args = SFTConfig(
-        **trainer_kwargs(cfg.warmup, output_dir, cfg.seed),
-        loss_type=LOSS_TYPES[cfg.warmup.loss],
-        completion_only_loss=True,
-        eos_token=training_eos(cfg.warmup.eos_token, tokenizer),
-    )
+    log-prob path for sft and dft, the public `CADFTTrainer` (with rewriting when enabled) for cadft."""
+    w = cfg.warmup
     common = dict(
-        model=model,
-        args=args,
-        processing_class=tokenizer,
-        peft_config=lora_config(cfg.model),
-        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("warmup"), CheckpointSeal()],
-        fused=use_fused_head(cfg.warmup.logprobs),
+        **trainer_kwargs(w, output_dir, cfg.seed),
+        completion_only_loss=True,
+        eos_token=training_eos(w.eos_token, tokenizer),
     )
-    if cfg.warmup.loss != "cadft":
-        trainer = WarmupTrainer(train_dataset=train_dataset, **common)
-    else:
-        # rows keep their position in `train_dataset`, even if TRL drops some while preparing it
-        indexed = train_dataset.add_column("sample_index", list(range(len(train_dataset))))
-        trainer = CADFTTrainer(
-            train_dataset=indexed, cadft=cfg.warmup.cadft, styles=train_dataset["style"], ema_init=ema_init, **common
+    callbacks = [MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("warmup"), CheckpointSeal()]
+    if w.loss == "cadft":
+        args = CADFTConfig(
+            **common, logprobs=w.logprobs, **dataclasses.asdict(w.cadft),
+            **{f"rewrite_{k}": v for k, v in dataclasses.asdict(w.rewrite).items()},
         )
-        if cfg.warmup.rewrite.enabled:
-            log = output_dir / "rewrites.jsonl"
-            rewriter = Rewriter(cfg.warmup.rewrite, trainer, indexed, tokenizer, log, cfg.seed)
-            rewriter.check(total_steps(args, trainer.visit_plan().steps_per_epoch))
-            trainer.add_callback(rewriter)
+        trainer = CADFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                               peft_config=lora_config(cfg.model), callbacks=callbacks, ema_init=ema_init)
+    else:
+        trainer = WarmupTrainer(model=model, args=SFTConfig(**common, loss_type=LOSS_TYPES[w.loss]),
+                                train_dataset=train_dataset, processing_class=tokenizer,
+                                peft_config=lora_config(cfg.model), callbacks=callbacks,
+                                fused=use_fused_head(w.logprobs))
     readable_console(trainer, "warmup", CONSOLE)
     return trainer
-
-
-def total_steps(args: SFTConfig, steps_per_epoch: int) -> int:
-    """Optimizer steps the Trainer will take: `max_steps`, else the epochs' steps."""
-    return args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
 
 
 def rewrite_summary(rewrites: list[dict[str, Any]]) -> dict[str, Any]:
@@ -156,10 +141,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
         model = load_model(cfg.model, model_path)
         trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
-        checkpoint = resume_point(work)
-        if checkpoint and isinstance(trainer, CADFTTrainer):
-            trainer.restore_state(checkpoint)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
         if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
             return {}

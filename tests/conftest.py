@@ -39,6 +39,24 @@ def make_tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A saved tiny random model with the embedded tokenizer: a model folder, as a config points at one."""
+    path = tmp_path_factory.mktemp("tiny")
+    make_tiny_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def loss_and_gradients(trainer, inputs, num_items: int) -> tuple[float, list[torch.Tensor]]:
+    """One `compute_loss` and backward in training mode: the loss and every parameter's gradient."""
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, dict(inputs), num_items_in_batch=num_items)
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in trainer.model.parameters()]
+
+
 @pytest.fixture
 def tiny_model(tokenizer):
     return make_tiny_model(tokenizer)

@@ -5,17 +5,8 @@ import json
 import pytest
 
 from coldstart.cli import main
-from conftest import make_tiny_model
 
 GOOD = {"prompt": "What is 2+2?", "completion": "2 + 2 = 4, so \\boxed{4}", "answer": "4"}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def data_case(last_line):

@@ -9,7 +9,7 @@ from coldstart.compatibility import ensure_fused_head, pad_batch, token_logprobs
 from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.stages.warmup import build_trainer
-from conftest import make_tiny_model
+from conftest import loss_and_gradients, make_tiny_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -46,12 +46,9 @@ def test_warmup_loss_and_gradient_through_the_fused_head_equal_the_logits_path(l
         trainer = build_trainer(cfg, tmp_path / logprobs, train, make_tiny_model(tokenizer), tokenizer)
         assert trainer.args.bf16 and next(trainer.model.parameters()).is_cuda
         batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in next(iter(trainer.get_train_dataloader())).items()}
-        n = int((batch["labels"][:, 1:] != -100).sum())
-        trainer.model.train()
-        value = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n)
-        value.backward()
-        losses.append(value.item())
-        grads.append([p.grad.clone() for p in trainer.model.parameters()])
+        loss, grad = loss_and_gradients(trainer, batch, int((batch["labels"][:, 1:] != -100).sum()))
+        losses.append(loss)
+        grads.append(grad)
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)

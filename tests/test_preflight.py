@@ -44,11 +44,6 @@ def save(folder: Path, tokenizer, model=None, config=None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    return save(tmp_path_factory.mktemp("tiny"), tokenizer, make_tiny_model(tokenizer))
-
-
-@pytest.fixture(scope="module")
 def qwen_dir(tmp_path_factory, tokenizer):
     tok = as_qwen_math(tokenizer)
     return save(tmp_path_factory.mktemp("qwen-like"), tok, make_tiny_model(tok))
