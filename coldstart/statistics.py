@@ -1,4 +1,4 @@
-"""Evaluation statistics: pass@k, bootstrap intervals."""
+"""Evaluation statistics on scipy: pass@k, bootstrap intervals, McNemar's exact test, intervals across seeds."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def bootstrap_ci(values: list[float], num_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (resampling problems)."""
+    """Percentile bootstrap interval of the mean of `values` (resampling problems), by `scipy.stats.bootstrap`."""
     import numpy as np
+    from scipy.stats import bootstrap
 
     x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(num_resamples, len(x)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    if np.all(x == x[0]):  # every resample has the same mean; scipy warns and returns nan
+        return float(x[0]), float(x[0])
+    result = bootstrap((x,), np.mean, n_resamples=num_resamples, confidence_level=level, method="percentile",
+                       random_state=seed, vectorized=True)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def paired_difference(a: list[float], b: list[float], num_resamples: int = 2000, level: float = 0.95,
@@ -39,31 +41,43 @@ def paired_difference(a: list[float], b: list[float], num_resamples: int = 2000,
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test on the discordant pairs (binomial with p = 1/2); 1.0 when there are none."""
+    """Two-sided exact McNemar test on the discordant pairs: `scipy.stats.binomtest` with p = 1/2; 1.0 when there
+    are none."""
+    from scipy.stats import binomtest
+
     n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
-# Student t quantiles at 0.975 for 1..10 degrees of freedom; the normal 1.96 beyond 30, interpolated between
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_resamples: int = 2000,
+                          seed: int = 0) -> dict[str, float]:
+    """Mean of `scores[s][p]` (training seed s, held-out problem p: the same problems for every seed) with an
+    interval that counts both sources of variation.
 
+    The scores are read as a crossed design, score = mean + seed effect + problem effect + their interaction, and
+    the variance of the mean is estimated in two parts: the seeds' (the variance of the per-seed means over seeds,
+    over their number: training randomness with the interaction it carries) and the problems' (the variance of the
+    per-problem means over problems, over their number, less the interaction the seeds' part already counts). The
+    interval is mean +- t * sqrt(sum), with Welch-Satterthwaite degrees of freedom: the t quantile over seeds - 1
+    when the seeds dominate, about the normal one when the problems do. A bootstrap over three seeds would be too
+    narrow (it sees three values), which this avoids. One seed: the bootstrap over problems.
+    """
+    import numpy as np
+    from scipy.stats import t
 
-def _t975(df: int) -> float:
-    if df <= len(_T975):
-        return _T975[df - 1]
-    return 1.96 + (2.228 - 1.96) * max(0.0, (30 - df) / 20)
-
-
-def mean_ci_across_seeds(values: list[float]) -> dict[str, float]:
-    """Mean over seeds with a 95% t interval (seeds are few: a bootstrap over them would be too narrow)."""
-    from statistics import mean, stdev
-
-    m = mean(values)
-    if len(values) < 2:
-        return {"mean": m, "ci_low": m, "ci_high": m, "seeds": len(values)}
-    half = _t975(len(values) - 1) * stdev(values) / len(values) ** 0.5
-    return {"mean": m, "ci_low": m - half, "ci_high": m + half, "seeds": len(values)}
+    x = np.asarray(scores, dtype=float)
+    num_seeds, num_problems = x.shape
+    mean = float(x.mean())
+    if num_seeds == 1:
+        low, high = bootstrap_ci(list(x[0]), num_resamples, level, seed)
+        return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": 1, "df": float("inf")}
+    by_seed, by_problem = x.mean(axis=1), x.mean(axis=0)
+    interaction = ((x - by_seed[:, None] - by_problem[None, :] + mean) ** 2).sum() / ((num_seeds - 1) * (num_problems - 1))
+    seeds_part = by_seed.var(ddof=1) / num_seeds
+    problems_part = max(by_problem.var(ddof=1) / num_problems - interaction / (num_seeds * num_problems), 0.0)
+    total = seeds_part + problems_part
+    if total == 0:
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "seeds": num_seeds, "df": float("inf")}
+    df = total**2 / (seeds_part**2 / (num_seeds - 1) + problems_part**2 / (num_problems - 1))
+    half = float(t.ppf((1 + level) / 2, df) * total**0.5)
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df)}

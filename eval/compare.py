@@ -2,9 +2,10 @@
 
 Each start is an ordinary run directory under `<output_dir>/<name>/` (so finished stages are shared and skipped on a
 re-run); its eval stage grades the warmed and the RL model on the same held-out problems. This module gathers those
-records and computes, with 95% intervals: accuracy per arm, the RL gain per start, and paired differences between
-starts, each with a McNemar p-value where the outcomes pair up. A difference is called significant only when its
-interval excludes 0.
+records and computes, with 95% intervals that count both the training seeds and the problems
+(`statistics.seed_problem_interval`): accuracy per arm, the RL gain per start, and paired differences between
+starts, problem by problem; with one seed, also McNemar's exact p-value. A difference is called significant only
+when its interval excludes 0.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from coldstart.config import Config
 from coldstart.runs import RunDir, read_jsonl
-from coldstart.statistics import bootstrap_ci, mean_ci_across_seeds, paired_difference
+from coldstart.statistics import paired_difference, seed_problem_interval
 
 ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
 
@@ -57,12 +58,11 @@ def _correct(run_dir: RunDir) -> dict[str, list[float]]:
     return {model: [c for _, c in sorted(rows)] for model, rows in by_model.items()}
 
 
-def _interval(per_seed: list[dict[str, Any]], values_key: str) -> dict[str, Any]:
-    """One seed: the bootstrap (or paired-bootstrap) interval over problems; several: a t interval across seeds."""
-    if len(per_seed) == 1:
-        return dict(per_seed[0])
-    summary = mean_ci_across_seeds([p[values_key] for p in per_seed])
-    return {values_key: summary["mean"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "seeds": summary["seeds"]}
+def _interval(per_seed: list[list[float]], key: str) -> dict[str, Any]:
+    """The mean of per-problem scores (or differences) over seeds and problems, with an interval that counts both
+    (`statistics.seed_problem_interval`; one seed: the bootstrap over problems)."""
+    r = seed_problem_interval(per_seed)
+    return {key: r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "seeds": r["seeds"]}
 
 
 def _significant(d: dict[str, Any]) -> bool:
@@ -82,19 +82,13 @@ def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
     accuracy = {}
     for start in starts:
         for model in models:
-            per_seed = []
-            for seed in seeds:
-                values = correct[(start, seed)][model]
-                low, high = bootstrap_ci(values)
-                per_seed.append({"accuracy": sum(values) / len(values), "ci_low": low, "ci_high": high, "problems": len(values)})
-            accuracy[arm(start, model)] = _interval(per_seed, "accuracy")
+            accuracy[arm(start, model)] = _interval([correct[(start, seed)][model] for seed in seeds], "accuracy")
 
     def paired(a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any]:
-        per_seed = []
-        for seed in seeds:
-            d = paired_difference(correct[(a[0], seed)][a[1]], correct[(b[0], seed)][b[1]])
-            per_seed.append(d)
-        out = _interval(per_seed, "difference")
+        diffs = [[x - y for x, y in zip(correct[(a[0], seed)][a[1]], correct[(b[0], seed)][b[1]])] for seed in seeds]
+        out = _interval(diffs, "difference")
+        if len(seeds) == 1:  # McNemar's exact test pairs the outcomes of one seed
+            out["mcnemar_p"] = paired_difference(correct[(a[0], seeds[0])][a[1]], correct[(b[0], seeds[0])][b[1]])["mcnemar_p"]
         out["significant"] = _significant(out)
         return out
 
@@ -108,15 +102,11 @@ def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
             comparisons[f"{arm(target, model)} vs {arm(other, model)}"] = paired((target, model), (other, model))
         if cfg.compare.rl:
             # difference of RL gains, problem by problem: (t_rl - t_w) - (o_rl - o_w)
-            per_seed = []
+            diffs = []
             for seed in seeds:
                 t, o = correct[(target, seed)], correct[(other, seed)]
-                gain_t = [x - y for x, y in zip(t["rl"], t["warmup"])]
-                gain_o = [x - y for x, y in zip(o["rl"], o["warmup"])]
-                diff = [x - y for x, y in zip(gain_t, gain_o)]
-                low, high = bootstrap_ci(diff)
-                per_seed.append({"difference": sum(diff) / len(diff), "ci_low": low, "ci_high": high})
-            out = _interval(per_seed, "difference")
+                diffs.append([(tr - tw) - (orl - ow) for tr, tw, orl, ow in zip(t["rl"], t["warmup"], o["rl"], o["warmup"])])
+            out = _interval(diffs, "difference")
             out["significant"] = _significant(out)
             comparisons[f"RL gain of {target} vs {other}"] = out
     signal = {f"{start}-seed{seed}": _signal(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds}
@@ -145,7 +135,7 @@ def render(results: dict[str, Any]) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     lines = ["# Did RL gain more from a CADFT start?", "",
              f"{results['problems']} held-out problems, seeds {results['seeds']}; 95% intervals "
-             f"({'bootstrap over problems' if len(results['seeds']) == 1 else 't across seeds'}).", "",
+             f"({'bootstrap over problems' if len(results['seeds']) == 1 else 'seeds and problems: variance components, Welch-Satterthwaite t'}).", "",
              "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]
     for name, a in results["arms"].items():
         lines.append(f"| {name} | {pct(a['accuracy'])} | [{pct(a['ci_low'])}, {pct(a['ci_high'])}] |")

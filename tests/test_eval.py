@@ -1,10 +1,13 @@
 import random
+import statistics
 
 import pytest
 
 from coldstart.eval.evaluate import summarize_records
 from coldstart.grading import extract_answer, is_correct
-from coldstart.statistics import bootstrap_ci, mcnemar_exact, mean_ci_across_seeds, paired_difference, pass_at_k
+from coldstart.statistics import (
+    bootstrap_ci, mcnemar_exact, paired_difference, pass_at_k, seed_problem_interval,
+)
 
 
 def test_pass_at_k_by_hand():
@@ -49,10 +52,47 @@ def test_mcnemar_and_paired_difference_by_hand():
     assert d["ci_low"] > 0 and d["mcnemar_p"] < 0.01
 
 
-def test_seed_interval_uses_t():
-    s = mean_ci_across_seeds([0.4, 0.5, 0.6])
-    assert s["mean"] == pytest.approx(0.5)
+def test_seed_interval_is_t_when_only_the_seeds_vary():
+    # every problem scores the same within a seed: the interval is the t interval over the seeds' means
+    s = seed_problem_interval([[0.4] * 10, [0.5] * 10, [0.6] * 10])
+    assert s["mean"] == pytest.approx(0.5) and s["df"] == pytest.approx(2)
     assert s["ci_high"] - s["mean"] == pytest.approx(4.303 * 0.1 / 3**0.5, rel=1e-3)
+    # 31 seeds: t(30) = 2.042, not the normal 1.96
+    values = [0.5 + 0.01 * (i - 15) for i in range(31)]
+    half = seed_problem_interval([[v] * 10 for v in values])["ci_high"] - 0.5
+    assert half == pytest.approx(2.042 * statistics.stdev(values) / 31**0.5, rel=1e-3)
+
+
+def test_mcnemar_equals_scipys_binomial_test_on_hand_cases():
+    # 7 discordant pairs won by a and 1 by b: P(X <= 1 | n=8, 1/2) = 9/256, two-sided 18/256
+    assert mcnemar_exact(7, 1) == pytest.approx(18 / 256)
+    assert mcnemar_exact(1, 7) == pytest.approx(18 / 256)
+    assert mcnemar_exact(4, 4) == 1.0 and mcnemar_exact(0, 0) == 1.0
+
+
+@pytest.mark.parametrize("sigma_seed, sigma_problem", [(0.05, 0.01), (0.005, 0.25)])
+def test_seed_problem_interval_covers_the_true_mean_at_the_nominal_rate(sigma_seed, sigma_problem):
+    """Scores mu + u_s + v_p + e_sp with known seed, problem and noise variances, 3 seeds x 150 shared problems,
+    400 seeded trials (binomial sd of the coverage 1.1 points): coverage within [0.92, 0.985], and the mean width
+    within 15% of what a correct interval needs there (the normal width when the problems dominate; the t width
+    over 3 seeds when the seeds do). An always-wide interval fails the width, a too-narrow one the coverage."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    mu, sigma_noise, seeds, problems, trials = 0.4, 0.3, 3, 150, 400
+    covered, widths = 0, []
+    for trial in range(trials):
+        scores = (mu + rng.normal(0, sigma_seed, (seeds, 1)) + rng.normal(0, sigma_problem, (1, problems))
+                  + rng.normal(0, sigma_noise, (seeds, problems)))
+        r = seed_problem_interval(scores.tolist(), num_resamples=1000, seed=trial)
+        covered += r["ci_low"] <= mu <= r["ci_high"]
+        widths.append(r["ci_high"] - r["ci_low"])
+    assert 0.92 <= covered / trials <= 0.985
+    if sigma_problem > sigma_seed * 10:  # problems dominate: the normal interval of the whole variance
+        needed = 2 * 1.96 * (sigma_seed**2 / seeds + sigma_problem**2 / problems + sigma_noise**2 / (seeds * problems)) ** 0.5
+    else:  # seeds dominate: t(2) times the expected sd of 3 seed means (c4(3) = 0.8862)
+        needed = 2 * 4.303 * 0.8862 * ((sigma_seed**2 + sigma_noise**2 / problems) / seeds) ** 0.5
+    assert sum(widths) / trials == pytest.approx(needed, rel=0.15)
 
 
 @pytest.mark.parametrize(
@@ -149,3 +189,36 @@ def test_sampling_keeps_every_token_unless_top_k_is_set(tokenizer, monkeypatch):
         {"do_sample": True, "top_k": 5, "top_p": 1.0, "temperature": 0.7},
         {"do_sample": False, "top_k": None, "top_p": None, "temperature": None},
     ]
+
+
+def test_comparison_intervals_count_seeds_and_problems(tmp_path):
+    """analyse() on hand-made records of 2 starts x 2 seeds x 4 problems: every figure is the seed-and-problem
+    interval of the per-problem scores (or differences) it should be built from."""
+    from coldstart.config import load_config
+    from coldstart.eval.compare import analyse
+    from coldstart.runs import RunDir, write_jsonl
+
+    correct = {  # (start, seed) -> model -> per-problem scores
+        ("sft", 1): {"warmup": [1, 0, 0, 0], "rl": [1, 1, 0, 0]},
+        ("sft", 2): {"warmup": [1, 1, 0, 0], "rl": [1, 1, 1, 0]},
+        ("cadft", 1): {"warmup": [0, 0, 0, 1], "rl": [0, 0, 0, 1]},
+        ("cadft", 2): {"warmup": [1, 0, 0, 1], "rl": [1, 0, 1, 1]},
+    }
+    runs = {}
+    for (start, seed), models in correct.items():
+        run = RunDir(tmp_path / f"{start}-seed{seed}")
+        (run.root / "eval").mkdir(parents=True)
+        write_jsonl(run.root / "eval" / "records.jsonl", [
+            {"model": model, "id": f"p{i}", "correct": c} for model, scores in models.items() for i, c in enumerate(scores)])
+        runs[f"{start}-seed{seed}"] = run
+    cfg = load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1, 2]"])
+    results = analyse(cfg, runs)
+    sft_rl = seed_problem_interval([correct[("sft", s)]["rl"] for s in (1, 2)])
+    assert results["arms"]["sft+grpo"]["accuracy"] == pytest.approx(5 / 8)
+    assert results["arms"]["sft+grpo"]["ci_low"] == pytest.approx(sft_rl["ci_low"])
+    gain = seed_problem_interval([[r - w for r, w in zip(correct[("sft", s)]["rl"], correct[("sft", s)]["warmup"])]
+                                  for s in (1, 2)])
+    assert results["rl_gain"]["sft"]["difference"] == pytest.approx(2 / 8)
+    assert results["rl_gain"]["sft"]["ci_high"] == pytest.approx(gain["ci_high"])
+    assert "mcnemar_p" not in results["rl_gain"]["sft"]  # McNemar pairs the outcomes of one seed only
+    assert results["comparisons"]["RL gain of cadft vs sft"]["difference"] == pytest.approx(1 / 8 - 2 / 8)
