@@ -83,10 +83,6 @@ def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[st
     return groups, records
 
 
-def _correct_counts(groups: list[list[dict[str, Any]]]) -> list[int]:
-    return [sum(r["correct"] for r in g) for g in groups]
-
-
 def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -> tuple[Path, list[dict[str, Any]]]:
     """The warm-up folder GRPO starts from, by `curation.pick_checkpoint` over the last saved checkpoints and the
     final model, each rolled out on `prompts`; and the table of candidates."""
@@ -114,8 +110,9 @@ def curate_prompts(cfg: Config, model, tokenizer, pool, seen: dict[str, int], wo
     rest = [i for i, sample_id in enumerate(pool["id"]) if sample_id not in seen]
     counts = dict(seen)
     if rest:
-        groups, _ = _rollouts(cfg, model, tokenizer, pool.select(rest))
-        counts.update(zip(pool.select(rest)["id"], _correct_counts(groups)))
+        more = pool.select(rest)
+        groups, _ = _rollouts(cfg, model, tokenizer, more)
+        counts.update(zip(more["id"], rollout_stats(groups, cfg.rl.max_completion_length)["correct_per_prompt"]))
     correct = [counts[i] for i in pool["id"]]
     reasons = curate(correct, k, c.pass_rate_above, c.pass_rate_below, c.keep_rest, cfg.seed)
     write_jsonl(work / "prompts.jsonl", [
@@ -161,13 +158,14 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         prompts, _ = rl_prompts(cfg.data, cfg.handoff.report_prompts, cfg.seed)
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
         groups, rollouts = _rollouts(cfg, model, tokenizer, prompts)
+        stats = rollout_stats(groups, cfg.rl.max_completion_length)
         curated = None
         if cfg.handoff.curate.enabled:
             pool, _ = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
-            seen = dict(zip(prompts["id"], _correct_counts(groups)))
+            seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
             curated = curate_prompts(cfg, model, tokenizer, pool, seen, work)
         base, warmed = _demonstrations(cfg, run_dir, model, tokenizer)
-        report = build_report(base, warmed, rollout_stats(groups, cfg.rl.max_completion_length), curated, candidates)
+        report = build_report(base, warmed, stats, curated, candidates)
         (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
         (work / "mismatch.md").write_text(render_markdown(report))
         mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"], work / "mismatch.png")
