@@ -179,6 +179,30 @@ def score(
     return out
 
 
+@torch.inference_mode()
+def mean_token_entropy(model, tokenizer, samples: Iterable[dict[str, Any]], max_length: int | None = None,
+                       batch_size: int = 16) -> list[float]:
+    """Mean entropy (nats) of the policy's next-token distribution over each sample's completion positions: how
+    spread the policy still is where it writes its answers (TRL's `entropy_from_logits` on the logits of those
+    positions only)."""
+    from trl.trainer.utils import entropy_from_logits
+
+    rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in samples]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id).items()}
+        keep = F.pad(batch["labels"][:, 1:], (0, 1), value=-100) != -100  # positions that predict a label
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                       logits_to_keep=keep).logits
+        entropy = entropy_from_logits(logits.float())  # one value per kept position, row by row
+        out += [float(e.mean()) if e.numel() else 0.0 for e in entropy.split(keep.sum(-1).tolist())]
+    model.train(was_training)
+    return out
+
+
 def score_records(model, tokenizer, dataset, max_length: int | None, fused: bool = False) -> list[dict[str, Any]]:
     """`score` for a data set of samples, each result with the sample's `id`, `style` and `source`."""
     scores = score(model, tokenizer, dataset, max_length, fused=fused, progress=True)

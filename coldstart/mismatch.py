@@ -13,7 +13,8 @@ from coldstart.statistics import pass_at_k
 
 
 def rollout_stats(groups: list[list[dict[str, Any]]], max_completion_length: int) -> dict[str, Any]:
-    """Figures over rollouts grouped by prompt; each rollout has `correct`, `boxed`, `finished`, `num_tokens`."""
+    """Figures over rollouts grouped by prompt; each rollout has `correct`, `boxed`, `finished`, `num_tokens` and
+    `entropy` (the policy's mean token entropy over it, in nats)."""
     k = len(groups[0])
     flat = [r for g in groups for r in g]
     correct = [sum(r["correct"] for r in g) for g in groups]
@@ -28,6 +29,7 @@ def rollout_stats(groups: list[list[dict[str, Any]]], max_completion_length: int
         "truncated": sum(not r["finished"] for r in flat) / len(flat),
         "format": sum(r["boxed"] for r in flat) / len(flat),
         "mean_length": sum(r["num_tokens"] for r in flat) / len(flat),
+        "entropy": sum(r["entropy"] for r in flat) / len(flat) if all("entropy" in r for r in flat) else None,
         "max_completion_length": max_completion_length,
         "correct_per_prompt": correct,
     }
@@ -106,6 +108,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for key in ("pass@1", f"pass@{k}", "all_correct", "all_wrong", "zero_variance", "truncated", "format"):
         lines.append(f"| {key} | {r[key]:.3f} |")
     lines.append(f"| mean length (tokens) | {r['mean_length']:.1f} |")
+    if r.get("entropy") is not None:
+        lines.append(f"| mean token entropy (nats) | {r['entropy']:.3f} |")
     lines += ["", "## Demonstration compatibility", "", "| policy | mean | q05 | q25 | q50 | q75 | q95 |", "|---|---|---|---|---|---|---|"]
     for name, d in report["demonstrations"].items():
         if d is None:

@@ -121,7 +121,14 @@ def _signal(run_dir: RunDir) -> dict[str, Any]:
     stages = run_dir.manifest()["stages"]
     handoff = stages.get("handoff", {}).get("metrics", {})
     curation = handoff.get("curation") or {}
+    rollouts = handoff.get("rollouts", {})
     return {
+        "pass@1": rollouts.get("pass@1"),
+        "pass@k": rollouts.get(f"pass@{rollouts.get('k')}"),
+        "k": rollouts.get("k"),
+        "entropy": rollouts.get("entropy"),
+        "mean_length": rollouts.get("mean_length"),
+        "clipped": rollouts.get("truncated"),
         "pre_rl_zero_variance": curation.get("zero_variance_pool", handoff.get("rollouts", {}).get("zero_variance")),
         "kept": curation.get("kept"),
         "pool": curation.get("pool"),
@@ -157,13 +164,19 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "## What GRPO had to learn from", "",
                   f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
                   "for every start). Zero-variance: the share of groups whose rewards are all equal.", "",
-                  "| run | zero-variance before RL | prompts kept | checkpoint | zero-variance during GRPO |",
-                  "|---|---|---|---|---|"]
+                  "Before RL: the warmed policy's rollouts on RL prompts with GRPO's sampling settings (the handoff's).", "",
+                  "| run | pass@1 | pass@k | zero-variance before RL | entropy (nats) | length | clipped | prompts kept "
+                  "| checkpoint | zero-variance during GRPO |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        number = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
         for name, s in results["signal"].items():
-            kept = "all" if s["kept"] is None else f"{s['kept']} of {s['pool']}"
-            lines.append(f"| {name} | {share(s['pre_rl_zero_variance'])} | {kept} | {s['checkpoint'] or '-'} | "
-                         f"{share(s['rl_zero_variance'])} |")
+            kept = "all" if s.get("kept") is None else f"{s['kept']} of {s['pool']}"
+            lines.append(
+                f"| {name} | {share(s.get('pass@1'))} | {share(s.get('pass@k'))} | {share(s['pre_rl_zero_variance'])} | "
+                f"{number(s.get('entropy'), '.3f')} | {number(s.get('mean_length'), '.1f')} | {share(s.get('clipped'))} "
+                f"| {kept} | {s['checkpoint'] or '-'} | {share(s['rl_zero_variance'])} |"
+            )
     lines += ["", "## What the intervals support", ""]
     significant = [n for n, d in results["comparisons"].items() if d["significant"]]
     for name, d in results["comparisons"].items():

@@ -19,7 +19,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from coldstart.checkpoint import check_checkpoint, stop_token_ids
-from coldstart.compatibility import score_records, use_fused_head
+from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
 from coldstart.config import Config
 from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
 from coldstart.data import load_samples, rl_prompts
@@ -71,12 +71,17 @@ def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[st
         temperature=rl.temperature, top_p=rl.top_p, top_k=rl.trainer.get("top_k", 0), batch_size=cfg.handoff.batch_size,
         seed=cfg.seed,
     )
+    entropy = iter(mean_token_entropy(model, tokenizer, [
+        {"prompt": sample["prompt"],
+         "completion": [{"role": "assistant", "content": c.text}] if isinstance(sample["prompt"], list) else c.text}
+        for sample, completions in zip(prompts, outputs) for c in completions
+    ], batch_size=cfg.handoff.batch_size))
     groups, records = [], []
     for sample, completions in zip(prompts, outputs):
         group = []
         for c in completions:
             r = {"correct": is_correct(sample["answer"], c.text, rl.reward_timeout), "boxed": has_boxed_answer(c.text),
-                 "finished": c.finished, "num_tokens": c.num_tokens}
+                 "finished": c.finished, "num_tokens": c.num_tokens, "entropy": next(entropy)}
             group.append(r)
             records.append({"id": sample["id"], "completion": c.text, **r})
         groups.append(group)

@@ -7,6 +7,7 @@ from coldstart.compatibility import (
     ensure_fused_head,
     gate_keep,
     length_buckets,
+    mean_token_entropy,
     pad_batch,
     score,
     sequence_nll,
@@ -18,6 +19,7 @@ from coldstart.compatibility import (
 from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.stages.warmup import build_trainer
+from conftest import make_tiny_model
 
 
 def two_samples(tokenizer):
@@ -111,3 +113,21 @@ def test_summary_quantiles_and_styles():
     assert out["count"] == 3 and out["compatibility_quantiles"]["q50"] == pytest.approx(0.4)
     assert out["by_style"]["a"]["compatibility_mean"] == pytest.approx(0.3)
     assert out["nll_mean"] == pytest.approx(-(math.log(0.2) + math.log(0.4) + math.log(0.8)) / 3)
+
+
+def test_mean_token_entropy_of_known_distributions(tokenizer, tiny_model):
+    samples = [{"prompt": [{"role": "user", "content": "2+2?"}],
+                "completion": [{"role": "assistant", "content": "The answer is \\boxed{4}."}]},
+               {"prompt": "1+1=", "completion": "2"}]
+    with torch.no_grad():
+        tiny_model.lm_head.weight.zero_()  # every logit 0: the uniform distribution over the vocabulary
+    assert mean_token_entropy(tiny_model, tokenizer, samples) == pytest.approx([math.log(len(tokenizer))] * 2, rel=1e-5)
+
+    model = make_tiny_model(tokenizer, seed=3)  # against the entropy of the full softmax at the completion positions
+    row = tokenize_sample(tokenizer, samples[0]["prompt"], samples[0]["completion"], None)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
+    at = torch.tensor(row["labels"][1:]) != -100
+    p = torch.softmax(logits[at].double(), -1)
+    direct = float((-(p * p.log()).sum(-1)).mean())
+    assert mean_token_entropy(model, tokenizer, samples[:1])[0] == pytest.approx(direct, rel=1e-4)
