@@ -36,17 +36,22 @@ def token_logprobs(
         out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
                     cache=cache)
         return out.log_probs, out.label_mask
-    # position t predicts token t + 1; the last position predicts nothing
-    shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
-    keep = shifted != -100
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=False,
-        logits_to_keep=keep,
-    ).logits
+    logits, shifted, keep = label_logits(model, input_ids, attention_mask, labels, cache)
     per_token = -F.cross_entropy(logits.float(), shifted[keep], reduction="none")
     # masked_scatter keeps a batch without labels connected to the graph: a differentiable zero
     log_probs = per_token.new_zeros(keep.shape).masked_scatter(keep, per_token)
     return log_probs[:, :-1], keep[:, :-1]
+
+
+def label_logits(model, input_ids, attention_mask, labels, cache=None):
+    """The logits of the positions that predict a label, row by row (transformers' boolean `logits_to_keep`: prompt
+    and padding cost no `vocab`-wide logits); with the labels shifted onto those positions and the kept mask."""
+    # position t predicts token t + 1; the last position predicts nothing
+    shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+    keep = shifted != -100
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=False,
+                   logits_to_keep=keep).logits
+    return logits, shifted, keep
 
 
 def ensure_fused_head(model) -> None:
@@ -194,9 +199,7 @@ def mean_token_entropy(model, tokenizer, samples: Iterable[dict[str, Any]], max_
     out: list[float] = []
     for start in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id).items()}
-        keep = F.pad(batch["labels"][:, 1:], (0, 1), value=-100) != -100  # positions that predict a label
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                       logits_to_keep=keep).logits
+        logits, _, keep = label_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         entropy = entropy_from_logits(logits.float())  # one value per kept position, row by row
         out += [float(e.mean()) if e.numel() else 0.0 for e in entropy.split(keep.sum(-1).tolist())]
     model.train(was_training)

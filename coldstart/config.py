@@ -276,6 +276,12 @@ class RlSection:
     keep_checkpoints: bool = option(False, "Keep the resumable Trainer checkpoints once the stage has finished.")
     trainer: dict[str, Any] = option({}, "Any other trl.GRPOConfig field, passed as it is.")
 
+    def generation_round(self, processes: int) -> tuple[int, int]:
+        """(completions one round of generation produces, micro-steps it serves) with `processes` processes, as
+        TRL's GRPOConfig derives them."""
+        steps = self.steps_per_generation or self.gradient_accumulation_steps
+        return self.trainer.get("generation_batch_size") or self.per_device_train_batch_size * processes * steps, steps
+
 
 @dataclass
 class EvalSection:

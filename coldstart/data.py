@@ -277,10 +277,14 @@ def load_samples(cfg: DataSection, part: str, seed: int):
 
 
 def rl_prompts(cfg: DataSection, num_prompts: int, seed: int):
-    """The prompts (with gold answers) GRPO trains on: the training split, shuffled by `seed`, the first
-    `num_prompts` of it (0 = all)."""
+    """The prompts (with gold answers) GRPO trains on, and the training split's LoadStats (`rl_pool`)."""
     train, stats = load_samples(cfg, "train", seed)
+    return rl_pool(train, cfg, num_prompts, seed), stats
+
+
+def rl_pool(train, cfg: DataSection, num_prompts: int, seed: int):
+    """The loaded training split, shuffled by `seed` (or `cfg.seed`), the first `num_prompts` of it (0 = all)."""
     train = train.shuffle(seed=seed if cfg.seed is None else cfg.seed)
     if num_prompts:
         train = train.select(range(min(num_prompts, len(train))))
-    return train, stats
+    return train

@@ -80,7 +80,7 @@ class Context:
     def __init__(self, cfg: Config, launch: Launch):
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-        from coldstart.data import load_samples, rl_prompts
+        from coldstart.data import load_samples, rl_pool
         from coldstart.models import resolve_model_path
 
         self.cfg, self.launch = cfg, launch
@@ -99,7 +99,7 @@ class Context:
             self.generation_config = GenerationConfig.from_model_config(self.model_config)
         self.train, self.train_stats = load_samples(cfg.data, "train", cfg.seed)
         self.test, _ = load_samples(cfg.data, "test", cfg.seed)
-        self.prompts, _ = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
+        self.prompts = rl_pool(self.train, cfg.data, cfg.rl.num_prompts, cfg.seed)
         self._meta = None
 
     @property
@@ -248,18 +248,17 @@ def lengths(ctx: Context) -> list[Finding]:
 
 
 def _prompt_tokens(tokenizer, prompt: Any) -> int:
-    if isinstance(prompt, list):
-        return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"])
-    return len(tokenizer(prompt)["input_ids"])
+    """Tokens of a prompt as generation feeds it to the model."""
+    from coldstart.generation import render_prompt
+
+    return len(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
 
 
 def rl_batch(ctx: Context) -> list[Finding]:
     """GRPO's generation batch holds whole groups of `num_generations` completions for the launch's process count
     (TRL checks it only when the RL stage starts, after the warm-up)."""
     rl, n = ctx.cfg.rl, ctx.launch.processes
-    steps = rl.steps_per_generation or rl.gradient_accumulation_steps
-    generation = rl.trainer.get("generation_batch_size") or rl.per_device_train_batch_size * n * steps
+    generation, steps = rl.generation_round(n)
     spelled = f"{rl.per_device_train_batch_size} completions x {n} process{'es' if n > 1 else ''} x {steps} " \
               f"step{'s' if steps > 1 else ''} per generation = {generation}"
     if rl.num_generations < 2:
@@ -441,12 +440,11 @@ def memory(ctx: Context) -> list[Finding]:
                      resolve(rl.bf16), False)
     if rl.beta > 0:
         parts["reference model"] = params * loaded
-    steps = rl.steps_per_generation or rl.gradient_accumulation_steps
     if rl.use_vllm:
         share = rl.trainer.get("vllm_gpu_memory_utilization", 0.3)
         extra = f" + vLLM's {share:.0%} of the GPU" if rl.vllm_mode == "colocate" else " (vLLM on its own GPUs)"
     else:
-        batch = rl.per_device_train_batch_size * steps
+        batch = rl.generation_round(n)[0] // n  # this process's share of a generation round
         parts["generation cache"] = batch * sequence * layers * 2 * kv * (2 if resolve(rl.bf16) or loaded == 2 else 4)
         extra = ""
     out.append(_estimate("rl", parts, f"micro-batches of {rl.per_device_train_batch_size} x {sequence} tokens", launch, extra))

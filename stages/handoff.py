@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from coldstart.checkpoint import check_checkpoint, stop_token_ids
+from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
 from coldstart.config import Config
 from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
@@ -53,8 +53,7 @@ def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
     model.generation_config.use_cache = True
     added: list[int] = []
     if cfg.handoff.add_stop_ids:
-        listed = model.generation_config.eos_token_id
-        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        listed = id_list(model.generation_config.eos_token_id)
         added = [i for i in stop_token_ids(tokenizer) if i not in listed]
         model.generation_config.eos_token_id = listed + added
     if model.generation_config.pad_token_id is None:

@@ -102,8 +102,7 @@ def curated(cfg: Config, prompts, handoff_dir: Path):
         return prompts
     kept = {r["id"] for r in chosen if r["kept"]}
     rl = cfg.rl
-    per_round = rl.per_device_train_batch_size * num_processes() * (rl.steps_per_generation or rl.gradient_accumulation_steps)
-    per_round //= rl.num_generations
+    per_round = rl.generation_round(num_processes())[0] // rl.num_generations
     if len(kept) < per_round:
         raise ColdstartError(
             f"{handoff_dir / 'prompts.jsonl'}: the handoff kept {len(kept)} of {len(chosen)} RL prompts, fewer than "
