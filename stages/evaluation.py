@@ -3,6 +3,11 @@ handed to RL) and, when RL ran, the RL model, with the warm-up's and RL's gains 
 
 Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one line per model and problem),
 `results.json` and `report.md` (the table the console prints at the end of `coldstart run`).
+
+A model's records are also kept in `<output_dir>/<parent of the run>/.eval-cache/`, under a hash of everything they
+depend on: the model folder's files, the problems, the eval settings, the code and library versions (and the seed
+when sampling). Runs side by side that hand over the same model, as the base start does for every seed of
+`coldstart compare`, grade it once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from coldstart.eval.evaluate import evaluate
 from coldstart.eval.report import results_table
 from coldstart.generation import VllmGenerator, generate
 from coldstart.models import load_model, model_fingerprint, resolve_model_path
-from coldstart.runs import RunDir, write_jsonl
+from coldstart.runs import RunDir, atomic_write_text, json_sha256, versions, write_jsonl
 from coldstart.statistics import paired_difference
 
 logger = logging.getLogger(__name__)
@@ -70,6 +75,25 @@ def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[s
     return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed)
 
 
+def evaluate_cached(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`evaluate_folder`, read back from the eval cache when the same model was graded on the same problems with
+    the same settings and code."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k != "base"}
+    key = json_sha256({
+        "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": settings,
+        "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
+    })
+    cached = cfg.run_dir.parent / ".eval-cache" / f"{key}.json"
+    if cached.is_file():
+        logger.info("eval: %s was graded on these problems before (%s), reused", model_dir, cached)
+        saved = json.loads(cached.read_text())
+        return saved["records"], saved["metrics"]
+    records, metrics = evaluate_folder(cfg, model_dir, problems)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cached, json.dumps({"model": str(model_dir), "records": records, "metrics": metrics}) + "\n")
+    return records, metrics
+
+
 def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     models = run_models(cfg, run_dir)
     if "warmup" not in models:
@@ -80,7 +104,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         results: dict[str, Any] = {"models": {}, "data": stats.to_dict()}
         correct, lines = {}, []
         for arm, (_, model_dir) in models.items():
-            records, metrics = evaluate_folder(cfg, model_dir, problems)
+            records, metrics = evaluate_cached(cfg, model_dir, problems)
             results["models"][arm] = {"path": str(model_dir), **metrics}
             correct[arm] = [float(r["correct"]) for r in records]
             lines += [{"model": arm, **r} for r in records]

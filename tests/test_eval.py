@@ -222,3 +222,28 @@ def test_comparison_intervals_count_seeds_and_problems(tmp_path):
     assert results["rl_gain"]["sft"]["ci_high"] == pytest.approx(gain["ci_high"])
     assert "mcnemar_p" not in results["rl_gain"]["sft"]  # McNemar pairs the outcomes of one seed only
     assert results["comparisons"]["RL gain of cadft vs sft"]["difference"] == pytest.approx(1 / 8 - 2 / 8)
+
+
+def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_dir, tmp_path, monkeypatch):
+    """Two runs side by side (as `compare` puts the base start's seeds) grade the same model folder once; another
+    problem set, other settings or another folder content grade again."""
+    import dataclasses
+    import shutil
+
+    from coldstart.stages import evaluation
+
+    graded = []
+    real = evaluation.evaluate_folder
+    monkeypatch.setattr(evaluation, "evaluate_folder", lambda *a: graded.append(a[1]) or real(*a))
+    cfg = dataclasses.replace(tiny_cfg, eval=dataclasses.replace(tiny_cfg.eval, max_new_tokens=4))
+    problems, _ = evaluation.held_out(cfg)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    first = evaluation.evaluate_cached(cfg, tiny_dir, problems)
+    again = evaluation.evaluate_cached(dataclasses.replace(cfg, name="other-run"), copy, problems)
+    assert again == first and graded == [tiny_dir]
+    evaluation.evaluate_cached(cfg, tiny_dir, problems.select(range(2)))
+    evaluation.evaluate_cached(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5)), tiny_dir, problems)
+    (copy / "README.md").write_text("another file: another model folder")
+    evaluation.evaluate_cached(cfg, copy, problems)
+    assert graded == [tiny_dir, tiny_dir, tiny_dir, copy]
