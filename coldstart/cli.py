@@ -129,13 +129,13 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from coldstart.config import load_config
-    from coldstart.eval.compare import analyse, compare_dir, run_matrix
+    from coldstart.eval.compare import analyse, compare_dir, run_matrix, study_of
     from coldstart.eval.report import write_compare
 
     cfg = load_config(args.config, args.overrides)
     _preflight(cfg, ["warmup", "rl"])
     runs = run_matrix(cfg, _stage_runners(), args.force)
-    results = analyse(cfg, runs)
+    results = analyse(study_of(cfg), runs)
     out = compare_dir(cfg)
     write_compare(out, results, runs)
     print(f"\n{(out / 'report.md').read_text()}\ncomparison: {out}/")

@@ -112,8 +112,10 @@ def _interval_bars(ax, names: list[str], values: list[dict[str, Any]], key: str,
 
 
 def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]],
-                    compat: dict[str, list[float]], out: Path) -> None:
-    """accuracy.png (per arm, 95% CI), rl_gain.png (per start), rewards.png (GRPO curves), compatibility.png."""
+                    compat: dict[str, list[float]], out: Path, diagnostics: dict[str, str] | None = None) -> None:
+    """accuracy.png (per arm, 95% CI), rl_gain.png (per start), rewards.png (GRPO curves), compatibility.png, and
+    for the `diagnostics` named (key in each run's `signal` -> label): diagnostics.png (each run's value per start)
+    and gain_vs_diagnostics.png (each run's RL gain against its value before GRPO)."""
     fig, ax = plt.subplots(figsize=(8, 4))
     _interval_bars(ax, list(results["arms"]), list(results["arms"].values()), "accuracy", "accuracy % (95% CI)")
     ax.set_title("Held-out accuracy per arm")
@@ -143,3 +145,53 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         ax.set_ylabel("demonstrations")
         ax.legend(fontsize=8)
         _save(fig, out / "compatibility.png")
+    if diagnostics and results.get("signal"):
+        diagnostic_figures(results, diagnostics, out)
+
+
+def diagnostic_figures(results: dict[str, Any], labels: dict[str, str], out: Path) -> None:
+    """diagnostics.png: per start, each seed's RL gain and diagnostics (dots) and their mean (bar); and
+    gain_vs_diagnostics.png: each run's RL gain against each diagnostic, with Spearman's rho across runs."""
+    runs = list(results["signal"].values())
+    starts = list(dict.fromkeys(r["start"] for r in runs))
+    others = iter(["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:gray", "tab:olive"])
+    colors = {s: "tab:orange" if s == "cadft" else next(others, "tab:gray") for s in starts}
+    k = runs[0].get("k")
+    labels = {key: label.replace("pass@k", f"pass@{k}") if k else label for key, label in labels.items()}
+    percent = {"pass@1", "pass@k", "pre_rl_zero_variance", "clipped", "rl_zero_variance", "rl_gain"}
+    panels = {**({"rl_gain": "RL gain (points)"} if "rl_gain" in runs[0] else {}), **labels}
+    fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(3.4 * ((len(panels) + 1) // 2), 6.4), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, panels.items()):
+        scale = 100 if key in percent else 1
+        for i, start in enumerate(starts):
+            values = [scale * r[key] for r in runs if r["start"] == start and r.get(key) is not None]
+            if values:
+                ax.bar(i, sum(values) / len(values), color=colors[start], alpha=0.35)
+                ax.plot([i] * len(values), values, "o", color=colors[start], markersize=4)
+        ax.set_xticks(range(len(starts)), starts, rotation=30)
+        ax.set_title(label + (" %" if scale == 100 and key != "rl_gain" else ""), fontsize=9)
+        ax.axhline(0, color="black", linewidth=0.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Per start: each seed (dots) and the mean (bar); before GRPO unless named", fontsize=10)
+    _save(fig, out / "diagnostics.png")
+    if "rl_gain" not in runs[0]:
+        return
+    before = {k: v for k, v in labels.items() if not k.startswith("rl_")}
+    associations = results.get("associations") or {}
+    fig, axes = plt.subplots(2, (len(before) + 1) // 2, figsize=(3.6 * ((len(before) + 1) // 2), 6.6), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, before.items()):
+        scale = 100 if key in percent else 1
+        for start in starts:
+            points = [(scale * r[key], 100 * r["rl_gain"]) for r in runs if r["start"] == start and r.get(key) is not None]
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o", color=colors[start], label=start)
+        a = associations.get(key)
+        ax.set_title(f"{label}\n" + (f"rho {a['rho']:+.2f}, adjusted p {a['p_adjusted']:.2f}" if a else "not tested"),
+                     fontsize=9)
+        ax.set_ylabel("RL gain (points)")
+        ax.axhline(0, color="black", linewidth=0.5)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(before):]:
+        ax.set_visible(False)
+    fig.suptitle("Each run's RL gain against the warmed policy's figures on RL prompts before GRPO", fontsize=10)
+    _save(fig, out / "gain_vs_diagnostics.png")

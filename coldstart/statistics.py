@@ -81,3 +81,26 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     df = total**2 / (seeds_part**2 / (num_seeds - 1) + problems_part**2 / (num_problems - 1))
     half = float(t.ppf((1 + level) / 2, df) * total**0.5)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df)}
+
+
+def rank_associations(diagnostics: dict[str, list[float | None]], outcome: list[float]) -> dict[str, dict[str, float]]:
+    """Spearman's rank correlation of each diagnostic with `outcome` over the same units (e.g. runs), with p-values
+    adjusted for testing several diagnostics at once (Benjamini-Hochberg, `scipy.stats.false_discovery_control`).
+    A unit where a diagnostic is missing is left out of that one; a diagnostic measured on fewer than 4 units, or
+    with no spread there, is not tested."""
+    import numpy as np
+    from scipy.stats import false_discovery_control, spearmanr
+
+    tested = {}
+    for name, values in diagnostics.items():
+        pairs = [(x, y) for x, y in zip(values, outcome) if x is not None]
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        if len(pairs) < 4 or len(set(xs)) < 2 or len(set(ys)) < 2:
+            continue
+        r = spearmanr(xs, ys)
+        tested[name] = {"rho": float(r.statistic), "p": float(r.pvalue), "units": len(pairs)}
+    if tested:
+        adjusted = false_discovery_control(np.array([t["p"] for t in tested.values()]), method="bh")
+        for t, p in zip(tested.values(), adjusted):
+            t["p_adjusted"] = float(p)
+    return tested

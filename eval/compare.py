@@ -16,7 +16,7 @@ from typing import Any
 
 from coldstart.config import Config
 from coldstart.runs import RunDir, read_jsonl
-from coldstart.statistics import paired_difference, seed_problem_interval
+from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
 
 ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
 
@@ -51,6 +51,13 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict
     return runs
 
 
+def study_of(cfg: Config) -> dict[str, Any]:
+    """What the analysis needs to know of the study, saved with its results so that `coldstart report` can redo it
+    from the runs' records: the starts (arm names), the seeds, whether GRPO ran, and the shared handoff settings."""
+    return {"starts": [ARM_NAMES[s] for s in cfg.compare.starts], "seeds": list(cfg.compare.seeds), "rl": cfg.compare.rl,
+            "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
+
+
 def _correct(run_dir: RunDir) -> dict[str, list[float]]:
     by_model: dict[str, list[tuple[str, float]]] = {}
     for r in read_jsonl(run_dir.stage_dir("eval") / "records.jsonl"):
@@ -62,19 +69,23 @@ def _interval(per_seed: list[list[float]], key: str) -> dict[str, Any]:
     """The mean of per-problem scores (or differences) over seeds and problems, with an interval that counts both
     (`statistics.seed_problem_interval`; one seed: the bootstrap over problems)."""
     r = seed_problem_interval(per_seed)
-    return {key: r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "seeds": r["seeds"]}
+    out = {key: r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "seeds": r["seeds"]}
+    out["significant"] = out["ci_low"] > 0 or out["ci_high"] < 0
+    return out
 
 
-def _significant(d: dict[str, Any]) -> bool:
-    return d["ci_low"] > 0 or d["ci_high"] < 0
+# The warmed policy's figures on RL prompts before GRPO that may explain a start's RL gain, and one during GRPO.
+BEFORE_RL = {"pass@1": "pass@1", "pass@k": "pass@k", "pre_rl_zero_variance": "zero-variance groups",
+             "entropy": "mean token entropy", "mean_length": "completion length", "clipped": "clipped at max length"}
+DURING_RL = {"rl_zero_variance": "zero-variance groups during GRPO"}
 
 
-def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
-    """Accuracy per arm, RL gain per start and the paired comparisons, from the runs' eval records."""
-    starts = [ARM_NAMES[s] for s in cfg.compare.starts]
-    seeds = cfg.compare.seeds
+def analyse(study: dict[str, Any], runs: dict[str, RunDir]) -> dict[str, Any]:
+    """Accuracy per arm, RL gain per start, the paired comparisons between starts, each run's and each start's
+    diagnostics, and how the diagnostics go with the RL gain across runs, from the runs' records and manifests."""
+    starts, seeds, rl = study["starts"], study["seeds"], study["rl"]
     correct = {(start, seed): _correct(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds}
-    models = ["warmup"] + (["rl"] if cfg.compare.rl else [])
+    models = ["warmup"] + (["rl"] if rl else [])
 
     def arm(start: str, model: str) -> str:
         return start if model == "warmup" else f"{start}+grpo"
@@ -89,10 +100,9 @@ def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
         out = _interval(diffs, "difference")
         if len(seeds) == 1:  # McNemar's exact test pairs the outcomes of one seed
             out["mcnemar_p"] = paired_difference(correct[(a[0], seeds[0])][a[1]], correct[(b[0], seeds[0])][b[1]])["mcnemar_p"]
-        out["significant"] = _significant(out)
         return out
 
-    rl_gain = {start: paired((start, "rl"), (start, "warmup")) for start in starts} if cfg.compare.rl else {}
+    rl_gain = {start: paired((start, "rl"), (start, "warmup")) for start in starts} if rl else {}
     comparisons = {}
     target = "cadft" if "cadft" in starts else starts[-1]
     for other in starts:
@@ -100,24 +110,41 @@ def analyse(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Any]:
             continue
         for model in models:
             comparisons[f"{arm(target, model)} vs {arm(other, model)}"] = paired((target, model), (other, model))
-        if cfg.compare.rl:
+        if rl:
             # difference of RL gains, problem by problem: (t_rl - t_w) - (o_rl - o_w)
             diffs = []
             for seed in seeds:
                 t, o = correct[(target, seed)], correct[(other, seed)]
                 diffs.append([(tr - tw) - (orl - ow) for tr, tw, orl, ow in zip(t["rl"], t["warmup"], o["rl"], o["warmup"])])
-            out = _interval(diffs, "difference")
-            out["significant"] = _significant(out)
-            comparisons[f"RL gain of {target} vs {other}"] = out
-    signal = {f"{start}-seed{seed}": _signal(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds}
-    handoff = {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}
-    return {"arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
-            "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "handoff": handoff}
+            comparisons[f"RL gain of {target} vs {other}"] = _interval(diffs, "difference")
+    signal = {}
+    for start in starts:
+        for seed in seeds:
+            scores = correct[(start, seed)]
+            run = {"start": start, "seed": seed, **{m: sum(scores[m]) / len(scores[m]) for m in models}}
+            if rl:
+                run["rl_gain"] = run["rl"] - run["warmup"]
+            signal[f"{start}-seed{seed}"] = {**run, **_signal(runs[f"{start}-seed{seed}"])}
+    diagnostics = {start: {key: _mean([s[key] for s in signal.values() if s["start"] == start])
+                           for key in [*BEFORE_RL, *DURING_RL]} for start in starts}
+    associations = {}
+    if rl:
+        associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
+                                         [s["rl_gain"] for s in signal.values()])
+    return {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
+            "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
+            "associations": associations, "handoff": study["handoff"]}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
 
 
 def _signal(run_dir: RunDir) -> dict[str, Any]:
-    """What GRPO had to learn from in one run: zero-variance groups in the handoff's rollouts and during GRPO, and
-    the prompts curation kept."""
+    """What GRPO had to learn from in one run: the handoff's rollouts of the warmed policy on RL prompts (pass@1,
+    pass@k, zero-variance groups, entropy, length, clipped), the prompts curation kept, and the zero-variance share
+    during GRPO."""
     stages = run_dir.manifest()["stages"]
     handoff = stages.get("handoff", {}).get("metrics", {})
     curation = handoff.get("curation") or {}
@@ -129,7 +156,8 @@ def _signal(run_dir: RunDir) -> dict[str, Any]:
         "entropy": rollouts.get("entropy"),
         "mean_length": rollouts.get("mean_length"),
         "clipped": rollouts.get("truncated"),
-        "pre_rl_zero_variance": curation.get("zero_variance_pool", handoff.get("rollouts", {}).get("zero_variance")),
+        "pre_rl_zero_variance": curation.get("zero_variance_pool", rollouts.get("zero_variance")),
+        "rollout_prompts": rollouts.get("prompts"),
         "kept": curation.get("kept"),
         "pool": curation.get("pool"),
         "checkpoint": handoff.get("checkpoint"),
@@ -137,56 +165,140 @@ def _signal(run_dir: RunDir) -> dict[str, Any]:
     }
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _points(d: dict[str, Any], key: str = "difference") -> str:
+    return f"{100 * d[key]:+.1f} points [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _number(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _diagnostic_cells(s: dict[str, Any]) -> str:
+    return (f"{_share(s.get('pass@1'))} | {_share(s.get('pass@k'))} | {_share(s.get('pre_rl_zero_variance'))} | "
+            f"{_number(s.get('entropy'), '.3f')} | {_number(s.get('mean_length'), '.1f')} | {_share(s.get('clipped'))} | "
+            f"{_share(s.get('rl_zero_variance'))} |")
+
+
+DIAGNOSTIC_HEADER = ("pass@1 | pass@k | zero-variance before RL | entropy (nats) | length (tokens) | clipped | "
+                     "zero-variance during GRPO |")
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Plain sentences for what the intervals support, per start, between starts and across runs; "no difference
+    shown" where an interval includes 0."""
+    arms, seeds = results["arms"], results["seeds"]
+    k = next((s["k"] for s in results["signal"].values() if s.get("k")), None)
+    lines = []
+    for start in results.get("study", {}).get("starts") or [a for a in arms if "+" not in a]:
+        warm = arms[start]
+        before = "as it is (no warm-up)" if start == "base" else "after warm-up"
+        text = f"- **{start}**: {_pct(warm['accuracy'])}% {before} [{_pct(warm['ci_low'])}, {_pct(warm['ci_high'])}]"
+        if start in results["rl_gain"]:
+            after, gain = arms[f"{start}+grpo"], results["rl_gain"][start]
+            text += f", {_pct(after['accuracy'])}% after GRPO [{_pct(after['ci_low'])}, {_pct(after['ci_high'])}]; "
+            if gain["significant"]:
+                text += f"GRPO {'added' if gain['difference'] > 0 else 'took away'} {_points(gain)}."
+            else:
+                text += f"RL gain {_points(gain)}: no difference shown."
+        else:
+            text += "."
+        d = results.get("diagnostics", {}).get(start)
+        if d and d.get("pass@1") is not None:
+            text += (f" Before GRPO, its rollouts on RL prompts were right {_share(d['pass@1'])} of the time (pass@{k} "
+                     f"{_share(d['pass@k'])}), {_share(d['pre_rl_zero_variance'])} of groups had zero variance, "
+                     + (f"mean token entropy {d['entropy']:.2f} nats, " if d.get("entropy") is not None else "")
+                     + f"{_number(d['mean_length'], '.0f')} tokens long, {_share(d['clipped'])} clipped")
+            if d.get("rl_zero_variance") is not None:
+                text += f"; during GRPO {_share(d['rl_zero_variance'])} of groups had zero variance"
+            text += f" (means over {len(seeds)} seeds)." if len(seeds) > 1 else "."
+        lines.append(text)
+    for name, d in results["comparisons"].items():
+        if d["significant"]:
+            lines.append(f"- {name}: {'higher' if d['difference'] > 0 else 'lower'}, {_points(d)}.")
+        else:
+            lines.append(f"- {name}: no difference shown ({_points(d)}).")
+    associations = results.get("associations") or {}
+    if associations:
+        tested = len(associations)
+        shown = {n: a for n, a in associations.items() if a["p_adjusted"] < 0.05}
+        for name, a in shown.items():
+            label = f"pass@{k}" if name == "pass@k" else BEFORE_RL[name]
+            lines.append(f"- Across the {a['units']} runs, the RL gain {'rises' if a['rho'] > 0 else 'falls'} with the "
+                         f"{label} before GRPO (Spearman rho = {a['rho']:+.2f}, p = {a['p_adjusted']:.3f} adjusted for "
+                         f"the {tested} diagnostics tested). An association across runs, not a cause.")
+        rest = [f"pass@{k}" if n == "pass@k" else BEFORE_RL[n] for n in associations if n not in shown]
+        if rest:
+            lines.append(f"- RL gain and {', '.join(rest)} before GRPO: no association shown.")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
-    """The comparison as Markdown: tables, then what is and is not supported by the intervals."""
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    """The comparison as Markdown: findings first, then the tables they come from."""
+    seeds = results["seeds"]
+    several = len(seeds) > 1
     lines = ["# Did RL gain more from a CADFT start?", "",
-             f"{results['problems']} held-out problems, seeds {results['seeds']}; 95% intervals "
-             f"({'bootstrap over problems' if len(results['seeds']) == 1 else 'seeds and problems: variance components, Welch-Satterthwaite t'}).", "",
-             "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]
+             f"{results['problems']} held-out problems, seeds {seeds}; 95% intervals "
+             f"({'seeds and problems: variance components, Welch-Satterthwaite t' if several else 'bootstrap over problems'}).",
+             "", "## Findings", "",
+             "What the 95% intervals support; \"no difference shown\" where an interval includes 0.", "",
+             *findings(results),
+             "", "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]
     for name, a in results["arms"].items():
-        lines.append(f"| {name} | {pct(a['accuracy'])} | [{pct(a['ci_low'])}, {pct(a['ci_high'])}] |")
+        lines.append(f"| {name} | {_pct(a['accuracy'])} | [{_pct(a['ci_low'])}, {_pct(a['ci_high'])}] |")
     if results["rl_gain"]:
         lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "",
-                  "| start | gain (points) | 95% CI | McNemar p | significant |", "|---|---|---|---|---|"]
+                  "| start | gain | 95% CI | McNemar p | shown |", "|---|---|---|---|---|"]
         for start, g in results["rl_gain"].items():
             p = f"{g['mcnemar_p']:.3f}" if "mcnemar_p" in g else "-"
-            lines.append(f"| {start} | {pct(g['difference'])} | [{pct(g['ci_low'])}, {pct(g['ci_high'])}] | {p} | "
-                         f"{'yes' if g['significant'] else 'no'} |")
-    lines += ["", "## Paired comparisons", "", "| comparison | difference (points) | 95% CI | McNemar p | significant |",
+            lines.append(f"| {start} | {100 * g['difference']:+.1f} | [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}] "
+                         f"| {p} | {'yes' if g['significant'] else 'no'} |")
+    lines += ["", "## Paired comparisons", "", "| comparison | difference (points) | 95% CI | McNemar p | shown |",
               "|---|---|---|---|---|"]
     for name, d in results["comparisons"].items():
         p = f"{d['mcnemar_p']:.3f}" if "mcnemar_p" in d else "-"
-        lines.append(f"| {name} | {pct(d['difference'])} | [{pct(d['ci_low'])}, {pct(d['ci_high'])}] | {p} | "
-                     f"{'yes' if d['significant'] else 'no'} |")
-    if results.get("signal"):
+        lines.append(f"| {name} | {100 * d['difference']:+.1f} | [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] "
+                     f"| {p} | {'yes' if d['significant'] else 'no'} |")
+    signal = results.get("signal") or {}
+    if signal:
         on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
+        prompts = sorted({s["rollout_prompts"] for s in signal.values() if s.get("rollout_prompts")})
+        pool = " (with curation, zero-variance before RL counts the whole prompt pool)" if results["handoff"].get("curate") else ""
+        k = next((s["k"] for s in signal.values() if s.get("k")), "k")
         lines += ["", "## What GRPO had to learn from", "",
                   f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
-                  "for every start). Zero-variance: the share of groups whose rewards are all equal.", "",
-                  "Before RL: the warmed policy's rollouts on RL prompts with GRPO's sampling settings (the handoff's).", "",
-                  "| run | pass@1 | pass@k | zero-variance before RL | entropy (nats) | length | clipped | prompts kept "
-                  "| checkpoint | zero-variance during GRPO |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
-        number = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
-        for name, s in results["signal"].items():
+                  f"for every start). Before RL: the warmed policy's rollouts on {' or '.join(map(str, prompts)) or 'the'} "
+                  f"RL prompts, k = {k} each, with GRPO's sampling settings (the handoff's){pool}. Zero-variance: the share "
+                  "of groups whose rewards are all equal.", ""]
+        if results.get("diagnostics") and "rl_gain" in next(iter(signal.values())):
+            lines += ["Per start (means over seeds):", "", f"| start | RL gain | {DIAGNOSTIC_HEADER}",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for start, d in results["diagnostics"].items():
+                gain = results["rl_gain"][start]["difference"]
+                lines.append(f"| {start} | {100 * gain:+.1f} | {_diagnostic_cells(d)}")
+            lines.append("")
+        lines += ["Per run:", "", f"| run | after warm-up % | after GRPO % | {DIAGNOSTIC_HEADER} prompts kept | checkpoint |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, s in signal.items():
             kept = "all" if s.get("kept") is None else f"{s['kept']} of {s['pool']}"
-            lines.append(
-                f"| {name} | {share(s.get('pass@1'))} | {share(s.get('pass@k'))} | {share(s['pre_rl_zero_variance'])} | "
-                f"{number(s.get('entropy'), '.3f')} | {number(s.get('mean_length'), '.1f')} | {share(s.get('clipped'))} "
-                f"| {kept} | {s['checkpoint'] or '-'} | {share(s['rl_zero_variance'])} |"
-            )
-    lines += ["", "## What the intervals support", ""]
-    significant = [n for n, d in results["comparisons"].items() if d["significant"]]
-    for name, d in results["comparisons"].items():
-        direction = "higher" if d["difference"] > 0 else "lower"
-        if d["significant"]:
-            lines.append(f"- {name}: {direction} by {pct(abs(d['difference']))} points, and the interval excludes 0.")
-        else:
-            lines.append(f"- {name}: {pct(d['difference'])} points, but the interval includes 0: no difference is shown.")
-    if not significant:
-        lines.append("- No comparison is significant at this budget: this run does not show that any start is better.")
+            after = _pct(s["rl"]) if "rl" in s else "-"
+            warm = _pct(s["warmup"]) if "warmup" in s else "-"
+            lines.append(f"| {name} | {warm} | {after} | {_diagnostic_cells(s)} {kept} | {s.get('checkpoint') or '-'} |")
+    associations = results.get("associations") or {}
+    if associations:
+        lines += ["", "## Diagnostics and RL gain across runs", "",
+                  "Spearman's rank correlation between each run's diagnostic before GRPO and its RL gain; p-values "
+                  "adjusted for the diagnostics tested (Benjamini-Hochberg).", "",
+                  "| diagnostic before GRPO | rho | p | adjusted p | runs |", "|---|---|---|---|---|"]
+        for name, a in associations.items():
+            lines.append(f"| {BEFORE_RL[name]} | {a['rho']:+.2f} | {a['p']:.3f} | {a['p_adjusted']:.3f} | {a['units']} |")
     return "\n".join(lines) + "\n"
 
 

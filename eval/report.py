@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.errors import ColdstartError
-from coldstart.eval.compare import render
+from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse, render
 from coldstart.mismatch import render_markdown
 from coldstart.plots import compare_figures
 from coldstart.runs import RunDir, read_jsonl
@@ -53,19 +53,22 @@ def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -
     tmp.mkdir(parents=True)
     (tmp / "results.json").write_text(json.dumps({**results, "runs": {n: str(r.root) for n, r in runs.items()}}, indent=2) + "\n")
     (tmp / "report.md").write_text(render(results))
-    compare_figures(results, curves, compat, tmp)
+    compare_figures(results, curves, compat, tmp, {**BEFORE_RL, **DURING_RL})
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
 
 def rerender(path: Path) -> list[Path]:
-    """Re-render the reports found under `path` (a comparison's folder or a run directory) from their JSON."""
+    """Re-render the reports found under `path` (a comparison's folder or a run directory) from their JSON; a
+    comparison is analysed again from its runs' per-problem records and manifests."""
     path = Path(path)
     written = []
     compare = path if (path / "results.json").is_file() and path.name == "compare" else path / "compare"
     if (compare / "results.json").is_file():
         results = json.loads((compare / "results.json").read_text())
         runs = {name: RunDir(root) for name, root in results.pop("runs").items()}
+        if "study" in results:
+            results = analyse(results["study"], runs)
         write_compare(compare, results, runs)
         written.append(compare / "report.md")
     results = path / "eval" / "results.json"

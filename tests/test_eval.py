@@ -195,7 +195,7 @@ def test_comparison_intervals_count_seeds_and_problems(tmp_path):
     """analyse() on hand-made records of 2 starts x 2 seeds x 4 problems: every figure is the seed-and-problem
     interval of the per-problem scores (or differences) it should be built from."""
     from coldstart.config import load_config
-    from coldstart.eval.compare import analyse
+    from coldstart.eval.compare import analyse, study_of
     from coldstart.runs import RunDir, write_jsonl
 
     correct = {  # (start, seed) -> model -> per-problem scores
@@ -212,7 +212,7 @@ def test_comparison_intervals_count_seeds_and_problems(tmp_path):
             {"model": model, "id": f"p{i}", "correct": c} for model, scores in models.items() for i, c in enumerate(scores)])
         runs[f"{start}-seed{seed}"] = run
     cfg = load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1, 2]"])
-    results = analyse(cfg, runs)
+    results = analyse(study_of(cfg), runs)
     sft_rl = seed_problem_interval([correct[("sft", s)]["rl"] for s in (1, 2)])
     assert results["arms"]["sft+grpo"]["accuracy"] == pytest.approx(5 / 8)
     assert results["arms"]["sft+grpo"]["ci_low"] == pytest.approx(sft_rl["ci_low"])
@@ -247,3 +247,62 @@ def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_
     (copy / "README.md").write_text("another file: another model folder")
     evaluation.evaluate_cached(cfg, copy, problems)
     assert graded == [tiny_dir, tiny_dir, tiny_dir, copy]
+
+
+def test_rank_associations_by_hand():
+    from coldstart.statistics import rank_associations
+
+    gain = [0.10, 0.02, 0.05, -0.01, 0.08]
+    out = rank_associations({
+        "rises": [0.9, 0.3, 0.5, 0.1, 0.7],  # same order as the gain: rho = 1
+        "falls": [0.2, 0.5, None, 0.8, 0.4],  # the missing run is left out: rho = -1 over 4 runs
+        "flat": [0.5] * 5,  # no spread: not tested
+        "mixed": [0.1, 0.2, 0.3, 0.4, 0.5],
+    }, gain)
+    assert set(out) == {"rises", "falls", "mixed"}
+    assert out["rises"]["rho"] == pytest.approx(1.0) and out["rises"]["units"] == 5
+    assert out["falls"]["rho"] == pytest.approx(-1.0) and out["falls"]["units"] == 4
+    # mixed ranks 1..5 against gain ranks 5,2,3,1,4: d^2 = 16+0+0+9+1 = 26, rho = 1 - 6*26/(5*24)
+    assert out["mixed"]["rho"] == pytest.approx(1 - 6 * 26 / 120)
+    # Benjamini-Hochberg by hand over the three p-values
+    ps = sorted((t["p"], name) for name, t in out.items())
+    m = len(ps)
+    adjusted, running = {}, 1.0
+    for rank in range(m, 0, -1):
+        p, name = ps[rank - 1]
+        running = min(running, p * m / rank)
+        adjusted[name] = running
+    for name, t in out.items():
+        assert t["p_adjusted"] == pytest.approx(adjusted[name])
+
+
+def test_findings_state_only_what_the_intervals_support():
+    from coldstart.eval.compare import findings
+
+    def interval(key, value, low, high):
+        return {key: value, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0}
+
+    signal = {f"{start}-seed{seed}": {"start": start, "seed": seed, "k": 4} for start in ("sft", "cadft") for seed in (1, 2)}
+    results = {
+        "study": {"starts": ["sft", "cadft"]}, "seeds": [1, 2], "signal": signal,
+        "arms": {"sft": interval("accuracy", 0.12, 0.07, 0.17), "sft+grpo": interval("accuracy", 0.24, 0.18, 0.30),
+                 "cadft": interval("accuracy", 0.11, 0.06, 0.16), "cadft+grpo": interval("accuracy", 0.12, 0.07, 0.17)},
+        "rl_gain": {"sft": interval("difference", 0.12, 0.053, 0.193), "cadft": interval("difference", 0.007, -0.013, 0.027)},
+        "comparisons": {"cadft+grpo vs sft+grpo": interval("difference", -0.12, -0.18, -0.06),
+                        "cadft vs sft": interval("difference", -0.01, -0.06, 0.04)},
+        "diagnostics": {"sft": {"pass@1": 0.3, "pass@k": 0.6, "pre_rl_zero_variance": 0.4, "entropy": 0.91,
+                                "mean_length": 25.0, "clipped": 0.05, "rl_zero_variance": 0.25}},
+        "associations": {"pass@k": {"rho": 0.8, "p": 0.004, "p_adjusted": 0.02, "units": 12},
+                         "entropy": {"rho": 0.3, "p": 0.3, "p_adjusted": 0.4, "units": 12}},
+    }
+    lines = findings(results)
+    assert lines[0] == (
+        "- **sft**: 12.0% after warm-up [7.0, 17.0], 24.0% after GRPO [18.0, 30.0]; GRPO added +12.0 points [+5.3, "
+        "+19.3]. Before GRPO, its rollouts on RL prompts were right 30% of the time (pass@4 60%), 40% of groups had "
+        "zero variance, mean token entropy 0.91 nats, 25 tokens long, 5% clipped; during GRPO 25% of groups had zero "
+        "variance (means over 2 seeds).")
+    assert lines[1].endswith("RL gain +0.7 points [-1.3, +2.7]: no difference shown.")
+    assert lines[2] == "- cadft+grpo vs sft+grpo: lower, -12.0 points [-18.0, -6.0]."
+    assert lines[3] == "- cadft vs sft: no difference shown (-1.0 points [-6.0, +4.0])."
+    assert lines[4].startswith("- Across the 12 runs, the RL gain rises with the pass@4 before GRPO (Spearman rho = +0.80")
+    assert lines[5] == "- RL gain and mean token entropy before GRPO: no association shown."

@@ -96,12 +96,13 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert list(results["arms"]) == ["base", "base+grpo", "sft", "sft+grpo", "cadft", "cadft+grpo"]
     assert set(results["rl_gain"]) == {"base", "sft", "cadft"}
     assert {"cadft vs sft", "cadft+grpo vs sft+grpo", "RL gain of cadft vs sft"} <= set(results["comparisons"])
-    for name in ("report.md", "accuracy.png", "rl_gain.png", "rewards.png", "compatibility.png"):
+    for name in ("report.md", "accuracy.png", "rl_gain.png", "rewards.png", "compatibility.png", "diagnostics.png",
+                 "gain_vs_diagnostics.png"):
         assert (out / name).is_file(), name
     for arm in results["arms"].values():
         assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"]
     report = (out / "report.md").read_text()
-    assert "## RL gain" in report and "## What the intervals support" in report
+    assert "## RL gain" in report and "## Findings" in report and "- **cadft**: " in report
     # the base start skips the warm-up and hands the base model over as it is
     base_run = tmp_path / "c" / "base-seed42"
     assert json.loads((base_run / "manifest.json").read_text())["stages"]["warmup"]["metrics"] == {"loss": "none"}
@@ -113,6 +114,15 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     (out / "report.md").unlink()
     assert main(["report", str(tmp_path / "c")]) == 0
     assert (out / "report.md").read_text() == report
+    # `report` analyses the study again from the runs' saved records: regraded records change the figures
+    records = tmp_path / "c" / "sft-seed42" / "eval" / "records.jsonl"
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    for row in rows:
+        row["correct"] = row["model"] == "rl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(tmp_path / "c")]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["arms"]["sft+grpo"]["accuracy"] == 1.0 and again["rl_gain"]["sft"]["difference"] == 1.0
 
 
 def test_eval_any_model_on_a_single_benchmark_file(tmp_path, tokenizer, caplog):
