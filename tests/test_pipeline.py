@@ -111,6 +111,13 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
         graded = json.loads((tmp_path / "c" / f"{start}-seed42" / "eval" / "results.json").read_text())["models"]
         assert set(graded) == {"warmup", "rl"}
 
+    ended = {start: json.loads((tmp_path / "c" / f"{start}-seed42" / "manifest.json").read_text())["stages"]["rl"]["ended"]
+             for start in ("base", "sft", "cadft")}
+    assert main(args) == 0  # every arm finished: skipped, the comparison written again
+    for start, when in ended.items():
+        assert json.loads((tmp_path / "c" / f"{start}-seed42" / "manifest.json").read_text())["stages"]["rl"]["ended"] == when
+    assert (out / "report.md").read_text() == report
+
     (out / "report.md").unlink()
     assert main(["report", str(tmp_path / "c")]) == 0
     assert (out / "report.md").read_text() == report
