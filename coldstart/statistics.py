@@ -1,4 +1,5 @@
-"""Evaluation statistics on scipy: pass@k, bootstrap intervals, McNemar's exact test, intervals across seeds."""
+"""Evaluation statistics on scipy: pass@k, bootstrap intervals, McNemar's exact test, intervals across seeds, rank
+associations."""
 
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ re-run); its eval stage grades the warmed and the RL model on the same held-out 
 records and computes, with 95% intervals that count both the training seeds and the problems
 (`statistics.seed_problem_interval`): accuracy per arm, the RL gain per start, and paired differences between
 starts, problem by problem; with one seed, also McNemar's exact p-value. A difference is called significant only
-when its interval excludes 0.
+when its interval excludes 0. Each run's diagnostics before GRPO (the handoff's rollouts of the warmed policy on RL
+prompts) go with its RL gain across runs by Spearman's rank correlation (`statistics.rank_associations`). The
+findings state only what the intervals and adjusted p-values support.
 """
 
 from __future__ import annotations
