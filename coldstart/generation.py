@@ -52,8 +52,11 @@ def generate(
         {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} if temperature > 0
         else {"do_sample": False}
     )
+    from tqdm.auto import tqdm
+
     flat: list[Completion] = []
-    for start in range(0, len(texts), batch_size):
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="generating", unit="batch", disable=len(starts) < 2, leave=False):
         enc = tokenizer(
             texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left",
             add_special_tokens=False,
