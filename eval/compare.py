@@ -123,9 +123,9 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir]) -> dict[str, Any]:
     for start in starts:
         for seed in seeds:
             scores = correct[(start, seed)]
-            run = {"start": start, "seed": seed, **{m: sum(scores[m]) / len(scores[m]) for m in models}}
+            run = {"start": start, "seed": seed, **{f"accuracy_{m}": sum(scores[m]) / len(scores[m]) for m in models}}
             if rl:
-                run["rl_gain"] = run["rl"] - run["warmup"]
+                run["rl_gain"] = run["accuracy_rl"] - run["accuracy_warmup"]
             signal[f"{start}-seed{seed}"] = {**run, **_signal(runs[f"{start}-seed{seed}"])}
     diagnostics = {start: {key: _mean([s[key] for s in signal.values() if s["start"] == start])
                            for key in [*BEFORE_RL, *DURING_RL]} for start in starts}
@@ -290,8 +290,8 @@ def render(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in signal.items():
             kept = "all" if s.get("kept") is None else f"{s['kept']} of {s['pool']}"
-            after = _pct(s["rl"]) if "rl" in s else "-"
-            warm = _pct(s["warmup"]) if "warmup" in s else "-"
+            after = _pct(s["accuracy_rl"]) if "accuracy_rl" in s else "-"
+            warm = _pct(s["accuracy_warmup"]) if "accuracy_warmup" in s else "-"
             lines.append(f"| {name} | {warm} | {after} | {_diagnostic_cells(s)} {kept} | {s.get('checkpoint') or '-'} |")
     associations = results.get("associations") or {}
     if associations:
