@@ -141,10 +141,10 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"\n{(out / 'report.md').read_text()}\ncomparison: {out}/")
 
 
-def _rerender(path: str):
+def _rerender(path: str, regrade: bool):
     from coldstart.eval.report import rerender
 
-    return rerender(path)
+    return rerender(path, regrade)
 
 
 def _prepare_model(args: argparse.Namespace) -> None:
@@ -208,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render the reports of a comparison or run directory from their JSON")
     p.add_argument("path", help="a run directory, or the folder holding compare/")
-    p.set_defaults(func=lambda a: print("\n".join(str(x) for x in _rerender(a.path))))
+    p.add_argument("--regrade", action="store_true",
+                   help="grade a comparison's saved completions again with the installed grader before analysing")
+    p.set_defaults(func=lambda a: print("\n".join(str(x) for x in _rerender(a.path, a.regrade))))
 
     p = sub.add_parser("check", help="preflight: tokenizer, model config, data, batches, versions and memory, in seconds")
     p.add_argument("config", help="YAML config (see configs/quickstart.yaml)")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.config import Config
+from coldstart.grading import is_correct
 from coldstart.runs import RunDir, read_jsonl
 from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
 
@@ -60,11 +61,19 @@ def study_of(cfg: Config) -> dict[str, Any]:
             "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
 
 
-def _correct(run_dir: RunDir) -> dict[str, list[float]]:
+def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, list[float]], int]:
+    """Each model's per-problem scores in problem order, from the run's eval records; with `regrade`, graded again
+    from the saved completions with the installed grader, and how many grades that changed."""
     by_model: dict[str, list[tuple[str, float]]] = {}
+    changed = 0
     for r in read_jsonl(run_dir.stage_dir("eval") / "records.jsonl"):
-        by_model.setdefault(r["model"], []).append((r["id"], float(r["correct"])))
-    return {model: [c for _, c in sorted(rows)] for model, rows in by_model.items()}
+        score = float(r["correct"])
+        if regrade:
+            fresh = float(is_correct(r["answer"], r["completion"]))
+            changed += fresh != score
+            score = fresh
+        by_model.setdefault(r["model"], []).append((r["id"], score))
+    return {model: [c for _, c in sorted(rows)] for model, rows in by_model.items()}, changed
 
 
 def _interval(per_seed: list[list[float]], key: str) -> dict[str, Any]:
@@ -82,11 +91,13 @@ BEFORE_RL = {"pass@1": "pass@1", "pass@k": "pass@k", "pre_rl_zero_variance": "ze
 DURING_RL = {"rl_zero_variance": "zero-variance groups during GRPO"}
 
 
-def analyse(study: dict[str, Any], runs: dict[str, RunDir]) -> dict[str, Any]:
+def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = False) -> dict[str, Any]:
     """Accuracy per arm, RL gain per start, the paired comparisons between starts, each run's and each start's
-    diagnostics, and how the diagnostics go with the RL gain across runs, from the runs' records and manifests."""
+    diagnostics, and how the diagnostics go with the RL gain across runs, from the runs' records and manifests
+    (with `regrade`, their completions graded again)."""
     starts, seeds, rl = study["starts"], study["seeds"], study["rl"]
-    correct = {(start, seed): _correct(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds}
+    graded = {(start, seed): _correct(runs[f"{start}-seed{seed}"], regrade) for start in starts for seed in seeds}
+    correct = {key: scores for key, (scores, _) in graded.items()}
     models = ["warmup"] + (["rl"] if rl else [])
 
     def arm(start: str, model: str) -> str:
@@ -135,7 +146,9 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir]) -> dict[str, Any]:
                                          [s["rl_gain"] for s in signal.values()])
     return {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
-            "associations": associations, "handoff": study["handoff"]}
+            "associations": associations, "handoff": study["handoff"],
+            **({"regraded": {"records": sum(len(v) for c in correct.values() for v in c.values()),
+                             "changed": sum(changed for _, changed in graded.values())}} if regrade else {})}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -249,6 +262,8 @@ def render(results: dict[str, Any]) -> str:
     lines = ["# Did RL gain more from a CADFT start?", "",
              f"{results['problems']} held-out problems, seeds {seeds}; 95% intervals "
              f"({'seeds and problems: variance components, Welch-Satterthwaite t' if several else 'bootstrap over problems'}).",
+             *([f"Regraded from the saved completions with the installed grader: {results['regraded']['changed']} of "
+                f"{results['regraded']['records']} grades changed."] if "regraded" in results else []),
              "", "## Findings", "",
              "What the 95% intervals support; \"no difference shown\" where an interval includes 0.", "",
              *findings(results),

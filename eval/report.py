@@ -58,9 +58,10 @@ def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -
     os.replace(tmp, out)
 
 
-def rerender(path: Path) -> list[Path]:
+def rerender(path: Path, regrade: bool = False) -> list[Path]:
     """Re-render the reports found under `path` (a comparison's folder or a run directory) from their JSON; a
-    comparison is analysed again from its runs' per-problem records and manifests."""
+    comparison is analysed again from its runs' per-problem records and manifests (with `regrade`, their saved
+    completions graded again; the records themselves stay as they are)."""
     path = Path(path)
     written = []
     compare = path if (path / "results.json").is_file() and path.name == "compare" else path / "compare"
@@ -68,9 +69,13 @@ def rerender(path: Path) -> list[Path]:
         results = json.loads((compare / "results.json").read_text())
         runs = {name: RunDir(root) for name, root in results.pop("runs").items()}
         if "study" in results:
-            results = analyse(results["study"], runs)
+            results = analyse(results["study"], runs, regrade)
+        elif regrade:
+            raise ColdstartError(f"{compare}: written before comparisons kept what they compared; run coldstart compare again")
         write_compare(compare, results, runs)
         written.append(compare / "report.md")
+    if regrade and not written:
+        raise ColdstartError(f"{path}: --regrade regrades a comparison; no compare/results.json here")
     results = path / "eval" / "results.json"
     if results.is_file():
         (path / "eval" / "report.md").write_text(results_table(json.loads(results.read_text())))

@@ -124,12 +124,19 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     # `report` analyses the study again from the runs' saved records: regraded records change the figures
     records = tmp_path / "c" / "sft-seed42" / "eval" / "records.jsonl"
     rows = [json.loads(line) for line in records.read_text().splitlines()]
+    graded_before = [row["correct"] for row in rows]
     for row in rows:
         row["correct"] = row["model"] == "rl"
     records.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["report", str(tmp_path / "c")]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["arms"]["sft+grpo"]["accuracy"] == 1.0 and again["rl_gain"]["sft"]["difference"] == 1.0
+    # --regrade grades the saved completions again: the hand-set grades are undone, and counted
+    flipped = sum(row["correct"] != original for row, original in zip(rows, graded_before))
+    assert main(["report", str(tmp_path / "c"), "--regrade"]) == 0
+    regraded = json.loads((out / "results.json").read_text())
+    assert regraded["arms"] == results["arms"] and regraded["regraded"]["changed"] == flipped > 0
+    assert f"{flipped} of {regraded['regraded']['records']} grades changed" in (out / "report.md").read_text()
 
 
 def test_eval_any_model_on_a_single_benchmark_file(tmp_path, tokenizer, caplog):
