@@ -245,14 +245,23 @@ def findings(results: dict[str, Any]) -> list[str]:
         tested = len(associations)
         shown = {n: a for n, a in associations.items() if a["p_adjusted"] < 0.05}
         for name, a in shown.items():
-            label = f"pass@{k}" if name == "pass@k" else BEFORE_RL[name]
             lines.append(f"- Across the {a['units']} runs, the RL gain {'rises' if a['rho'] > 0 else 'falls'} with the "
-                         f"{label} before GRPO (Spearman rho = {a['rho']:+.2f}, p = {a['p_adjusted']:.3f} adjusted for "
+                         f"{_label(name, k)} before GRPO (Spearman rho = {a['rho']:+.2f}, p = {a['p_adjusted']:.3f} adjusted for "
                          f"the {tested} diagnostics tested). An association across runs, not a cause.")
-        rest = [f"pass@{k}" if n == "pass@k" else BEFORE_RL[n] for n in associations if n not in shown]
+        rest = [_label(n, k) for n in associations if n not in shown]
         if rest:
             lines.append(f"- RL gain and {', '.join(rest)} before GRPO: no association shown.")
     return lines
+
+
+def _difference_row(name: str, d: dict[str, Any]) -> str:
+    p = f"{d['mcnemar_p']:.3f}" if "mcnemar_p" in d else "-"
+    return (f"| {name} | {100 * d['difference']:+.1f} | [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] | {p} | "
+            f"{'yes' if d['significant'] else 'no'} |")
+
+
+def _label(diagnostic: str, k: int | None) -> str:
+    return f"pass@{k}" if diagnostic == "pass@k" and k else BEFORE_RL[diagnostic]
 
 
 def render(results: dict[str, Any]) -> str:
@@ -273,16 +282,10 @@ def render(results: dict[str, Any]) -> str:
     if results["rl_gain"]:
         lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "",
                   "| start | gain | 95% CI | McNemar p | shown |", "|---|---|---|---|---|"]
-        for start, g in results["rl_gain"].items():
-            p = f"{g['mcnemar_p']:.3f}" if "mcnemar_p" in g else "-"
-            lines.append(f"| {start} | {100 * g['difference']:+.1f} | [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}] "
-                         f"| {p} | {'yes' if g['significant'] else 'no'} |")
+        lines += [_difference_row(start, g) for start, g in results["rl_gain"].items()]
     lines += ["", "## Paired comparisons", "", "| comparison | difference (points) | 95% CI | McNemar p | shown |",
               "|---|---|---|---|---|"]
-    for name, d in results["comparisons"].items():
-        p = f"{d['mcnemar_p']:.3f}" if "mcnemar_p" in d else "-"
-        lines.append(f"| {name} | {100 * d['difference']:+.1f} | [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] "
-                     f"| {p} | {'yes' if d['significant'] else 'no'} |")
+    lines += [_difference_row(name, d) for name, d in results["comparisons"].items()]
     signal = results.get("signal") or {}
     if signal:
         on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
@@ -315,7 +318,7 @@ def render(results: dict[str, Any]) -> str:
                   "adjusted for the diagnostics tested (Benjamini-Hochberg).", "",
                   "| diagnostic before GRPO | rho | p | adjusted p | runs |", "|---|---|---|---|---|"]
         for name, a in associations.items():
-            lines.append(f"| {BEFORE_RL[name]} | {a['rho']:+.2f} | {a['p']:.3f} | {a['p_adjusted']:.3f} | {a['units']} |")
+            lines.append(f"| {_label(name, k)} | {a['rho']:+.2f} | {a['p']:.3f} | {a['p_adjusted']:.3f} | {a['units']} |")
     return "\n".join(lines) + "\n"
 
 
