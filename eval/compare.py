@@ -76,11 +76,14 @@ def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, list[flo
     return {model: [c for _, c in sorted(rows)] for model, rows in by_model.items()}, changed
 
 
-def _interval(per_seed: list[list[float]], key: str) -> dict[str, Any]:
+def _interval(per_seed: list[list[float]], key: str, bound: float) -> dict[str, Any]:
     """The mean of per-problem scores (or differences) over seeds and problems, with an interval that counts both
-    (`statistics.seed_problem_interval`; one seed: the bootstrap over problems)."""
+    (`statistics.seed_problem_interval`; one seed: the bootstrap over problems), cut to the values the mean can take:
+    [0, 1] for an accuracy (`bound` 1, key "accuracy"), [-bound, bound] for a difference. With few seeds the t
+    interval is wide and would otherwise reach past them."""
     r = seed_problem_interval(per_seed)
-    out = {key: r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "seeds": r["seeds"]}
+    low_bound = 0.0 if key == "accuracy" else -bound
+    out = {key: r["mean"], "ci_low": max(r["ci_low"], low_bound), "ci_high": min(r["ci_high"], bound), "seeds": r["seeds"]}
     out["significant"] = out["ci_low"] > 0 or out["ci_high"] < 0
     return out
 
@@ -106,11 +109,11 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     accuracy = {}
     for start in starts:
         for model in models:
-            accuracy[arm(start, model)] = _interval([correct[(start, seed)][model] for seed in seeds], "accuracy")
+            accuracy[arm(start, model)] = _interval([correct[(start, seed)][model] for seed in seeds], "accuracy", 1.0)
 
     def paired(a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any]:
         diffs = [[x - y for x, y in zip(correct[(a[0], seed)][a[1]], correct[(b[0], seed)][b[1]])] for seed in seeds]
-        out = _interval(diffs, "difference")
+        out = _interval(diffs, "difference", 1.0)
         if len(seeds) == 1:  # McNemar's exact test pairs the outcomes of one seed
             out["mcnemar_p"] = paired_difference(correct[(a[0], seeds[0])][a[1]], correct[(b[0], seeds[0])][b[1]])["mcnemar_p"]
         return out
@@ -129,7 +132,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
             for seed in seeds:
                 t, o = correct[(target, seed)], correct[(other, seed)]
                 diffs.append([(tr - tw) - (orl - ow) for tr, tw, orl, ow in zip(t["rl"], t["warmup"], o["rl"], o["warmup"])])
-            comparisons[f"RL gain of {target} vs {other}"] = _interval(diffs, "difference")
+            comparisons[f"RL gain of {target} vs {other}"] = _interval(diffs, "difference", 2.0)
     signal = {}
     for start in starts:
         for seed in seeds:
