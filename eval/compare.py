@@ -257,9 +257,9 @@ def findings(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _difference_row(name: str, d: dict[str, Any]) -> str:
-    p = f"{d['mcnemar_p']:.3f}" if "mcnemar_p" in d else "-"
-    return (f"| {name} | {100 * d['difference']:+.1f} | [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] | {p} | "
+def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:
+    p = (f"{d['mcnemar_p']:.3f} | " if "mcnemar_p" in d else "- | ") if mcnemar else ""
+    return (f"| {name} | {100 * d['difference']:+.1f} | [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] | {p}"
             f"{'yes' if d['significant'] else 'no'} |")
 
 
@@ -271,6 +271,7 @@ def render(results: dict[str, Any]) -> str:
     """The comparison as Markdown: findings first, then the tables they come from."""
     seeds = results["seeds"]
     several = len(seeds) > 1
+    mcnemar = "" if several else "McNemar p | "  # McNemar's test pairs the outcomes of one seed
     lines = ["# Did RL gain more from a CADFT start?", "",
              f"{results['problems']} held-out problems, seeds {seeds}; 95% intervals "
              f"({'seeds and problems: variance components, Welch-Satterthwaite t' if several else 'bootstrap over problems'}).",
@@ -283,12 +284,12 @@ def render(results: dict[str, Any]) -> str:
     for name, a in results["arms"].items():
         lines.append(f"| {name} | {_pct(a['accuracy'])} | [{_pct(a['ci_low'])}, {_pct(a['ci_high'])}] |")
     if results["rl_gain"]:
-        lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "",
-                  "| start | gain | 95% CI | McNemar p | shown |", "|---|---|---|---|---|"]
-        lines += [_difference_row(start, g) for start, g in results["rl_gain"].items()]
-    lines += ["", "## Paired comparisons", "", "| comparison | difference (points) | 95% CI | McNemar p | shown |",
-              "|---|---|---|---|---|"]
-    lines += [_difference_row(name, d) for name, d in results["comparisons"].items()]
+        lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "", f"| start | gain | 95% CI | {mcnemar}shown |",
+                  "|---|---|---|---|" + ("---|" if mcnemar else "")]
+        lines += [_difference_row(start, g, bool(mcnemar)) for start, g in results["rl_gain"].items()]
+    lines += ["", "## Paired comparisons", "", f"| comparison | difference (points) | 95% CI | {mcnemar}shown |",
+              "|---|---|---|---|" + ("---|" if mcnemar else "")]
+    lines += [_difference_row(name, d, bool(mcnemar)) for name, d in results["comparisons"].items()]
     signal = results.get("signal") or {}
     if signal:
         on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
