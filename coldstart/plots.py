@@ -127,14 +127,20 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         ax.set_title("What GRPO added to each start")
         _save(fig, out / "rl_gain.png")
     if curves:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        by_start: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
         for name, metrics in curves.items():
-            points = [(m["step"], m["reward"]) for m in metrics if "reward" in m]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel("reward mean")
-        ax.legend(fontsize=8)
-        ax.set_title("GRPO reward per start")
+            start, _, seed = name.rpartition("-")
+            by_start[start or name][seed] = metrics
+        fig, axes = plt.subplots(1, len(by_start), figsize=(3.6 * len(by_start), 3.6), sharey=True, squeeze=False)
+        for ax, (start, runs) in zip(axes[0], by_start.items()):
+            for seed, metrics in runs.items():
+                points = [(m["step"], m["reward"]) for m in metrics if "reward" in m]
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=seed)
+            ax.set_xlabel("GRPO step")
+            ax.set_title(start)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("reward mean")
+        fig.suptitle("GRPO reward per start, one line per seed", fontsize=10)
         _save(fig, out / "rewards.png")
     if compat:
         fig, ax = plt.subplots(figsize=(7, 4))
