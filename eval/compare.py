@@ -205,7 +205,7 @@ def _diagnostic_cells(s: dict[str, Any]) -> str:
             f"{_share(s.get('rl_zero_variance'))} |")
 
 
-DIAGNOSTIC_HEADER = ("pass@1 | pass@k | zero-variance before RL | entropy (nats) | length (tokens) | clipped | "
+DIAGNOSTIC_HEADER = ("pass@1 | {pass_at_k} | zero-variance before RL | entropy (nats) | length (tokens) | clipped | "
                      "zero-variance during GRPO |")
 
 
@@ -296,19 +296,20 @@ def render(results: dict[str, Any]) -> str:
         prompts = sorted({s["rollout_prompts"] for s in signal.values() if s.get("rollout_prompts")})
         pool = " (with curation, zero-variance before RL counts the whole prompt pool)" if results["handoff"].get("curate") else ""
         k = next((s["k"] for s in signal.values() if s.get("k")), "k")
+        header = DIAGNOSTIC_HEADER.format(pass_at_k=f"pass@{k}")
         lines += ["", "## What GRPO had to learn from", "",
                   f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
                   f"for every start). Before RL: the warmed policy's rollouts on {' or '.join(map(str, prompts)) or 'the'} "
                   f"RL prompts, k = {k} each, with GRPO's sampling settings (the handoff's){pool}. Zero-variance: the share "
                   "of groups whose rewards are all equal.", ""]
         if results.get("diagnostics") and "rl_gain" in next(iter(signal.values())):
-            lines += ["Per start (means over seeds):", "", f"| start | RL gain | {DIAGNOSTIC_HEADER}",
+            lines += ["Per start (means over seeds):", "", f"| start | RL gain | {header}",
                       "|---|---|---|---|---|---|---|---|---|"]
             for start, d in results["diagnostics"].items():
                 gain = results["rl_gain"][start]["difference"]
                 lines.append(f"| {start} | {100 * gain:+.1f} | {_diagnostic_cells(d)}")
             lines.append("")
-        lines += ["Per run:", "", f"| run | after warm-up % | after GRPO % | {DIAGNOSTIC_HEADER} prompts kept | checkpoint |",
+        lines += ["Per run:", "", f"| run | after warm-up % | after GRPO % | {header} prompts kept | checkpoint |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in signal.items():
             kept = "all" if s.get("kept") is None else f"{s['kept']} of {s['pool']}"
