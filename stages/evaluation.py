@@ -4,8 +4,8 @@ handed to RL) and, when RL ran, the RL model, with the warm-up's and RL's gains 
 Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one line per model and problem),
 `results.json` and `report.md` (the table the console prints at the end of `coldstart run`).
 
-A model's records are also kept in `<output_dir>/<parent of the run>/.eval-cache/`, under a hash of everything they
-depend on: the model folder's files, the problems, the eval settings, the code and library versions (and the seed
+A model's records are also kept in `.eval-cache/` beside the run directory, under a hash of everything they depend
+on: the model folder's files, the problems, the eval settings, the code and library versions (and the seed
 when sampling). Runs side by side that hand over the same model, as the base start does for every seed of
 `coldstart compare`, grade it once.
 """
