@@ -75,16 +75,17 @@ def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[s
     return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed)
 
 
-def evaluate_cached(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def evaluate_cached(cfg: Config, model_dir: Path, problems,
+                    reuse: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`evaluate_folder`, read back from the eval cache when the same model was graded on the same problems with
-    the same settings and code."""
+    the same settings and code (unless `reuse` is off: `--force eval` grades again, and replaces the entry)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k != "base"}
     key = json_sha256({
         "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": settings,
         "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
     })
     cached = cfg.run_dir.parent / ".eval-cache" / f"{key}.json"
-    if cached.is_file():
+    if reuse and cached.is_file():
         logger.info("eval: %s was graded on these problems before (%s), reused", model_dir, cached)
         saved = json.loads(cached.read_text())
         return saved["records"], saved["metrics"]
@@ -104,7 +105,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         results: dict[str, Any] = {"models": {}, "data": stats.to_dict()}
         correct, lines = {}, []
         for arm, (_, model_dir) in models.items():
-            records, metrics = evaluate_cached(cfg, model_dir, problems)
+            records, metrics = evaluate_cached(cfg, model_dir, problems, reuse=not force)
             results["models"][arm] = {"path": str(model_dir), **metrics}
             correct[arm] = [float(r["correct"]) for r in records]
             lines += [{"model": arm, **r} for r in records]

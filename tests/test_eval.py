@@ -250,6 +250,8 @@ def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_
     (copy / "README.md").write_text("another file: another model folder")
     evaluation.evaluate_cached(cfg, copy, problems)
     assert graded == [tiny_dir, tiny_dir, tiny_dir, copy]
+    assert evaluation.evaluate_cached(cfg, tiny_dir, problems, reuse=False) == first  # --force eval grades again
+    assert graded == [tiny_dir, tiny_dir, tiny_dir, copy, tiny_dir]
 
 
 def test_rank_associations_by_hand():
