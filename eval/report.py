@@ -68,10 +68,11 @@ def rerender(path: Path, regrade: bool = False) -> list[Path]:
     if (compare / "results.json").is_file():
         results = json.loads((compare / "results.json").read_text())
         runs = {name: RunDir(root) for name, root in results.pop("runs").items()}
-        if "study" in results:
-            results = analyse(results["study"], runs, regrade)
-        elif regrade:
-            raise ColdstartError(f"{compare}: written before comparisons kept what they compared; run coldstart compare again")
+        study = results.get("study") or {  # written before comparisons saved their study: read it off the results
+            "starts": list(dict.fromkeys(name.rpartition("-seed")[0] for name in runs)), "seeds": results["seeds"],
+            "rl": bool(results["rl_gain"]), "handoff": results.get("handoff", {"curate": False, "select_checkpoint": False}),
+        }
+        results = analyse(study, runs, regrade)
         write_compare(compare, results, runs)
         written.append(compare / "report.md")
     if regrade and not written:
