@@ -137,6 +137,11 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     regraded = json.loads((out / "results.json").read_text())
     assert regraded["arms"] == results["arms"] and regraded["regraded"]["changed"] == flipped > 0
     assert f"{flipped} of {regraded['regraded']['records']} grades changed" in (out / "report.md").read_text()
+    # a comparison written before results.json kept its study: the study is read off the results
+    older = {k: v for k, v in regraded.items() if k not in ("study", "regraded")}
+    (out / "results.json").write_text(json.dumps(older))
+    assert main(["report", str(tmp_path / "c"), "--regrade"]) == 0
+    assert json.loads((out / "results.json").read_text())["study"] == regraded["study"]
 
 
 def test_eval_any_model_on_a_single_benchmark_file(tmp_path, tokenizer, caplog):
