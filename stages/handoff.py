@@ -22,7 +22,7 @@ from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
 from coldstart.config import Config
 from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
-from coldstart.data import load_samples, rl_prompts
+from coldstart.data import load_samples, rl_pool
 from coldstart.errors import ColdstartError
 from coldstart.generation import generate
 from coldstart.grading import has_boxed_answer, is_correct
@@ -127,9 +127,9 @@ def curate_prompts(cfg: Config, model, tokenizer, pool, seen: dict[str, int], wo
     return curation_summary(correct, k, reasons)
 
 
-def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer):
-    """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now)."""
-    train, _ = load_samples(cfg.data, "train", cfg.seed)
+def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer, train):
+    """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now), for
+    the loaded training split `train`."""
     # the demonstrations the warm-up trained on ('error' stopped the warm-up at any longer one)
     policy = "drop" if cfg.warmup.too_long == "error" else cfg.warmup.too_long
     train, _ = apply_length_policy(train, tokenizer, cfg.warmup.max_length, policy)
@@ -152,23 +152,25 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
 
     def body(work: Path) -> dict[str, Any]:
         source = warmup_dir / "final" if cfg.warmup.loss != "none" else Path(resolve_model_path(cfg.model.name_or_path))
+        # one load of the training split serves the demonstrations and every RL prompt sample drawn from it
+        train, _ = load_samples(cfg.data, "train", cfg.seed)
         candidates = None
         if cfg.handoff.select_checkpoint.enabled and cfg.warmup.loss != "none":
-            sample, _ = rl_prompts(cfg.data, cfg.handoff.select_checkpoint.prompts, cfg.seed)
+            sample = rl_pool(train, cfg.data, cfg.handoff.select_checkpoint.prompts, cfg.seed)
             source, candidates = select_checkpoint(cfg, warmup_dir, run_dir.finished("warmup")["metrics"]["steps"], sample)
         changes = export(cfg, source, work / "model")
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
         model = AutoModelForCausalLM.from_pretrained(work / "model", use_safetensors=True)  # as a user loads it
-        prompts, _ = rl_prompts(cfg.data, cfg.handoff.report_prompts, cfg.seed)
+        prompts = rl_pool(train, cfg.data, cfg.handoff.report_prompts, cfg.seed)
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
         groups, rollouts = _rollouts(cfg, model, tokenizer, prompts)
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         curated = None
         if cfg.handoff.curate.enabled:
-            pool, _ = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
+            pool = rl_pool(train, cfg.data, cfg.rl.num_prompts, cfg.seed)
             seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
             curated = curate_prompts(cfg, model, tokenizer, pool, seen, work)
-        base, warmed = _demonstrations(cfg, run_dir, model, tokenizer)
+        base, warmed = _demonstrations(cfg, run_dir, model, tokenizer, train)
         report = build_report(base, warmed, stats, curated, candidates)
         (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
         (work / "mismatch.md").write_text(render_markdown(report))
