@@ -57,6 +57,17 @@ def loss_and_gradients(trainer, inputs, num_items: int) -> tuple[float, list[tor
     return loss.item(), [p.grad.clone() for p in trainer.model.parameters()]
 
 
+def assert_same_loss_and_gradients(trainer_a, batch_a, trainer_b, batch_b, rel: float, rtol: float, atol: float):
+    """Both trainers' loss and gradients on their batch (the same tokens: `batch_b` may lack `batch_a`'s extra
+    columns), normalised by the same label count, agree within the tolerances."""
+    n = int((batch_a["labels"][:, 1:] != -100).sum())
+    loss_a, grads_a = loss_and_gradients(trainer_a, batch_a, n)
+    loss_b, grads_b = loss_and_gradients(trainer_b, batch_b, n)
+    assert loss_a == pytest.approx(loss_b, rel=rel)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
 @pytest.fixture
 def tiny_model(tokenizer):
     return make_tiny_model(tokenizer)
