@@ -162,8 +162,6 @@ def diagnostic_figures(results: dict[str, Any], labels: dict[str, str], out: Pat
     starts = list(dict.fromkeys(r["start"] for r in runs))
     others = iter(["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:gray", "tab:olive"])
     colors = {s: "tab:orange" if s == "cadft" else next(others, "tab:gray") for s in starts}
-    k = runs[0].get("k")
-    labels = {key: label.replace("pass@k", f"pass@{k}") if k else label for key, label in labels.items()}
     percent = {"pass@1", "pass@k", "pre_rl_zero_variance", "clipped", "rl_zero_variance", "rl_gain"}
     panels = {**({"rl_gain": "RL gain (points)"} if "rl_gain" in runs[0] else {}), **labels}
     fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(3.4 * ((len(panels) + 1) // 2), 6.4), squeeze=False)

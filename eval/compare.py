@@ -209,11 +209,22 @@ DIAGNOSTIC_HEADER = ("pass@1 | {pass_at_k} | zero-variance before RL | entropy (
                      "zero-variance during GRPO |")
 
 
+def _k(results: dict[str, Any]) -> int | None:
+    """The number of rollouts per prompt the diagnostics were measured with."""
+    return next((s["k"] for s in (results.get("signal") or {}).values() if s.get("k")), None)
+
+
+def diagnostic_labels(results: dict[str, Any]) -> dict[str, str]:
+    """Each diagnostic's label, pass@k named with its k."""
+    k = _k(results)
+    return {key: f"pass@{k}" if key == "pass@k" and k else label for key, label in {**BEFORE_RL, **DURING_RL}.items()}
+
+
 def findings(results: dict[str, Any]) -> list[str]:
     """Plain sentences for what the intervals support, per start, between starts and across runs; "no difference
     shown" where an interval includes 0."""
     arms, seeds = results["arms"], results["seeds"]
-    k = next((s["k"] for s in results["signal"].values() if s.get("k")), None)
+    labels = diagnostic_labels(results)
     lines = []
     for start in results.get("study", {}).get("starts") or [a for a in arms if "+" not in a]:
         warm = arms[start]
@@ -230,8 +241,8 @@ def findings(results: dict[str, Any]) -> list[str]:
             text += "."
         d = results.get("diagnostics", {}).get(start)
         if d and d.get("pass@1") is not None:
-            text += (f" Before GRPO, its rollouts on RL prompts were right {_share(d['pass@1'])} of the time (pass@{k} "
-                     f"{_share(d['pass@k'])}), {_share(d['pre_rl_zero_variance'])} of groups had zero variance, "
+            text += (f" Before GRPO, its rollouts on RL prompts were right {_share(d['pass@1'])} of the time "
+                     f"({labels['pass@k']} {_share(d['pass@k'])}), {_share(d['pre_rl_zero_variance'])} of groups had zero variance, "
                      + (f"mean token entropy {d['entropy']:.2f} nats, " if d.get("entropy") is not None else "")
                      + f"{_number(d['mean_length'], '.0f')} tokens long, {_share(d['clipped'])} clipped")
             if d.get("rl_zero_variance") is not None:
@@ -249,9 +260,9 @@ def findings(results: dict[str, Any]) -> list[str]:
         shown = {n: a for n, a in associations.items() if a["p_adjusted"] < 0.05}
         for name, a in shown.items():
             lines.append(f"- Across the {a['units']} runs, the RL gain {'rises' if a['rho'] > 0 else 'falls'} with the "
-                         f"{_label(name, k)} before GRPO (Spearman rho = {a['rho']:+.2f}, p = {a['p_adjusted']:.3f} adjusted for "
+                         f"{labels[name]} before GRPO (Spearman rho = {a['rho']:+.2f}, p = {a['p_adjusted']:.3f} adjusted for "
                          f"the {tested} diagnostics tested). An association across runs, not a cause.")
-        rest = [_label(n, k) for n in associations if n not in shown]
+        rest = [labels[n] for n in associations if n not in shown]
         if rest:
             lines.append(f"- RL gain and {', '.join(rest)} before GRPO: no association shown.")
     return lines
@@ -263,15 +274,12 @@ def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:
             f"{'yes' if d['significant'] else 'no'} |")
 
 
-def _label(diagnostic: str, k: int | None) -> str:
-    return f"pass@{k}" if diagnostic == "pass@k" and k else BEFORE_RL[diagnostic]
-
-
 def render(results: dict[str, Any]) -> str:
     """The comparison as Markdown: findings first, then the tables they come from."""
     seeds = results["seeds"]
     several = len(seeds) > 1
     mcnemar = "" if several else "McNemar p | "  # McNemar's test pairs the outcomes of one seed
+    labels = diagnostic_labels(results)
     lines = ["# Did RL gain more from a CADFT start?", "",
              f"{results['problems']} held-out problems, seeds {seeds}; 95% intervals "
              f"({'seeds and problems: variance components, Welch-Satterthwaite t' if several else 'bootstrap over problems'}).",
@@ -295,8 +303,8 @@ def render(results: dict[str, Any]) -> str:
         on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
         prompts = sorted({s["rollout_prompts"] for s in signal.values() if s.get("rollout_prompts")})
         pool = " (with curation, zero-variance before RL counts the whole prompt pool)" if results["handoff"].get("curate") else ""
-        k = next((s["k"] for s in signal.values() if s.get("k")), "k")
-        header = DIAGNOSTIC_HEADER.format(pass_at_k=f"pass@{k}")
+        k = _k(results) or "k"
+        header = DIAGNOSTIC_HEADER.format(pass_at_k=labels["pass@k"])
         lines += ["", "## What GRPO had to learn from", "",
                   f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
                   f"for every start). Before RL: the warmed policy's rollouts on {' or '.join(map(str, prompts)) or 'the'} "
@@ -323,7 +331,7 @@ def render(results: dict[str, Any]) -> str:
                   "adjusted for the diagnostics tested (Benjamini-Hochberg).", "",
                   "| diagnostic before GRPO | rho | p | adjusted p | runs |", "|---|---|---|---|---|"]
         for name, a in associations.items():
-            lines.append(f"| {_label(name, k)} | {a['rho']:+.2f} | {a['p']:.3f} | {a['p_adjusted']:.3f} | {a['units']} |")
+            lines.append(f"| {labels[name]} | {a['rho']:+.2f} | {a['p']:.3f} | {a['p_adjusted']:.3f} | {a['units']} |")
     return "\n".join(lines) + "\n"
 
 

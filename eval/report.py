@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.errors import ColdstartError
-from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse, render
+from coldstart.eval.compare import analyse, diagnostic_labels, render
 from coldstart.mismatch import render_markdown
 from coldstart.plots import compare_figures
 from coldstart.runs import RunDir, read_jsonl
@@ -53,7 +53,7 @@ def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -
     tmp.mkdir(parents=True)
     (tmp / "results.json").write_text(json.dumps({**results, "runs": {n: str(r.root) for n, r in runs.items()}}, indent=2) + "\n")
     (tmp / "report.md").write_text(render(results))
-    compare_figures(results, curves, compat, tmp, {**BEFORE_RL, **DURING_RL})
+    compare_figures(results, curves, compat, tmp, diagnostic_labels(results))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
