@@ -8,8 +8,9 @@ rewriting of incompatible targets. A drop-in for `SFTTrainer` / `SFTConfig`:
 
 Statistics for the z-scores (`cadft.stats`):
 - `batch`: the global batch. With one micro-batch per optimizer step they come from the training forward itself,
-  all-reduced over processes. With gradient accumulation a no-grad pre-pass over the step's micro-batches gives
-  them before the first backward, so the gradient does not depend on how the batch is split.
+  all-reduced over processes. With gradient accumulation a no-grad pre-pass (in eval mode) over the step's
+  micro-batches gives them, and each sample's NLL for its weight, before the first backward, so the gradient does
+  not depend on how the batch is split, nor the weights on dropout.
 - `ema`: moving mean/std of the global batches of earlier steps, started from `coldstart score` when present (else
   from a pre-pass on the first step); free, and also independent of the split.
 """
@@ -19,116 +20,115 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import typing
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
+import numpy as np
 import torch
 from accelerate.utils import send_to_device
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
-from coldstart import faults
+from coldstart import distributed, faults
 from coldstart.compatibility import sequence_nll, use_fused_head
 from coldstart.config import CadftSection, RewriteSection, WarmupSection
 from coldstart.errors import ColdstartError
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
+from coldstart.sample_store import SampleStore
 from coldstart.warmup_trainer import WarmupTrainer
 
 STATE_FILE = "cadft_state.json"
 
 
-def _options(section: type, prefix: str = "", **changed: Any) -> list[tuple[str, Any, Any]]:
-    """A YAML section's fields as TRL config fields: the same types, defaults and help (one place says them)."""
-    hints = typing.get_type_hints(section)
-    out = []
-    for f in dataclasses.fields(section):
-        default, help_text = changed.get(f.name, (f.default, f.metadata["help"]))
-        out.append((prefix + f.name, hints[f.name], dataclasses.field(default=default, metadata={"help": help_text})))
-    return out
+def _yaml(section: type, name: str, **changed: Any) -> Any:
+    """A field whose default and help are those of the YAML section's field `name` (one place says them)."""
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    return dataclasses.field(default=changed.get("default", f.default),
+                             metadata={"help": changed.get("help", f.metadata["help"])})
 
 
 def _section(args: Any, section: type, prefix: str = "") -> Any:
     return section(**{f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(section)})
 
 
-def _resolve_device_defaults(self) -> None:
-    """bf16 and recomputation left unset are on with CUDA only (TRL turns both on everywhere; a CPU run refuses bf16
-    without use_cpu, and recomputation only slows it)."""
-    cuda = torch.cuda.is_available()
-    if self.bf16 is None:
-        self.bf16 = cuda and not self.fp16
-    if self.activation_checkpointing is None and self.gradient_checkpointing is None:
-        self.activation_checkpointing = cuda
-    SFTConfig.__post_init__(self)
+@dataclass
+class CADFTConfig(SFTConfig):
+    """Configuration of `CADFTTrainer`: every `trl.SFTConfig` field, plus
 
+    beta, stats, ema_decay, gate_min, weight_floor, token_weighting: the compatibility weights
+        `w_i = exp(-beta * max(0, z_i))` of each sample's z-scored NLL (beta 0: TRL's DFT loss exactly).
+    logprobs: how per-token log-probs are computed (TRL's fused LM head, or logits; auto: fused on CUDA).
+    rewrite_*: delayed rewriting of persistently incompatible targets (`coldstart.rewriting`).
 
-CADFTConfig = dataclasses.make_dataclass(
-    "CADFTConfig",
-    [
-        ("bf16", typing.Optional[bool], dataclasses.field(default=None, metadata={
-            "help": "bf16 mixed precision; None: on with CUDA, off without (SFTConfig: on unless fp16)."})),
-        ("activation_checkpointing", typing.Optional[bool], dataclasses.field(default=None, metadata={
-            "help": "Recompute activations in backward; None: on with CUDA, off without (SFTConfig: on)."})),
-        ("gradient_checkpointing", typing.Optional[bool], dataclasses.field(default=None, metadata={
-            "help": "Deprecated name of activation_checkpointing (transformers)."})),
-        *_options(CadftSection),
-        *[o for o in _options(WarmupSection) if o[0] == "logprobs"],
-        *_options(RewriteSection, "rewrite_", enabled=(
-            False, "Delayed, low-frequency rewriting of persistently incompatible targets, verified against an "
-                   "`answer` column (off here; the CLI's warmup.rewrite.enabled is on).")),
-    ],
-    bases=(SFTConfig,),
-    namespace={
-        "__module__": __name__,
-        "__post_init__": _resolve_device_defaults,
-        "__doc__": """Configuration of `CADFTTrainer`: every `trl.SFTConfig` field, plus
+    Each field's default and help are those of the YAML config's `warmup.cadft` and `warmup.rewrite` sections
+    (`coldstart config` prints them), except `rewrite_enabled`, off here. Two SFTConfig defaults follow the device,
+    as in the CLI: `bf16` and `activation_checkpointing` are on with CUDA and off without it.
+    """
 
-        beta, stats, ema_decay, gate_min, weight_floor, token_weighting: the compatibility weights
-            `w_i = exp(-beta * max(0, z_i))` of each sample's z-scored NLL (beta 0: TRL's DFT loss exactly).
-        logprobs: how per-token log-probs are computed (TRL's fused LM head, or logits; auto: fused on CUDA).
-        rewrite_enabled, rewrite_start, rewrite_every, rewrite_fraction, rewrite_replace_prob, rewrite_num_candidates,
-        rewrite_temperature, rewrite_top_p, rewrite_max_new_tokens, rewrite_verify, rewrite_hint_reference,
-        rewrite_nll_decay: delayed rewriting of persistently incompatible targets (`coldstart.rewriting`).
+    bf16: Optional[bool] = dataclasses.field(default=None, metadata={
+        "help": "bf16 mixed precision; None: on with CUDA, off without (SFTConfig: on unless fp16)."})
+    activation_checkpointing: Optional[bool] = dataclasses.field(default=None, metadata={
+        "help": "Recompute activations in backward; None: on with CUDA, off without (SFTConfig: on)."})
+    gradient_checkpointing: Optional[bool] = dataclasses.field(default=None, metadata={
+        "help": "Deprecated name of activation_checkpointing (transformers)."})
 
-        Each field's default and help are those of the YAML config's `warmup.cadft` and `warmup.rewrite` sections
-        (`coldstart config` prints them), except `rewrite_enabled`, off here. Two SFTConfig defaults follow the
-        device, as in the CLI: `bf16` and `activation_checkpointing` are on with CUDA and off without it.""",
-        "cadft_section": lambda self: _section(self, CadftSection),
-        "rewrite_section": lambda self: _section(self, RewriteSection, "rewrite_"),
-    },
-)
+    beta: float = _yaml(CadftSection, "beta")
+    stats: Literal["batch", "ema"] = _yaml(CadftSection, "stats")
+    ema_decay: float = _yaml(CadftSection, "ema_decay")
+    gate_min: Optional[float] = _yaml(CadftSection, "gate_min")
+    weight_floor: float = _yaml(CadftSection, "weight_floor")
+    token_weighting: Literal["dft", "none"] = _yaml(CadftSection, "token_weighting")
+    logprobs: Literal["auto", "fused", "logits"] = _yaml(WarmupSection, "logprobs")
+
+    rewrite_enabled: bool = _yaml(RewriteSection, "enabled", default=False, help=(
+        "Delayed, low-frequency rewriting of persistently incompatible targets, verified against an `answer` "
+        "column (off here; the CLI's warmup.rewrite.enabled is on)."))
+    rewrite_start: float = _yaml(RewriteSection, "start")
+    rewrite_every: float = _yaml(RewriteSection, "every")
+    rewrite_fraction: float = _yaml(RewriteSection, "fraction")
+    rewrite_replace_prob: float = _yaml(RewriteSection, "replace_prob")
+    rewrite_num_candidates: int = _yaml(RewriteSection, "num_candidates")
+    rewrite_temperature: float = _yaml(RewriteSection, "temperature")
+    rewrite_top_p: float = _yaml(RewriteSection, "top_p")
+    rewrite_max_new_tokens: int = _yaml(RewriteSection, "max_new_tokens")
+    rewrite_verify: bool = _yaml(RewriteSection, "verify")
+    rewrite_hint_reference: bool = _yaml(RewriteSection, "hint_reference")
+    rewrite_nll_decay: float = _yaml(RewriteSection, "nll_decay")
+
+    def __post_init__(self) -> None:
+        # bf16 and recomputation left unset are on with CUDA only (TRL turns both on everywhere; a CPU run refuses
+        # bf16 without use_cpu, and recomputation only slows it)
+        cuda = torch.cuda.is_available()
+        if self.bf16 is None:
+            self.bf16 = cuda and not self.fp16
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = cuda
+        super().__post_init__()
+
+    def cadft_section(self) -> CadftSection:
+        return _section(self, CadftSection)
+
+    def rewrite_section(self) -> RewriteSection:
+        return _section(self, RewriteSection, "rewrite_")
 
 
 class IndexedCollator:
-    """Wraps TRL's collator: adds each row's `sample_index`, and serves the current target of rewritten samples.
+    """Wraps TRL's collator: adds each training row's `sample_index` (evaluation rows have none). It keeps nothing
+    between calls, so it runs as well in data loader workers: the trainer puts the current targets of rewritten
+    samples into each batch in the main process (`CADFTTrainer._current_targets`)."""
 
-    `overrides` maps a sample index to (the step of the round that rewrote it, its tokenized row). Each batch
-    carries `rewrite_step` per row (0: the original demonstration), so the trainer can tell a batch collated
-    before a round (the data loader fetches one batch ahead) and collate it again with `recollate`.
-    """
-
-    def __init__(self, base: Callable, overrides: dict[int, tuple[int, dict[str, list[int]]]]):
-        self.base, self.overrides = base, overrides
-        self.examples: dict[int, dict[str, Any]] = {}
+    def __init__(self, base: Callable):
+        self.base = base
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        index = [int(e["sample_index"]) for e in examples]
-        self.examples.update(zip(index, examples))
-        served = [self.overrides.get(i, (0, e)) for i, e in zip(index, examples)]
-        batch = self.base([row for _, row in served])
+        if not examples or "sample_index" not in examples[0]:
+            return self.base(examples)
+        index = [int(e.pop("sample_index")) for e in examples]
+        batch = self.base(examples)
         batch["sample_index"] = torch.tensor(index)
-        batch["rewrite_step"] = torch.tensor([step for step, _ in served])
         return batch
-
-    def is_stale(self, batch: dict[str, Any]) -> bool:
-        """Whether a row of `batch` was rewritten after the batch was collated."""
-        current = [self.overrides.get(int(i), (0, None))[0] for i in batch["sample_index"]]
-        return current != batch["rewrite_step"].tolist()
-
-    def recollate(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return self([self.examples[int(i)] for i in batch["sample_index"]])
 
 
 def _cadft_rows(dataset):
@@ -148,6 +148,20 @@ def _cadft_rows(dataset):
     return dataset
 
 
+def unsupported_setting(settings: dict[str, Any]) -> str | None:
+    """Why CADFT cannot train under these SFTConfig settings (packing, padding_free, train_sampling_strategy,
+    rewrite_enabled; missing ones at SFTConfig's defaults), or None. Refused rather than trained silently wrong."""
+    for field in ("packing", "padding_free"):
+        if settings.get(field):
+            return (f"{field}=True puts several samples in one row, so each sample's compatibility weight cannot be "
+                    f"told apart; set {field}=False (warmup.trainer.{field})")
+    strategy = settings.get("train_sampling_strategy", "random")
+    if settings.get("rewrite_enabled") and strategy != "random":
+        return (f"train_sampling_strategy={strategy!r} draws samples in an order the rewriting plan cannot predict; "
+                "use 'random' (the default) or turn rewriting off (warmup.rewrite.enabled: false)")
+    return None
+
+
 class CADFTTrainer(WarmupTrainer):
     """The warm-up trainer whose loss is `-sum_i w_i sum_t sg(p_t) l_t / N` with the paper's compatibility weights
     `w_i`: `trl.SFTTrainer` with a `CADFTConfig`.
@@ -155,34 +169,39 @@ class CADFTTrainer(WarmupTrainer):
     `train_dataset` takes what SFTTrainer takes for completion-only training: prompt/completion rows (plain or
     conversational) or messages rows (the last message is the completion). Optional columns: `style` (per-style
     weights in the logs), `answer` (rewriting verifies against it), `id` (names rows in `rewrites.jsonl`).
-    `ema_init`: (mean, std) of the NLL to start the moving statistics from (`stats: ema`), e.g. from
-    `coldstart score`. `trainer.train(resume_from_checkpoint=...)` restores the statistics and rewrites too.
+    `eval_dataset` is evaluated with the same loss (weights from the evaluation batch's own statistics, or the
+    moving ones with `stats: ema`). `ema_init`: (mean, std) of the NLL to start the moving statistics from
+    (`stats: ema`), e.g. from `coldstart score`. Per-sample state (moving NLL, visits, rewritten targets) lives in
+    `trainer.store` (`coldstart.sample_store`); `trainer.train(resume_from_checkpoint=...)` restores it, and the
+    moving statistics, from the checkpoint.
     """
 
     def __init__(self, model=None, args=None, train_dataset=None, processing_class=None, ema_init=None, **kwargs):
         if not isinstance(args, CADFTConfig):
             raise ColdstartError(f"CADFTTrainer: args must be a CADFTConfig, got {type(args).__name__}")
-        train_dataset = _cadft_rows(train_dataset)
+        problem = unsupported_setting(vars(args))
+        if problem:
+            raise ColdstartError(f"CADFTTrainer: {problem}")
+        source = _cadft_rows(train_dataset)
         kwargs.setdefault("fused", use_fused_head(args.logprobs))
-        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
-                         **kwargs)
+        super().__init__(model=model, args=args, train_dataset=source, processing_class=processing_class, **kwargs)
         self.cadft = args.cadft_section()
-        self.styles = train_dataset["style"] if "style" in train_dataset.column_names else ["default"] * len(train_dataset)
+        self.styles = source["style"] if "style" in source.column_names else None
         self.ema: tuple[float, float] | None = tuple(ema_init) if ema_init is not None else None
-        self.overrides: dict[int, tuple[int, dict[str, list[int]]]] = {}
-        self.data_collator = IndexedCollator(self.data_collator, self.overrides)
-        # called after each training micro-batch with its sample indices, NLLs and rewrite steps (all processes')
-        self.nll_observers: list[Callable[[list[int], list[float], list[int]], None]] = []
-        self.rewriter = None
+        self.store = SampleStore(args.rewrite_nll_decay, source, self.processing_class)
+        self.data_collator = IndexedCollator(self.data_collator)
+        # sample index -> position in the processed train dataset (ascending: TRL keeps the order when it drops rows)
+        self._positions = np.asarray(self.train_dataset["sample_index"], dtype=np.int64)
         self._step_stats: tuple[float, float] | None = None
+        self._prepass_nll: dict[int, float] = {}
         self._step_moments: torch.Tensor | None = None
+        self.rewriter = None
         if args.rewrite_enabled:
             from coldstart.rewriting import Rewriter
 
-            rewriter = Rewriter(args.rewrite_section(), self, train_dataset, self.processing_class,
-                                Path(args.output_dir) / "rewrites.jsonl", args.seed)
-            rewriter.check(self.total_steps())
-            self.add_callback(rewriter)
+            self.rewriter = Rewriter(args.rewrite_section(), self, Path(args.output_dir) / "rewrites.jsonl", args.seed)
+            self.rewriter.check(self.total_steps())
+            self.add_callback(self.rewriter)
 
     def total_steps(self) -> int:
         """Optimizer steps training will take: `max_steps`, else the epochs' steps."""
@@ -190,7 +209,7 @@ class CADFTTrainer(WarmupTrainer):
         return a.max_steps if a.max_steps > 0 else math.ceil(a.num_train_epochs * self.visit_plan().steps_per_epoch)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        """`Trainer.train`; a resumed run gets back the moving statistics and the rewrites made up to the checkpoint."""
+        """`Trainer.train`; a resumed run gets back the per-sample state and the moving statistics."""
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says none was found
@@ -203,7 +222,7 @@ class CADFTTrainer(WarmupTrainer):
         if "sample_index" not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, "sample_index"]
 
-    # -- statistics -------------------------------------------------------------------------------------------
+    # -- the step's batches -----------------------------------------------------------------------------------
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Collect the step's micro-batches (as Trainer does, with the current targets of rewritten samples) and,
@@ -217,19 +236,42 @@ class CADFTTrainer(WarmupTrainer):
         return batches, num_items
 
     def _current_targets(self, batch: dict[str, Any]) -> dict[str, Any]:
-        collator = self.data_collator
-        if not collator.overrides or not collator.is_stale(batch):
-            return batch
-        return send_to_device(collator.recollate(batch), batch["input_ids"].device)
+        """The batch with the current target of every row (collated again, from the data set and the store, when a
+        row's sample was rewritten) and each row's `rewrite_step` (0: the original demonstration)."""
+        index = batch["sample_index"].tolist()
+        steps = [self.store.rewrite_step(i) for i in index]
+        if any(steps):
+            self._set_signature_columns_if_needed()
+            columns = [c for c in self._signature_columns if c in self.train_dataset.column_names]
+            examples = []
+            for i in index:
+                target = self.store.target(i)
+                if target is not None:
+                    examples.append({**target.row, "sample_index": i})
+                else:
+                    row = self.train_dataset[int(np.searchsorted(self._positions, i))]
+                    examples.append({c: row[c] for c in columns})
+            batch = send_to_device(self.data_collator(examples), batch["input_ids"].device)
+        batch["rewrite_step"] = torch.tensor(steps, device=batch["input_ids"].device)
+        return batch
 
     @torch.no_grad()
     def _prepass(self, batches: list[dict[str, Any]]) -> tuple[float, float]:
-        moments = None
-        for batch in batches:
-            batch = self._prepare_inputs(batch)
-            log_probs, mask = self.token_logprobs(self.model, batch)
-            m = batch_moments(sequence_nll(log_probs.float(), mask)[0])
-            moments = m if moments is None else moments + m
+        """The NLL mean/std of the step's global batch, and each sample's NLL, from a forward in eval mode: with
+        dropout, a forward in train mode would give statistics of another pass than the loss's weights use."""
+        moments, self._prepass_nll = None, {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in batches:
+                prepared = self._prepare_inputs(batch)
+                log_probs, mask = self.token_logprobs(self.model, prepared)
+                nll = sequence_nll(log_probs.float(), mask)[0]
+                self._prepass_nll.update(zip(batch["sample_index"].tolist(), nll.tolist()))
+                m = batch_moments(nll)
+                moments = m if moments is None else moments + m
+        finally:
+            self.model.train(was_training)
         return mean_std(self.accelerator.reduce(moments, reduction="sum"))
 
     def _fold_into_ema(self) -> None:
@@ -252,25 +294,34 @@ class CADFTTrainer(WarmupTrainer):
         faults.reach("loss")
         log_probs, mask = self.token_logprobs(model, inputs)
         nll, _ = sequence_nll(log_probs.detach().float(), mask)
-        moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
-        if self._step_stats is not None:
+        training = model.training
+        if training and self._step_stats is not None:
             mean, std = self._step_stats
-        elif self.cadft.stats == "ema" and self.ema is not None:
-            mean, std = self.ema
+            # the pre-pass's NLLs: the same pass as the statistics (the training forward may differ by dropout)
+            weighed = torch.tensor([self._prepass_nll[i] for i in index.tolist()], dtype=nll.dtype, device=nll.device)
         else:
-            mean, std = mean_std(moments)
+            weighed = nll
+            if self.cadft.stats == "ema" and self.ema is not None:
+                mean, std = self.ema
+            else:
+                mean, std = mean_std(self.accelerator.reduce(batch_moments(nll), reduction="sum"))
         c = self.cadft
-        weights = cadft_weights(nll, mean, std, c.beta, c.gate_min, c.weight_floor)
+        weights = cadft_weights(weighed, mean, std, c.beta, c.gate_min, c.weight_floor)
         num_items = mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss = token_loss(log_probs, mask, num_items, c.token_weighting, weights)
         loss = self.scale_for_devices(loss, num_items_in_batch)
-        if model.training:
+        if training:
+            moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
             self._step_moments = moments if self._step_moments is None else self._step_moments + moments
             self._record(index, rewrite_step, nll, weights)
-        return (loss, None) if return_outputs else loss
+        return (loss, {}) if return_outputs else loss
 
     def _record(self, index, rewrite_step, nll, weights) -> None:
-        nll, weights = self.accelerator.gather_for_metrics(nll), self.accelerator.gather_for_metrics(weights)
+        """Every process's rows of a trained micro-batch into the logged statistics and the store. `gather`, not
+        `gather_for_metrics`: the latter trims an epoch's last step to the data set's remainder, though every
+        row gathered here was trained on."""
+        gather = self.accelerator.gather
+        nll, weights = gather(nll), gather(weights)
         compat = torch.exp(-nll)
         m = self._metrics["train"]
         m["nll"].append(float(nll.mean()))  # per-sample mean NLL, as the weights and the scorer use it
@@ -283,16 +334,18 @@ class CADFTTrainer(WarmupTrainer):
         m["damped_fraction"].append(float((weights < 0.5).float().mean()))
         if index is None:
             return
-        index = self.accelerator.gather_for_metrics(index.to(nll.device)).tolist()
-        rewrite_step = self.accelerator.gather_for_metrics(rewrite_step.to(nll.device)).tolist()
-        by_style: dict[str, list[int]] = defaultdict(list)
-        for row, i in enumerate(index):
-            by_style[self.styles[i]].append(row)
-        for style, rows in by_style.items():
-            m[f"style/{style}/compat"].append(float(compat[rows].mean()))
-            m[f"style/{style}/weight"].append(float(weights[rows].mean()))
-        for observe in self.nll_observers:
-            observe(index, nll.tolist(), rewrite_step)
+        index = gather(index.to(nll.device)).tolist()
+        if rewrite_step is None:
+            rewrite_step = torch.zeros_like(nll, dtype=torch.long)
+        rewrite_step = gather(rewrite_step.to(nll.device)).tolist()
+        if self.styles is not None:
+            by_style: dict[str, list[int]] = defaultdict(list)
+            for row, i in enumerate(index):
+                by_style[self.styles[i]].append(row)
+            for style, rows in by_style.items():
+                m[f"style/{style}/compat"].append(float(compat[rows].mean()))
+                m[f"style/{style}/weight"].append(float(weights[rows].mean()))
+        self.store.observe(index, nll.tolist(), rewrite_step)
 
     # -- resume -----------------------------------------------------------------------------------------------
 
@@ -303,20 +356,23 @@ class CADFTTrainer(WarmupTrainer):
         state = {
             "ema": self.ema,
             "step_moments": None if self._step_moments is None else self._step_moments.tolist(),
-            "rewriter": None if self.rewriter is None else self.rewriter.state(),
+            "samples": self.store.state(),
         }
         if self.args.should_save:
             (checkpoint / STATE_FILE).write_text(json.dumps(state))
 
     def restore_state(self, checkpoint: str | Path) -> None:
-        """Before resuming from `checkpoint`: the moving statistics and the rewrites made up to it."""
+        """Before resuming from `checkpoint`: the moving statistics and the per-sample state, as the main process
+        reads them (every process gets the same), and the rewriting log cut back to the checkpoint's step."""
         path = Path(checkpoint) / STATE_FILE
-        if not path.is_file():
+        state = json.loads(path.read_text()) if distributed.is_main() and path.is_file() else None
+        state = distributed.from_main(state)
+        if state is None:
             return
-        state = json.loads(path.read_text())
         self.ema = tuple(state["ema"]) if state.get("ema") else None
         moments = state.get("step_moments")
         self._step_moments = torch.tensor(moments, dtype=torch.float64) if moments else None
-        if self.rewriter is not None:
+        self.store.load_state(state.get("samples") or {})
+        if self.rewriter is not None and distributed.is_main():
             step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
-            self.rewriter.restore(state.get("rewriter") or {}, step)
+            self.rewriter.truncate_log(step)

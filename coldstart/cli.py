@@ -61,7 +61,7 @@ def _preflight(cfg, stages: list[str]) -> None:
     from coldstart.preflight import run_checks, summary
 
     resolve_model_path(cfg.model.name_or_path)  # the stages load weights; `coldstart check` alone needs the config
-    findings = run_checks(cfg)
+    findings = run_checks(cfg, stages=stages)
     errors = [f for f in findings if f.level == "error"]
     if errors:
         first = errors[0]
@@ -129,11 +129,15 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from coldstart.config import load_config
-    from coldstart.eval.compare import analyse, compare_dir, run_matrix, study_of
+    from coldstart.eval.compare import analyse, compare_dir, run_matrix, start_config, study_of
     from coldstart.eval.report import write_compare
 
     cfg = load_config(args.config, args.overrides)
-    _preflight(cfg, ["warmup", "rl"])
+    for start in cfg.compare.starts:  # each start trains and hands over differently (the base model has no warm-up)
+        try:
+            _preflight(start_config(cfg, start, cfg.compare.seeds[0]), ["warmup", "handoff", "rl", "eval"])
+        except ColdstartError as e:
+            raise ColdstartError(f"compare.starts: {start}: {e}") from e
     runs = run_matrix(cfg, _stage_runners(), args.force)
     results = analyse(study_of(cfg), runs)
     out = compare_dir(cfg)

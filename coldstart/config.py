@@ -488,9 +488,12 @@ def _check_values(cfg: Config, where: _Where) -> None:
             close = difflib.get_close_matches(name, list(REWARD_NAMES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(REWARD_NAMES)}"
             raise ColdstartError(f"{where(('rl', 'rewards', name))}: unknown reward{hint}")
-    for key in ("learning_rate", "num_generations", "max_completion_length", "per_device_train_batch_size"):
+    for key in ("learning_rate", "max_completion_length", "per_device_train_batch_size"):
         if getattr(rl, key) <= 0:
             raise ColdstartError(f"{where(('rl', key))}: must be positive, got {getattr(rl, key)}")
+    if rl.num_generations < 2:
+        raise ColdstartError(f"{where(('rl', 'num_generations'))}: GRPO needs at least 2 completions per prompt for "
+                             f"an advantage, got {rl.num_generations}")
     if rl.max_steps == 0 or rl.max_steps < -1:
         raise ColdstartError(f"{where(('rl', 'max_steps'))}: must be positive, or -1 to train by epochs")
     for section in ("rl", "eval"):
@@ -507,6 +510,12 @@ def _check_values(cfg: Config, where: _Where) -> None:
     for key in ("start", "every", "fraction"):
         if getattr(r, key) <= 0:
             raise ColdstartError(f"{where(('warmup', 'rewrite', key))}: must be positive")
+    if not 0.0 <= r.replace_prob <= 1.0:
+        raise ColdstartError(f"{where(('warmup', 'rewrite', 'replace_prob'))}: a probability, within [0, 1]")
+    if not 0.0 <= r.nll_decay < 1.0:
+        raise ColdstartError(f"{where(('warmup', 'rewrite', 'nll_decay'))}: must be within [0, 1)")
+    if r.num_candidates < 1:
+        raise ColdstartError(f"{where(('warmup', 'rewrite', 'num_candidates'))}: must be at least 1")
     if w.loss == "cadft" and r.enabled and w.max_steps > 0:
         from coldstart.sampling import schedule_problem
 

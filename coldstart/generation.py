@@ -41,8 +41,17 @@ def generate(
     """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding. Sampling keeps every token
     unless `top_k` > 0: transformers would otherwise apply its default top-k of 50, which GRPO (TRL's `top_k=0`)
     and the paper's nucleus rule do not."""
-    if seed is not None:
+    args = (model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, batch_size, top_k)
+    if seed is None:
+        return _generate(*args)
+    device = next(model.parameters()).device
+    # a seeded call must not move the caller's random state (a training run's, during a rewriting round)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
+        return _generate(*args)
+
+
+def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, batch_size, top_k):
     stop_ids = set(stop_token_ids(tokenizer, model.generation_config))
     texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
     was_training = model.training

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -77,7 +78,7 @@ class Context:
     """What the checks read, loaded once: the tokenizer, model config, generation config and data; the model's
     modules are built on the meta device (no memory, no weights) only when a check asks."""
 
-    def __init__(self, cfg: Config, launch: Launch):
+    def __init__(self, cfg: Config, launch: Launch, stages: list[str] | None = None):
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
         from coldstart.data import load_samples, rl_pool
@@ -98,7 +99,15 @@ class Context:
         except OSError:
             self.generation_config = GenerationConfig.from_model_config(self.model_config)
         self.train, self.train_stats = load_samples(cfg.data, "train", cfg.seed)
-        self.test, _ = load_samples(cfg.data, "test", cfg.seed)
+        # the held-out split only where a stage reads it (eval); `coldstart check` (no stages) tries it
+        self.test, self.test_problem = None, None
+        if stages is None or "eval" in stages:
+            try:
+                self.test, _ = load_samples(cfg.data, "test", cfg.seed)
+            except ColdstartError as e:
+                if stages is not None:
+                    raise
+                self.test_problem = str(e)
         self.prompts = rl_pool(self.train, cfg.data, cfg.rl.num_prompts, cfg.seed)
         self._meta = None
 
@@ -197,12 +206,66 @@ def closing_label(ctx: Context) -> list[Finding]:
 def gold_answers(ctx: Context) -> list[Finding]:
     """Every gold answer parses with math-verify (data loading refuses or skips the others, by data.on_bad_row)."""
     stats = ctx.train_stats
-    n = len(ctx.train) + len(ctx.test)
+    held_out = len(ctx.test) if ctx.test is not None else 0
     if stats.skipped:
         return [Finding("data", "warning", f"{stats.skipped} of {stats.rows} training rows skipped (data.on_bad_row: "
                                            f"skip), e.g. {stats.skipped_examples[0]}")]
-    return [Finding("data", "ok", f"{len(ctx.train)} training and {len(ctx.test)} held-out rows: roles, fields and "
-                                  f"every one of {n} gold answers read (math-verify)")]
+    rows = f"{len(ctx.train)} training and {held_out} held-out rows" if ctx.test is not None else \
+        f"{len(ctx.train)} training rows"
+    return [Finding("data", "ok", f"{rows}: roles, fields and every one of {len(ctx.train) + held_out} gold answers "
+                                  "read (math-verify)")]
+
+
+def _problem_key(prompt: Any) -> str:
+    """A problem's statement as the overlap check compares it: the last user turn, spacing and case ignored."""
+    text = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+    return " ".join(text.split()).casefold()
+
+
+def held_out(ctx: Context) -> list[Finding]:
+    """The held-out split shares no problem with the training split: the arith generator draws them apart, but a
+    file or a Hub data set may not (held-out accuracy would then count problems the warm-up trained on)."""
+    if ctx.test is None:
+        if ctx.test_problem is None:
+            return []
+        return [Finding("held-out", "warning", f"{ctx.test_problem}; only eval (and run, which ends with it) reads "
+                                               "the held-out split")]
+    trained = {}
+    for sample_id, prompt in zip(ctx.train["id"], ctx.train["prompt"]):
+        trained.setdefault(_problem_key(prompt), sample_id)
+    shared = [(sample_id, trained[key]) for sample_id, prompt in zip(ctx.test["id"], ctx.test["prompt"])
+              if (key := _problem_key(prompt)) in trained]
+    if shared:
+        test_id, train_id = shared[0]
+        return [Finding("held-out", "error", f"{len(shared)} of {len(ctx.test)} held-out problems also appear in the "
+                                             f"training split (e.g. held-out {test_id!r} is training {train_id!r}): "
+                                             "held-out accuracy would count problems the warm-up trained on; remove "
+                                             "them from one split")]
+    return [Finding("held-out", "ok", f"none of the {len(ctx.test)} held-out problems appears in the training split")]
+
+
+def cadft_settings(ctx: Context) -> list[Finding]:
+    """SFTConfig settings CADFT cannot train under (`coldstart.cadft.unsupported_setting`), and, for a warm-up
+    trained by epochs, a rewriting schedule without a round (the config refuses it at load when max_steps is set)."""
+    w = ctx.cfg.warmup
+    if w.loss != "cadft":
+        return []
+    from coldstart.cadft import unsupported_setting
+    from coldstart.sampling import VisitPlan, schedule_problem
+
+    problem = unsupported_setting({**w.trainer, "rewrite_enabled": w.rewrite.enabled})
+    if problem:
+        return [Finding("cadft", "error", problem)]
+    r = w.rewrite
+    if r.enabled and w.max_steps < 0:
+        plan = VisitPlan(len(ctx.train), 0, w.per_device_train_batch_size, ctx.launch.processes,
+                         w.gradient_accumulation_steps, bool(w.trainer.get("dataloader_drop_last", False)))
+        steps = math.ceil(w.num_train_epochs * plan.steps_per_epoch)
+        problem = schedule_problem(r.start, r.every, steps)
+        if problem:
+            return [Finding("cadft", "error", f"warmup.rewrite.start={r.start:g}: {problem} (at most {steps} steps: "
+                                              f"{len(ctx.train)} demonstrations, {w.num_train_epochs:g} epochs)")]
+    return [Finding("cadft", "ok", "per-sample weights and rewriting under these trainer settings")]
 
 
 def lengths(ctx: Context) -> list[Finding]:
@@ -261,9 +324,6 @@ def rl_batch(ctx: Context) -> list[Finding]:
     generation, steps = rl.generation_round(n)
     spelled = f"{rl.per_device_train_batch_size} completions x {n} process{'es' if n > 1 else ''} x {steps} " \
               f"step{'s' if steps > 1 else ''} per generation = {generation}"
-    if rl.num_generations < 2:
-        return [Finding("rl batch", "error", f"rl.num_generations={rl.num_generations}: GRPO needs at least 2 "
-                                             "completions per prompt for an advantage")]
     if generation % rl.num_generations:
         return [Finding("rl batch", "error", f"{spelled}, not a multiple of rl.num_generations="
                                              f"{rl.num_generations}: a group would be split; change "
@@ -339,11 +399,8 @@ def versions(ctx: Context) -> list[Finding]:
             found.append(f"{package} {_installed(package)}")
     if cfg.rl.use_vllm or cfg.eval.use_vllm:
         supported = _requirement_range("trl", "vllm")
-        installed = _installed("vllm")
-        if installed is None:
-            out.append(Finding("versions", "error", "rl.use_vllm / eval.use_vllm need vLLM: pip install "
-                                                    "'coldstart[vllm]'"))
-        elif supported and installed not in SpecifierSet(supported):
+        installed = _installed("vllm")  # present: the config refuses use_vllm without it when it loads
+        if supported and installed not in SpecifierSet(supported):
             out.append(Finding("versions", "error", f"vLLM {installed} is outside the range the installed TRL "
                                                     f"supports ({supported}); pip install 'vllm{supported}'"))
         else:
@@ -483,6 +540,8 @@ CHECKS: dict[str, Callable[[Context], list[Finding]]] = {
     "end of turn": end_of_turn,
     "closing label": closing_label,
     "data": gold_answers,
+    "held-out": held_out,
+    "cadft": cadft_settings,
     "lengths": lengths,
     "rl batch": rl_batch,
     "steps per generation": steps_per_generation,
@@ -497,11 +556,13 @@ CHECKS: dict[str, Callable[[Context], list[Finding]]] = {
 TOKENIZES = ("closing label", "lengths", "memory")
 
 
-def run_checks(cfg: Config, launch: Launch | None = None) -> list[Finding]:
-    """Every check's findings, in order; a config, model or data that cannot be read is one error finding."""
+def run_checks(cfg: Config, launch: Launch | None = None, stages: list[str] | None = None) -> list[Finding]:
+    """Every check's findings, in order; a config, model or data that cannot be read is one error finding.
+    `stages`: the stages about to run, whose inputs alone are loaded (None: `coldstart check`, every input that
+    can be read; a held-out split that cannot is then a warning)."""
     launch = launch or launch_from()
     try:
-        ctx = Context(cfg, launch)
+        ctx = Context(cfg, launch, stages)
     except ColdstartError as e:
         return [Finding("load", "error", str(e))]
     findings: list[Finding] = []

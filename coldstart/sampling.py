@@ -5,8 +5,8 @@ Rewriting is only worth making for a sample that training will draw again, so th
 samples the rest of training visits. `EpochOrder` draws a new random permutation each epoch from `seed + epoch`
 (as accelerate's seedable sampler does), and `VisitPlan` lays those permutations out into optimizer steps the way
 Trainer and accelerate batch them: micro-batches of `batch_size` per process, dealt to the processes in turn (the
-last one topped up from the epoch's start when there are several processes), `accumulation` micro-batches per step
-(fewer for an epoch's last step).
+last one topped up from the epoch's start when there are several processes, or dropped with `drop_last`),
+`accumulation` micro-batches per step (fewer for an epoch's last step).
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ class EpochOrder(Sampler[int]):
 class VisitPlan:
     """Which dataset rows (positions in the trainer's train dataset) each optimizer step of a run trains on."""
 
-    def __init__(self, size: int, seed: int, batch_size: int, processes: int, accumulation: int):
+    def __init__(self, size: int, seed: int, batch_size: int, processes: int, accumulation: int,
+                 drop_last: bool = False):
         self.size, self.seed = size, seed
         self.micro = batch_size * processes  # rows per round of micro-batches over all processes
         self.accumulation = accumulation
         self.processes = processes
-        micro_batches = math.ceil(size / self.micro)
+        self.drop_last = drop_last
+        micro_batches = size // self.micro if drop_last else math.ceil(size / self.micro)
         self.steps_per_epoch = math.ceil(micro_batches / accumulation)
         self._orders: dict[int, list[int]] = {}
 
@@ -56,7 +58,9 @@ class VisitPlan:
         if epoch not in self._orders:
             self._orders = {epoch: epoch_permutation(self.size, self.seed, epoch)}  # steps are asked for in order
         order = list(self._orders[epoch])
-        if self.processes > 1 and len(order) % self.micro:  # accelerate's even_batches: wrap to full batches
+        if self.drop_last:  # the incomplete last round of micro-batches is never drawn
+            order = order[: len(order) - len(order) % self.micro]
+        elif self.processes > 1 and len(order) % self.micro:  # accelerate's even_batches: wrap to full batches
             order += order[: self.micro - len(order) % self.micro]
         span = self.micro * self.accumulation
         return order[within * span: (within + 1) * span]

@@ -41,7 +41,7 @@ class WarmupTrainer(SFTTrainer):
         """Which rows of the train dataset each optimizer step trains on (the default random order only)."""
         a = self.args
         return VisitPlan(len(self.train_dataset), self._order_seed(), a.per_device_train_batch_size,
-                         a.world_size, a.gradient_accumulation_steps)
+                         a.world_size, a.gradient_accumulation_steps, a.dataloader_drop_last)
 
     def token_logprobs(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs of the batch's labels and their mask (`coldstart.compatibility.token_logprobs`)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.config import Config
+from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
 from coldstart.runs import RunDir, read_jsonl
 from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
@@ -61,10 +62,10 @@ def study_of(cfg: Config) -> dict[str, Any]:
             "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
 
 
-def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, list[float]], int]:
-    """Each model's per-problem scores in problem order, from the run's eval records; with `regrade`, graded again
-    from the saved completions with the installed grader, and how many grades that changed."""
-    by_model: dict[str, list[tuple[str, float]]] = {}
+def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, dict[str, float]], int]:
+    """Each model's score per problem id, from the run's eval records; with `regrade`, graded again from the saved
+    completions with the installed grader, and how many grades that changed."""
+    by_model: dict[str, dict[str, float]] = {}
     changed = 0
     for r in read_jsonl(run_dir.stage_dir("eval") / "records.jsonl"):
         score = float(r["correct"])
@@ -72,8 +73,26 @@ def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, list[flo
             fresh = float(is_correct(r["answer"], r["completion"]))
             changed += fresh != score
             score = fresh
-        by_model.setdefault(r["model"], []).append((r["id"], score))
-    return {model: [c for _, c in sorted(rows)] for model, rows in by_model.items()}, changed
+        by_model.setdefault(r["model"], {})[str(r["id"])] = score
+    return by_model, changed
+
+
+def _in_problem_order(graded: dict[tuple[str, int], dict[str, dict[str, float]]]) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """Every run's scores as lists in one problem order, so that the comparisons pair the same problems; runs
+    graded on different problems are refused (pairing them by position would compare unrelated problems)."""
+    (first_key, first), *_ = graded.items()
+    ids = sorted(next(iter(first.values())))
+    for (start, seed), models in graded.items():
+        for model, scores in models.items():
+            if sorted(scores) != ids:
+                missing = sorted(set(ids) - set(scores))[:3]
+                extra = sorted(set(scores) - set(ids))[:3]
+                raise ColdstartError(
+                    f"compare: {start}-seed{seed} ({model}) was graded on other problems than "
+                    f"{first_key[0]}-seed{first_key[1]} ({len(scores)} vs {len(ids)}; missing {missing}, extra "
+                    f"{extra}): grade every run on the same held-out problems (coldstart compare --force eval)"
+                )
+    return {key: {model: [scores[i] for i in ids] for model, scores in models.items()} for key, models in graded.items()}
 
 
 def _interval(per_seed: list[list[float]], key: str, bound: float) -> dict[str, Any]:
@@ -100,7 +119,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     (with `regrade`, their completions graded again)."""
     starts, seeds, rl = study["starts"], study["seeds"], study["rl"]
     graded = {(start, seed): _correct(runs[f"{start}-seed{seed}"], regrade) for start in starts for seed in seeds}
-    correct = {key: scores for key, (scores, _) in graded.items()}
+    correct = _in_problem_order({key: scores for key, (scores, _) in graded.items()})
     models = ["warmup"] + (["rl"] if rl else [])
 
     def arm(start: str, model: str) -> str:

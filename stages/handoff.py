@@ -63,12 +63,12 @@ def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
     return {"merged_lora": merged, "added_stop_ids": added}
 
 
-def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+def _rollouts(cfg: Config, model, tokenizer, prompts, seed: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
     rl = cfg.rl
     outputs = generate(
         model, tokenizer, prompts["prompt"], num_samples=rl.num_generations, max_new_tokens=rl.max_completion_length,
         temperature=rl.temperature, top_p=rl.top_p, top_k=rl.trainer.get("top_k", 0), batch_size=cfg.handoff.batch_size,
-        seed=cfg.seed,
+        seed=seed,
     )
     entropy = iter(mean_token_entropy(model, tokenizer, [
         {"prompt": sample["prompt"],
@@ -87,6 +87,25 @@ def _rollouts(cfg: Config, model, tokenizer, prompts) -> tuple[list[list[dict[st
     return groups, records
 
 
+def selection_seed(cfg: Config) -> int:
+    """The sampling seed of checkpoint selection's rollouts: not the report's, whose figures would otherwise be the
+    very ones the chosen checkpoint won on."""
+    return cfg.seed + 1
+
+
+def rollout_prompts(cfg: Config, train):
+    """The report's RL prompts and checkpoint selection's, drawn from the RL prompt pool without overlap where the
+    pool is large enough (the selection's are then the next ones after the report's): the report measures the
+    chosen checkpoint on prompts it was not chosen on, or at least with other samples (`selection_seed`)."""
+    report = rl_pool(train, cfg.data, cfg.handoff.report_prompts, cfg.seed)
+    s = cfg.handoff.select_checkpoint
+    if not s.enabled or cfg.warmup.loss == "none":
+        return report, None
+    pool = rl_pool(train, cfg.data, cfg.rl.num_prompts, cfg.seed)
+    first = min(len(report), max(0, len(pool) - s.prompts))
+    return report, pool.select(range(first, min(first + s.prompts, len(pool))))
+
+
 def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -> tuple[Path, list[dict[str, Any]]]:
     """The warm-up folder GRPO starts from, by `curation.pick_checkpoint` over the last saved checkpoints and the
     final model, each rolled out on `prompts`; and the table of candidates."""
@@ -96,7 +115,7 @@ def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -
     table = []
     for folder in folders:
         model, _ = load_warmed(cfg, folder)
-        groups, _ = _rollouts(cfg, model, AutoTokenizer.from_pretrained(folder), prompts)
+        groups, _ = _rollouts(cfg, model, AutoTokenizer.from_pretrained(folder), prompts, selection_seed(cfg))
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         step = final_step if folder.name == "final" else checkpoint_step(folder)
         table.append({"name": folder.name, "step": step, "pass@1": stats["pass@1"], "pass@k": stats[f"pass@{stats['k']}"],
@@ -115,7 +134,7 @@ def curate_prompts(cfg: Config, model, tokenizer, pool, seen: dict[str, int], wo
     counts = dict(seen)
     if rest:
         more = pool.select(rest)
-        groups, _ = _rollouts(cfg, model, tokenizer, more)
+        groups, _ = _rollouts(cfg, model, tokenizer, more, cfg.seed)
         counts.update(zip(more["id"], rollout_stats(groups, cfg.rl.max_completion_length)["correct_per_prompt"]))
     correct = [counts[i] for i in pool["id"]]
     reasons = curate(correct, k, c.pass_rate_above, c.pass_rate_below, c.keep_rest, cfg.seed)
@@ -155,15 +174,15 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         # one load of the training split serves the demonstrations and every RL prompt sample drawn from it
         train, _ = load_samples(cfg.data, "train", cfg.seed)
         candidates = None
-        if cfg.handoff.select_checkpoint.enabled and cfg.warmup.loss != "none":
-            sample = rl_pool(train, cfg.data, cfg.handoff.select_checkpoint.prompts, cfg.seed)
-            source, candidates = select_checkpoint(cfg, warmup_dir, run_dir.finished("warmup")["metrics"]["steps"], sample)
+        prompts, selection = rollout_prompts(cfg, train)
+        if selection is not None:
+            source, candidates = select_checkpoint(cfg, warmup_dir, run_dir.finished("warmup")["metrics"]["steps"],
+                                                   selection)
         changes = export(cfg, source, work / "model")
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
         model = AutoModelForCausalLM.from_pretrained(work / "model", use_safetensors=True)  # as a user loads it
-        prompts = rl_pool(train, cfg.data, cfg.handoff.report_prompts, cfg.seed)
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
-        groups, rollouts = _rollouts(cfg, model, tokenizer, prompts)
+        groups, rollouts = _rollouts(cfg, model, tokenizer, prompts, cfg.seed)
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         curated = None
         if cfg.handoff.curate.enabled:

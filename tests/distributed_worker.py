@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 import coldstart.cadft
 import coldstart.generation
+import coldstart.rewriting
 import coldstart.runs
 import coldstart.stages.warmup as warmup_stage
 from coldstart.config import load_config
@@ -75,16 +76,32 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
                 for _ in prompts]
 
     coldstart.generation.generate = proposing_generate
+    score = coldstart.rewriting.score
+
+    def scoring_proposals_high(model, tokenizer, samples, *args, **kwargs):
+        # every proposal is more compatible than its demonstration, so that only the answer check decides
+        scored = score(model, tokenizer, samples, *args, **kwargs)
+        for sample, r in zip(samples, scored):
+            if sample["completion"][-1]["content"].startswith("rank "):
+                r.update(nll=0.01, compatibility=0.99)
+        return scored
+
+    coldstart.rewriting.score = scoring_proposals_high
     build_trainer = warmup_stage.build_trainer
 
     def instrumented_trainer(*args, **kwargs):
         trainer = build_trainer(*args, **kwargs)
         trainer.add_callback(Capture(trainer, mine))
         # the gold answer is 0 (the main process's proposal) for the first half of the samples, 1 for the rest
-        trainer.rewriter.answers = ["0"] * 4 + ["1"] * 4
-        trainer.nll_observers.append(
-            lambda index, nll, _rewrite_step: stats["nll"].update({str(i): n for i, n in zip(index, nll) if str(i) not in stats["nll"]})
-        )
+        store = trainer.store
+        store.dataset = store.dataset.remove_columns("answer").add_column("answer", ["0"] * 4 + ["1"] * 4)
+        observe = store.observe
+
+        def recording_observe(index, nll, rewrite_step):
+            stats["nll"].update({str(i): n for i, n in zip(index, nll) if str(i) not in stats["nll"]})
+            observe(index, nll, rewrite_step)
+
+        store.observe = recording_observe
         return trainer
 
     warmup_stage.build_trainer = instrumented_trainer
@@ -103,7 +120,7 @@ class Capture(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
-            targets = {str(i): row["input_ids"] for i, (_, row) in self.trainer.overrides.items()}
+            targets = {str(i): t.row["input_ids"] for i, t in self.trainer.store.targets.items()}
             (self.out / "rewrites.json").write_text(json.dumps(targets))
 
 

@@ -3,6 +3,7 @@ README's scripts run as they are written there, and the CLI's warm-up built on t
 
 import json
 import re
+import typing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -130,11 +131,14 @@ def test_config_fields_carry_the_yaml_sections_defaults_and_help():
     from coldstart.config import CadftSection, RewriteSection
 
     by_name = {f.name: f for f in fields(CADFTConfig)}
+    types = typing.get_type_hints(CADFTConfig)
     for section, prefix in ((CadftSection, ""), (RewriteSection, "rewrite_")):
+        section_types = typing.get_type_hints(section)
         for f in fields(section):
             mine = by_name[prefix + f.name]
             assert mine.metadata["help"] == f.metadata["help"] or f.name == "enabled"
             assert mine.default == f.default or f.name == "enabled"
+            assert types[prefix + f.name] == section_types[f.name]
     assert by_name["rewrite_enabled"].default is False and issubclass(CADFTConfig, SFTConfig)
 
 

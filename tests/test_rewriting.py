@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -32,9 +33,19 @@ def test_schedule_starts_late_repeats_and_never_at_the_last_step():
 def test_choose_never_takes_a_wrong_answer_when_verifying():
     texts = ["\\boxed{4}", "\\boxed{5}", "\\boxed{5} again"]
     compat = [0.9, 0.2, 0.3]
-    assert choose(texts, compat, [False, True, True], verify=True) == (2, "most compatible verified candidate")
-    assert choose(texts, compat, [False, False, False], verify=True)[0] is None
-    assert choose(texts, compat, [False, False, False], verify=False)[0] == 0
+    assert choose(texts, compat, [False, True, True], verify=True, current=0.1) == (2, "most compatible verified candidate")
+    assert choose(texts, compat, [False, False, False], verify=True, current=0.1)[0] is None
+    assert choose(texts, compat, [False, False, False], verify=False, current=0.1)[0] == 0
+
+
+def test_choose_never_takes_a_less_compatible_candidate():
+    texts = ["a \\boxed{5}", "b \\boxed{5}", "c \\boxed{5}"]
+    compat = [0.2, 0.6, 0.3]
+    assert choose(texts, compat, [True, True, True], verify=True, current=0.5) == (1, "most compatible verified candidate")
+    assert choose(texts, compat, [True, False, True], verify=True, current=0.5)[0] is None
+    assert choose(texts, compat, [True, True, True], verify=True, current=0.7) == (
+        None, "no candidate more compatible than the current target")
+    assert choose(texts, compat, [False] * 3, verify=False, current=0.25) == (1, "accepted unverified (verify: false)")
 
 
 @pytest.fixture
@@ -56,6 +67,19 @@ def rewriting_trainer(tokenizer, tmp_path):
     return trainer, trainer.rewriter, train
 
 
+def fake_score(compat: dict[str, float], default: float = 0.1):
+    """A stand-in for the policy's scores: the compatibility of each completion text, `default` for the others."""
+    def score(model, tokenizer, samples, *args, **kwargs):
+        out = []
+        for s in samples:
+            text = s["completion"][-1]["content"] if isinstance(s["completion"], list) else s["completion"]
+            c = compat.get(text, default)
+            out.append({"nll": -math.log(c), "compatibility": c, "num_tokens": 5, "mean_logprob": math.log(c)})
+        return out
+
+    return score
+
+
 def fake_generate(candidates):
     def generate(model, tokenizer, prompts, num_samples, **kwargs):
         return [[Completion(text, 5, True) for text in candidates] for _ in prompts]
@@ -65,27 +89,27 @@ def fake_generate(candidates):
 
 def test_round_accepts_only_the_reference_answer(rewriting_trainer, monkeypatch, tokenizer):
     trainer, rewriter, train = rewriting_trainer
-    rewriter.moving_nll = {0: 9.0, 1: 1.0, 2: 8.0, 3: 2.0, 4: 0.5, 5: 0.5, 6: 0.5, 7: 0.5}  # all seen: no scoring
+    trainer.store.moving_nll = {0: 9.0, 1: 1.0, 2: 8.0, 3: 2.0, 4: 0.5, 5: 0.5, 6: 0.5, 7: 0.5}  # all seen
     gold0, gold2 = train[0]["answer"], train[2]["answer"]
     assert gold0 != gold2
     # sample 0 gets a right candidate among wrong ones; sample 2 only wrong ones
     wrong = str(int(gold0) + 1000)
-    monkeypatch.setattr(
-        "coldstart.generation.generate", fake_generate([f"\\boxed{{{wrong}}}", f"so \\boxed{{{gold0}}}"])
-    )
+    candidates = [f"\\boxed{{{wrong}}}", f"so \\boxed{{{gold0}}}"]
+    monkeypatch.setattr("coldstart.generation.generate", fake_generate(candidates))
+    monkeypatch.setattr("coldstart.rewriting.score", fake_score({c: 0.9 for c in candidates}))
     records = rewriter.round(step=2, total_steps=4)
     by_index = {r["index"]: r for r in records}
     assert sorted(by_index) == [0, 2]
     assert by_index[0]["accepted"] and by_index[0]["new"] == f"so \\boxed{{{gold0}}}"
-    assert not by_index[2]["accepted"] and by_index[2]["reason"] == "no candidate has the reference answer"
-    assert 2 not in trainer.overrides
+    assert not by_index[2]["accepted"] and by_index[2]["reason"] == "no more compatible candidate has the reference answer"
+    assert trainer.store.rewrite_step(2) == 0 and trainer.store.rewrite_step(0) == 2
     logged = [json.loads(line) for line in rewriter.log_path.read_text().splitlines()]
     assert [r["index"] for r in logged] == [r["index"] for r in records]
     assert {"id", "step", "old", "new", "old_compat", "new_compat", "accepted", "reason"} <= set(logged[0])
 
     # the next batch holding sample 0 trains on the accepted text
     row = next(r for r in trainer.train_dataset if r["sample_index"] == 0)
-    batch = trainer.data_collator([row])
+    batch = trainer._current_targets(trainer.data_collator([{k: row[k] for k in ("input_ids", "labels", "sample_index")}]))
     trained = batch["labels"][0][batch["labels"][0] != -100]
     assert tokenizer.decode(trained).startswith(f"so \\boxed{{{gold0}}}<|im_end|>")
 
@@ -101,7 +125,7 @@ def test_nothing_is_rewritten_before_start(rewriting_trainer, monkeypatch):
     assert calls == [2]  # step 4 is the last step: nothing would train on a rewrite there
 
 
-def test_restore_replays_accepted_rewrites_up_to_the_checkpoint(rewriting_trainer, tokenizer):
+def test_resume_cuts_the_log_back_to_the_checkpoint(rewriting_trainer, tmp_path):
     trainer, rewriter, _ = rewriting_trainer
     lines = [
         {"step": 2, "index": 1, "accepted": True, "new": "A \\boxed{1}"},
@@ -109,9 +133,15 @@ def test_restore_replays_accepted_rewrites_up_to_the_checkpoint(rewriting_traine
         {"step": 4, "index": 5, "accepted": True, "new": "B \\boxed{2}"},
     ]
     rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    rewriter.restore({"moving_nll": {"1": 3.5}}, step=2)
-    assert set(trainer.overrides) == {1} and trainer.overrides[1][0] == 2 and rewriter.current == {1: "A \\boxed{1}"}
-    assert rewriter.moving_nll == {1: 3.5}
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    (checkpoint / "cadft_state.json").write_text(json.dumps({"ema": None, "samples": {
+        "moving_nll": {"1": 3.5}, "targets": {"1": [2, "A \\boxed{1}"]}, "visits": {"1": 2}}}))
+    trainer.restore_state(checkpoint)
+    store = trainer.store
+    assert store.rewrite_step(1) == 2 and store.text(1) == "A \\boxed{1}" and store.rewrite_step(5) == 0
+    assert store.moving_nll == {1: 3.5} and store.visits[1] == 2
     assert [json.loads(x)["step"] for x in rewriter.log_path.read_text().splitlines()] == [2, 2]
 
 
@@ -121,8 +151,8 @@ def test_training_updates_moving_nll(rewriting_trainer):
     rows = sorted(trainer.train_dataset, key=lambda r: r["sample_index"])[:4]
     for _ in range(2):
         trainer.compute_loss(trainer.model, dict(trainer.data_collator(rows)))
-    assert sorted(rewriter.moving_nll) == [0, 1, 2, 3]
-    assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in rewriter.moving_nll.values())
+    assert sorted(trainer.store.moving_nll) == [0, 1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in trainer.store.moving_nll.values())
 
 
 def _cadft_trainer(tokenizer, tmp_path, *sets):
@@ -174,13 +204,14 @@ def test_an_accepted_rewrite_is_trained_on_by_the_real_loop(tokenizer, tmp_path,
         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.num_candidates=1", "warmup.rewrite.verify=false",
     )
     monkeypatch.setattr("coldstart.generation.generate", fake_generate(["Rewritten: 3 + 4 = 7, \\boxed{7}"]))
+    monkeypatch.setattr("coldstart.rewriting.score", fake_score({"Rewritten: 3 + 4 = 7, \\boxed{7}": 0.9}))
     seen = _recording(trainer)
     trainer.train()
     records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]
     later = {i for step, index, _ in seen if step > 2 for i in index}
     assert {r["index"] for r in records} == later and len(later) == 4  # only samples drawn after the round
     assert all(r["accepted"] and r["nll_from"] == "current policy" and r["visits_left"] == 1 for r in records)
-    rewrite = tokenize_sample(tokenizer, trainer.rewriter.prompts[0],
+    rewrite = tokenize_sample(tokenizer, trainer.store.sample(0)["prompt"],
                               [{"role": "assistant", "content": "Rewritten: 3 + 4 = 7, \\boxed{7}"}], None)
     target = [t for t in rewrite["labels"] if t != -100]
     trained = {i: labels for step, index, rows in seen if step > 2 for i, labels in zip(index, rows)}
