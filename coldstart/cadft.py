@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-import numpy as np
 import torch
 from accelerate.utils import send_to_device
 from transformers.trainer_utils import get_last_checkpoint
@@ -33,7 +32,7 @@ from trl import SFTConfig
 
 from coldstart import distributed, faults
 from coldstart.compatibility import sequence_nll, use_fused_head
-from coldstart.config import CadftSection, RewriteSection, WarmupSection
+from coldstart.config import CadftSection, RewriteSection, WarmupSection, section_problem
 from coldstart.errors import ColdstartError
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
 from coldstart.sample_store import SampleStore
@@ -106,6 +105,10 @@ class CADFTConfig(SFTConfig):
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = cuda
         super().__post_init__()
+        for section, prefix in ((self.cadft_section(), ""), (self.rewrite_section(), "rewrite_")):
+            problem = section_problem(section)
+            if problem:
+                raise ColdstartError(f"CADFTConfig: {prefix}{problem[0]}: {problem[1]}")
 
     def cadft_section(self) -> CadftSection:
         return _section(self, CadftSection)
@@ -131,30 +134,48 @@ class IndexedCollator:
         return batch
 
 
-def _cadft_rows(dataset):
-    """TRL's prompt/completion rows, each with `sample_index` (its position, kept when TRL drops rows): a `messages`
-    row is split into its prompt (every message before the last) and completion (the last, the assistant's)."""
+def _prompt_completion(dataset, which: str):
+    """TRL's prompt/completion rows: a `messages` row is split into its prompt (every message before the last) and
+    completion (the last, the assistant's), so that the loss covers the completion alone."""
     names = dataset.column_names
     if "messages" in names and "prompt" not in names:
-        dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-                              remove_columns=["messages"])
-    elif "prompt" not in names or "completion" not in names:
+        return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                           remove_columns=["messages"])
+    if "prompt" not in names or "completion" not in names:
         raise ColdstartError(
-            f"CADFTTrainer: the train dataset has columns {names}; CADFT weighs each sample's completion, so it "
+            f"CADFTTrainer: the {which} dataset has columns {names}; CADFT weighs each sample's completion, so it "
             "needs TRL's prompt/completion or messages rows"
         )
-    if "sample_index" not in names:
-        dataset = dataset.add_column("sample_index", list(range(len(dataset))))
     return dataset
 
 
+def _cadft_rows(dataset):
+    """Prompt/completion rows, each with `sample_index`: its position here, kept when TRL drops or shuffles rows."""
+    if dataset is None:
+        raise ColdstartError("CADFTTrainer: give a train_dataset (CADFT weighs the samples it trains on)")
+    dataset = _prompt_completion(dataset, "train")
+    if "sample_index" in dataset.column_names:  # the index is this data set's own positions, whatever came before
+        dataset = dataset.remove_columns("sample_index")
+    return dataset.add_column("sample_index", list(range(len(dataset))))
+
+
 def unsupported_setting(settings: dict[str, Any]) -> str | None:
-    """Why CADFT cannot train under these SFTConfig settings (packing, padding_free, train_sampling_strategy,
-    rewrite_enabled; missing ones at SFTConfig's defaults), or None. Refused rather than trained silently wrong."""
+    """Why CADFT cannot train under these SFTConfig settings (packing, padding_free, completion_only_loss,
+    accelerator_config, train_sampling_strategy with rewrite_enabled; missing ones at SFTConfig's defaults), or None.
+    Refused rather than trained silently wrong."""
     for field in ("packing", "padding_free"):
         if settings.get(field):
             return (f"{field}=True puts several samples in one row, so each sample's compatibility weight cannot be "
                     f"told apart; set {field}=False (warmup.trainer.{field})")
+    if settings.get("completion_only_loss") is False:
+        return ("completion_only_loss=False trains on the prompt too, while CADFT weighs each sample by its "
+                "completion; leave completion_only_loss unset or True")
+    accelerator = settings.get("accelerator_config") or {}
+    accelerator = accelerator if isinstance(accelerator, dict) else vars(accelerator)
+    if accelerator.get("split_batches") or accelerator.get("even_batches") is False:
+        return ("accelerator_config split_batches=True or even_batches=False changes which rows each process "
+                "trains on (and how many), which the per-sample bookkeeping gathers across processes; leave both "
+                "at their defaults")
     strategy = settings.get("train_sampling_strategy", "random")
     if settings.get("rewrite_enabled") and strategy != "random":
         return (f"train_sampling_strategy={strategy!r} draws samples in an order the rewriting plan cannot predict; "
@@ -183,6 +204,11 @@ class CADFTTrainer(WarmupTrainer):
         if problem:
             raise ColdstartError(f"CADFTTrainer: {problem}")
         source = _cadft_rows(train_dataset)
+        evaluated = kwargs.get("eval_dataset")
+        if isinstance(evaluated, dict):
+            kwargs["eval_dataset"] = {k: _prompt_completion(d, f"eval ({k})") for k, d in evaluated.items()}
+        elif evaluated is not None:
+            kwargs["eval_dataset"] = _prompt_completion(evaluated, "eval")
         kwargs.setdefault("fused", use_fused_head(args.logprobs))
         super().__init__(model=model, args=args, train_dataset=source, processing_class=processing_class, **kwargs)
         self.cadft = args.cadft_section()
@@ -190,8 +216,9 @@ class CADFTTrainer(WarmupTrainer):
         self.ema: tuple[float, float] | None = tuple(ema_init) if ema_init is not None else None
         self.store = SampleStore(args.rewrite_nll_decay, source, self.processing_class)
         self.data_collator = IndexedCollator(self.data_collator)
-        # sample index -> position in the processed train dataset (ascending: TRL keeps the order when it drops rows)
-        self._positions = np.asarray(self.train_dataset["sample_index"], dtype=np.int64)
+        # the sample at each position of the processed train dataset (TRL may drop rows, or shuffle them), and back
+        self.row_samples: list[int] = self.train_dataset["sample_index"]
+        self._positions = {sample: row for row, sample in enumerate(self.row_samples)}
         self._step_stats: tuple[float, float] | None = None
         self._prepass_nll: dict[int, float] = {}
         self._step_moments: torch.Tensor | None = None
@@ -213,6 +240,8 @@ class CADFTTrainer(WarmupTrainer):
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says none was found
+        # the main process's answer, on every process: restoring is a collective
+        checkpoint = distributed.from_main(str(checkpoint) if checkpoint else None)
         if checkpoint:
             self.restore_state(checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
@@ -249,7 +278,7 @@ class CADFTTrainer(WarmupTrainer):
                 if target is not None:
                     examples.append({**target.row, "sample_index": i})
                 else:
-                    row = self.train_dataset[int(np.searchsorted(self._positions, i))]
+                    row = self.train_dataset[self._positions[i]]
                     examples.append({c: row[c] for c in columns})
             batch = send_to_device(self.data_collator(examples), batch["input_ids"].device)
         batch["rewrite_step"] = torch.tensor(steps, device=batch["input_ids"].device)
@@ -295,26 +324,23 @@ class CADFTTrainer(WarmupTrainer):
         log_probs, mask = self.token_logprobs(model, inputs)
         nll, _ = sequence_nll(log_probs.detach().float(), mask)
         training = model.training
+        moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
         if training and self._step_stats is not None:
             mean, std = self._step_stats
             # the pre-pass's NLLs: the same pass as the statistics (the training forward may differ by dropout)
             weighed = torch.tensor([self._prepass_nll[i] for i in index.tolist()], dtype=nll.dtype, device=nll.device)
         else:
             weighed = nll
-            if self.cadft.stats == "ema" and self.ema is not None:
-                mean, std = self.ema
-            else:
-                mean, std = mean_std(self.accelerator.reduce(batch_moments(nll), reduction="sum"))
+            mean, std = self.ema if self.cadft.stats == "ema" and self.ema is not None else mean_std(moments)
         c = self.cadft
         weights = cadft_weights(weighed, mean, std, c.beta, c.gate_min, c.weight_floor)
         num_items = mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss = token_loss(log_probs, mask, num_items, c.token_weighting, weights)
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if training:
-            moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
             self._step_moments = moments if self._step_moments is None else self._step_moments + moments
             self._record(index, rewrite_step, nll, weights)
-        return (loss, {}) if return_outputs else loss
+        return (loss, None) if return_outputs else loss
 
     def _record(self, index, rewrite_step, nll, weights) -> None:
         """Every process's rows of a trained micro-batch into the logged statistics and the store. `gather`, not
@@ -366,6 +392,8 @@ class CADFTTrainer(WarmupTrainer):
         reads them (every process gets the same), and the rewriting log cut back to the checkpoint's step."""
         path = Path(checkpoint) / STATE_FILE
         state = json.loads(path.read_text()) if distributed.is_main() and path.is_file() else None
+        if state is not None and "rewriter" in state:
+            state["samples"] = self._first_release_samples(state.pop("rewriter") or {}, checkpoint)
         state = distributed.from_main(state)
         if state is None:
             return
@@ -374,5 +402,22 @@ class CADFTTrainer(WarmupTrainer):
         self._step_moments = torch.tensor(moments, dtype=torch.float64) if moments else None
         self.store.load_state(state.get("samples") or {})
         if self.rewriter is not None and distributed.is_main():
-            step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
-            self.rewriter.truncate_log(step)
+            self.rewriter.truncate_log(_global_step(checkpoint))
+
+    def _first_release_samples(self, saved: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
+        """The per-sample state of a checkpoint written by the first release, which kept the rewritten targets
+        in `rewrites.jsonl` alone (the accepted attempts up to the checkpoint's step)."""
+        targets = {}
+        log = self.rewriter.log_path if self.rewriter is not None else None
+        if log is not None and log.is_file():
+            step = _global_step(checkpoint)
+            for line in log.read_text(encoding="utf-8").splitlines():
+                r = json.loads(line)
+                if r["accepted"] and r["step"] <= step:
+                    targets[str(r["index"])] = [r["step"], r["new"]]
+        return {"moving_nll": saved.get("moving_nll", {}), "trained_on": saved.get("trained_on", []),
+                "targets": targets}
+
+
+def _global_step(checkpoint: str | Path) -> int:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]

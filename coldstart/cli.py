@@ -129,13 +129,13 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from coldstart.config import load_config
-    from coldstart.eval.compare import analyse, compare_dir, run_matrix, start_config, study_of
+    from coldstart.eval.compare import analyse, arm_stages, compare_dir, run_matrix, start_config, study_of
     from coldstart.eval.report import write_compare
 
     cfg = load_config(args.config, args.overrides)
     for start in cfg.compare.starts:  # each start trains and hands over differently (the base model has no warm-up)
         try:
-            _preflight(start_config(cfg, start, cfg.compare.seeds[0]), ["warmup", "handoff", "rl", "eval"])
+            _preflight(start_config(cfg, start, cfg.compare.seeds[0]), arm_stages(cfg))
         except ColdstartError as e:
             raise ColdstartError(f"compare.starts: {start}: {e}") from e
     runs = run_matrix(cfg, _stage_runners(), args.force)

@@ -467,6 +467,27 @@ def _check_trainer_keys(cfg: Config, where: _Where) -> None:
                 raise ColdstartError(f"{where(path)}: not a {class_name} field{hint}")
 
 
+def section_problem(section: CadftSection | RewriteSection) -> tuple[str, str] | None:
+    """The first out-of-range field of a `warmup.cadft` or `warmup.rewrite` section and why, or None: checked when
+    a YAML config loads and when a `CADFTConfig` is made."""
+    if isinstance(section, CadftSection):
+        if section.beta < 0:
+            return "beta", "must be >= 0"
+        if not 0.0 <= section.ema_decay < 1.0:
+            return "ema_decay", "must be within [0, 1)"
+        return None
+    for key in ("start", "every", "fraction"):
+        if getattr(section, key) <= 0:
+            return key, "must be positive"
+    if not 0.0 <= section.replace_prob <= 1.0:
+        return "replace_prob", "a probability, within [0, 1]"
+    if not 0.0 <= section.nll_decay < 1.0:
+        return "nll_decay", "must be within [0, 1)"
+    if section.num_candidates < 1:
+        return "num_candidates", "must be at least 1"
+    return None
+
+
 def _check_values(cfg: Config, where: _Where) -> None:
     if not cfg.name or Path(cfg.name).is_absolute() or ".." in Path(cfg.name).parts:
         raise ColdstartError(f"{where(('name',))}: {cfg.name!r} must be a relative name inside output_dir, without '..'")
@@ -501,21 +522,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
             raise ColdstartError(
                 f"{where((section, 'use_vllm'))}: vLLM is not installed; pip install 'coldstart[vllm]' (GPU only)"
             )
-    c = cfg.warmup.cadft
-    if c.beta < 0:
-        raise ColdstartError(f"{where(('warmup', 'cadft', 'beta'))}: must be >= 0")
-    if not 0.0 <= c.ema_decay < 1.0:
-        raise ColdstartError(f"{where(('warmup', 'cadft', 'ema_decay'))}: must be within [0, 1)")
+    for name in ("cadft", "rewrite"):
+        problem = section_problem(getattr(cfg.warmup, name))
+        if problem:
+            raise ColdstartError(f"{where(('warmup', name, problem[0]))}: {problem[1]}")
     r = cfg.warmup.rewrite
-    for key in ("start", "every", "fraction"):
-        if getattr(r, key) <= 0:
-            raise ColdstartError(f"{where(('warmup', 'rewrite', key))}: must be positive")
-    if not 0.0 <= r.replace_prob <= 1.0:
-        raise ColdstartError(f"{where(('warmup', 'rewrite', 'replace_prob'))}: a probability, within [0, 1]")
-    if not 0.0 <= r.nll_decay < 1.0:
-        raise ColdstartError(f"{where(('warmup', 'rewrite', 'nll_decay'))}: must be within [0, 1)")
-    if r.num_candidates < 1:
-        raise ColdstartError(f"{where(('warmup', 'rewrite', 'num_candidates'))}: must be at least 1")
     if w.loss == "cadft" and r.enabled and w.max_steps > 0:
         from coldstart.sampling import schedule_problem
 

@@ -44,9 +44,9 @@ def generate(
     args = (model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, batch_size, top_k)
     if seed is None:
         return _generate(*args)
-    device = next(model.parameters()).device
-    # a seeded call must not move the caller's random state (a training run's, during a rewriting round)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # a seeded call must not move the caller's random state (a training run's, during a rewriting round); the seed
+    # reaches every CUDA device, so all of them are restored
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)
         return _generate(*args)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -83,7 +84,6 @@ class Rewriter(TrainerCallback):
         self.log_path, self.seed = Path(log_path), seed
         self.max_length = trainer.args.max_length
         self.plan = trainer.visit_plan()
-        self.row_index = trainer.train_dataset["sample_index"]  # trainer row -> sample index (TRL may drop rows)
 
     def check(self, total_steps: int) -> None:
         """Before training: refuse a schedule without a round, warn about rounds with fewer samples left to pick
@@ -129,7 +129,7 @@ class Rewriter(TrainerCallback):
         or None when not trained on yet, visits left)."""
         visits = Counter()
         for row, n in self.plan.visits_after(step, total_steps).items():
-            visits[self.row_index[row]] += n
+            visits[self.trainer.row_samples[row]] += n
         moving = self.store.moving_nll
         seen = pick({i: moving[i] for i in visits if i in moving}, num_picks(self.section.fraction, len(self.store)))
         shortlist = sorted(seen + [i for i in visits if i not in moving])
@@ -184,19 +184,19 @@ class Rewriter(TrainerCallback):
             finished = {i: [c.text for c in completions if c.finished and c.text.strip()]
                         for i, completions in zip(chosen, outputs)}
             texts = {i: [t for t in ts if self._fits(i, t)] for i, ts in finished.items()}
-            current = {i: self.store.text(i) for i in chosen}
-            scored = self._score(model, {i: [current[i], *texts[i]] for i in chosen})
+            scored = self._score(model, {i: ts for i, ts in texts.items() if ts})
             for i, completions in zip(chosen, outputs):
-                compat = [r["compatibility"] for r in scored[i]]
+                candidates = scored.get(i, [])
+                current = math.exp(-ranked[i][0])  # the current target, scored by this policy for the ranking
                 answer = self.store.sample(i).get("answer")
                 verified = [answer is not None and is_correct(answer, t) for t in texts[i]]
-                best, reason = choose(texts[i], compat[1:], verified, s.verify, compat[0])
+                best, reason = choose(texts[i], [r["compatibility"] for r in candidates], verified, s.verify, current)
                 records.append(
                     self._record(
-                        step, i, ranked[i], accepted=best is not None, reason=reason, old=current[i],
-                        new=texts[i][best] if best is not None else None, old_compat=compat[0],
-                        new_compat=compat[1 + best] if best is not None else None,
-                        new_nll=scored[i][1 + best]["nll"] if best is not None else None,
+                        step, i, ranked[i], accepted=best is not None, reason=reason, old=self.store.text(i),
+                        new=texts[i][best] if best is not None else None, old_compat=current,
+                        new_compat=candidates[best]["compatibility"] if best is not None else None,
+                        new_nll=candidates[best]["nll"] if best is not None else None,
                         candidates=len(completions), too_long=len(finished[i]) - len(texts[i]),
                         usable=len(texts[i]), verified=sum(verified),
                     )
@@ -216,8 +216,7 @@ class Rewriter(TrainerCallback):
                 **fields: Any) -> dict[str, Any]:
         nll, moving, visits = ranked
         sample_id = self.store.sample(index)["id"] if self.has_ids else str(index)
-        return {"step": step, "id": sample_id, "index": index, "nll": nll, "nll_from": "current policy",
-                "moving_nll": moving, "visits_left": visits, "hint": self.section.hint_reference,
+        return {"step": step, "id": sample_id, "index": index, "nll": nll, "moving_nll": moving, "visits_left": visits, "hint": self.section.hint_reference,
                 "accepted": accepted, "reason": reason, **fields}
 
     def truncate_log(self, step: int) -> None:

@@ -77,10 +77,10 @@ class SampleStore:
         sample = self.as_sample(index, text)
         return tokenize_sample(self.tokenizer, sample["prompt"], sample["completion"], None)
 
-    def accept(self, index: int, text: str, step: int, nll: float, row: dict[str, list[int]] | None = None) -> None:
+    def accept(self, index: int, text: str, step: int, nll: float) -> None:
         """`text`, accepted at round `step` with NLL `nll` under the policy, is the sample's target from now on; its
         moving NLL starts again from that of the new target."""
-        self.targets[index] = Target(step, text, row if row is not None else self.tokenize(index, text))
+        self.targets[index] = Target(step, text, self.tokenize(index, text))
         self.moving_nll[index] = nll
 
     # -- resume -----------------------------------------------------------------------------------------------

@@ -53,6 +53,17 @@ class WarmupTrainer(SFTTrainer):
             return loss * self.accelerator.num_processes
         return loss
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """TRL's, with this trainer's loss; the logits `compute_metrics` and `predict` ask for come from a plain
+        forward, since the loss computes log-probs of the completion positions alone (or none, fused)."""
+        loss, _, _ = super().prediction_step(model, inputs, True, ignore_keys)
+        if prediction_loss_only:
+            return loss, None, None
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits
+        return loss, logits, inputs.get("labels")
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.fused:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

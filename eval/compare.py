@@ -39,6 +39,11 @@ def start_config(cfg: Config, start: str, seed: int) -> Config:
     )
 
 
+def arm_stages(cfg: Config) -> list[str]:
+    """The stages each start x seed runs."""
+    return ["warmup", "handoff"] + (["rl"] if cfg.compare.rl else []) + ["eval"]
+
+
 def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict[str, RunDir]:
     """Run (or skip, when finished) every start x seed through warm-up, handoff, RL and eval."""
     runs = {}
@@ -47,8 +52,7 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict
             sub = start_config(cfg, start, seed)
             run_dir = RunDir(sub.run_dir)
             forced = False
-            stages = ["warmup", "handoff"] + (["rl"] if cfg.compare.rl else []) + ["eval"]
-            for stage in stages:
+            for stage in arm_stages(cfg):
                 forced = forced or stage in force
                 run_stage[stage](sub, run_dir, force=forced)
             runs[f"{ARM_NAMES[start]}-seed{seed}"] = run_dir

@@ -68,6 +68,32 @@ def assert_same_loss_and_gradients(trainer_a, batch_a, trainer_b, batch_b, rel: 
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
+def cadft_trainer(tokenizer, tmp_path, *sets, model=None):
+    """The CLI's CADFT warm-up trainer on a tiny random model and the default config with `sets` (no checkpoints)."""
+    from coldstart.data import load_samples
+    from coldstart.stages.warmup import build_trainer
+
+    cfg = load_config(None, ["warmup.loss=cadft", "warmup.save_steps=100", *sets])
+    train, _ = load_samples(cfg.data, "train", cfg.seed)
+    return build_trainer(cfg, tmp_path, train, model or make_tiny_model(tokenizer), tokenizer)
+
+
+def recording(trainer) -> list[tuple[int, list[int], list[list[int]]]]:
+    """Wrap the trainer's loss to record, per training micro-batch, its optimizer step, the sample indices and the
+    label rows it trained on."""
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def recording_loss(model, inputs, *args, **kwargs):
+        if model.training:
+            labels = [row[row != -100].tolist() for row in inputs["labels"]]
+            seen.append((trainer.state.global_step + 1, inputs["sample_index"].tolist(), labels))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording_loss
+    return seen
+
+
 @pytest.fixture
 def tiny_model(tokenizer):
     return make_tiny_model(tokenizer)

@@ -10,28 +10,17 @@ import pickle
 
 import pytest
 import torch
-from datasets import Dataset
 from transformers import TrainerCallback
 
 from coldstart import CADFTConfig, CADFTTrainer
 from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.errors import ColdstartError
-from coldstart.stages.warmup import build_trainer
-from conftest import make_tiny_model
+from conftest import cadft_trainer, make_tiny_model, recording
 from test_rewriting import fake_generate, fake_score
-
-NO_SAVE = ["warmup.save_steps=100"]
-
 
 def arith_rows(n: int):
     return load_samples(load_config(None, [f"data.arith.num_train={n}"]).data, "train", 0)[0]
-
-
-def cadft_trainer(tokenizer, tmp_path, *sets, model=None):
-    cfg = load_config(None, ["warmup.loss=cadft", *NO_SAVE, *sets])
-    train, _ = load_samples(cfg.data, "train", cfg.seed)
-    return build_trainer(cfg, tmp_path, train, model or make_tiny_model(tokenizer), tokenizer)
 
 
 # 1 ----------------------------------------------------------------------------------------------------------------
@@ -39,15 +28,28 @@ def cadft_trainer(tokenizer, tmp_path, *sets, model=None):
 
 def test_an_evaluation_set_is_trained_and_evaluated(tokenizer, tmp_path):
     rows = arith_rows(12)
+    held_out = rows.select(range(8, 12))
+    # messages rows are split like the training rows: the evaluation loss covers the completion alone
+    messages = held_out.map(lambda r: {"messages": r["prompt"] + r["completion"]}, remove_columns=held_out.column_names)
+    seen = []
+
+    def metrics(prediction):
+        seen.append(prediction.predictions.shape)
+        return {"tokens": float((prediction.label_ids != -100).sum())}
+
     trainer = CADFTTrainer(
-        model=make_tiny_model(tokenizer), processing_class=tokenizer,
-        train_dataset=rows.select(range(8)), eval_dataset=rows.select(range(8, 12)),
+        model=make_tiny_model(tokenizer), processing_class=tokenizer, compute_metrics=metrics,
+        train_dataset=rows.select(range(8)), eval_dataset={"rows": held_out, "messages": messages},
         args=CADFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to="none",
                          save_strategy="no", eval_strategy="steps", eval_steps=1, logging_steps=1),
     )
     trainer.train()
-    evals = [m for m in trainer.state.log_history if "eval_loss" in m]
-    assert [m["step"] for m in evals] == [1, 2] and all(math.isfinite(m["eval_loss"]) and m["eval_loss"] > 0 for m in evals)
+    evals = {k: [m for m in trainer.state.log_history if k in m] for k in ("eval_rows_loss", "eval_messages_loss")}
+    assert [m["step"] for m in evals["eval_rows_loss"]] == [1, 2]
+    for a, b in zip(evals["eval_rows_loss"], evals["eval_messages_loss"]):
+        assert math.isfinite(a["eval_rows_loss"]) and a["eval_rows_loss"] == pytest.approx(b["eval_messages_loss"])
+        assert a["eval_rows_tokens"] == b["eval_messages_tokens"]
+    assert seen and seen[0][0] == 4 and seen[0][-1] == len(tokenizer)  # logits for compute_metrics
     assert sum(trainer.store.visits.values()) == 8  # evaluation rows are not counted as trained
 
 
@@ -72,26 +74,12 @@ def test_an_uneven_last_step_counts_every_trained_row(tokenizer, tmp_path, monke
 # 3 ----------------------------------------------------------------------------------------------------------------
 
 
-def _recording(trainer):
-    seen = []
-    compute_loss = trainer.compute_loss
-
-    def recording(model, inputs, *args, **kwargs):
-        if model.training:
-            labels = [row[row != -100].tolist() for row in inputs["labels"]]
-            seen.append((trainer.state.global_step + 1, inputs["sample_index"].tolist(), labels))
-        return compute_loss(model, inputs, *args, **kwargs)
-
-    trainer.compute_loss = recording
-    return seen
-
-
 def test_drop_last_is_in_the_visit_plan(tokenizer, tmp_path):
     # 10 rows in micro-batches of 4, the last 2 dropped: an epoch is 2 steps of 4 rows; 4 steps cross 2 epochs
     trainer = cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=10", "warmup.max_steps=4",
                             "warmup.per_device_train_batch_size=4", "warmup.rewrite.enabled=false",
                             "warmup.trainer={dataloader_drop_last: true}")
-    seen = _recording(trainer)
+    seen = recording(trainer)
     trainer.train()
     drawn = {}
     for step, index, _ in seen:
@@ -102,16 +90,19 @@ def test_drop_last_is_in_the_visit_plan(tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("packing: true", "packing=True puts several samples in one row"),
-    ("padding_free: true", "padding_free=True puts several samples in one row"),
-    ("train_sampling_strategy: sequential",
+    ({"packing": True}, "packing=True puts several samples in one row"),
+    ({"padding_free": True}, "padding_free=True puts several samples in one row"),
+    ({"completion_only_loss": False}, "completion_only_loss=False trains on the prompt too"),
+    ({"accelerator_config": {"even_batches": False}}, "accelerator_config split_batches=True or even_batches=False"),
+    ({"train_sampling_strategy": "sequential"},
      "train_sampling_strategy='sequential' draws samples in an order the rewriting plan cannot predict"),
 ])
 def test_settings_that_break_per_sample_weights_are_refused(tokenizer, tmp_path, setting, message):
+    args = CADFTConfig(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, report_to="none",
+                       rewrite_enabled=True, rewrite_start=2, rewrite_every=1, **setting)
     with pytest.raises(ColdstartError, match=f"^CADFTTrainer: {message}"):
-        cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=4",
-                      "warmup.per_device_train_batch_size=4", "warmup.rewrite.start=2", "warmup.rewrite.every=1",
-                      f"warmup.trainer={{{setting}}}")
+        CADFTTrainer(model=make_tiny_model(tokenizer), args=args, train_dataset=arith_rows(8),
+                     processing_class=tokenizer)
 
 
 REWRITE = "Rewritten: 3 + 4 = 7, \\boxed{7}"
@@ -122,11 +113,11 @@ def test_loader_workers_train_on_accepted_rewrites(tokenizer, tmp_path, monkeypa
         tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=4", "warmup.per_device_train_batch_size=2",
         "warmup.rewrite.start=2", "warmup.rewrite.every=10", "warmup.rewrite.fraction=1.0",
         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.num_candidates=1", "warmup.rewrite.verify=false",
-        "warmup.trainer={dataloader_num_workers: 2}",
+        "warmup.trainer={dataloader_num_workers: 2, shuffle_dataset: true}",
     )
     monkeypatch.setattr("coldstart.generation.generate", fake_generate([REWRITE]))
     monkeypatch.setattr("coldstart.rewriting.score", fake_score({REWRITE: 0.9}))
-    seen = _recording(trainer)
+    seen = recording(trainer)
     trainer.train()
     records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]
     assert len(records) == 4 and all(r["accepted"] for r in records)
@@ -380,6 +371,13 @@ def test_values_are_checked_once_when_the_config_loads(setting, message):
     with pytest.raises(ColdstartError) as err:
         load_config(None, [setting])
     assert str(err.value) == f"--set {setting}: {message}"
+
+
+def test_the_python_config_is_checked_like_the_yaml(tmp_path):
+    with pytest.raises(ColdstartError, match=r"^CADFTConfig: rewrite_nll_decay: must be within \[0, 1\)$"):
+        CADFTConfig(output_dir=str(tmp_path), rewrite_nll_decay=1.0)
+    with pytest.raises(ColdstartError, match=r"^CADFTConfig: beta: must be >= 0$"):
+        CADFTConfig(output_dir=str(tmp_path), beta=-1.0)
 
 
 def test_a_rewrite_schedule_by_epochs_is_checked_before_training(tiny_dir):

@@ -12,7 +12,7 @@ from coldstart.generation import Completion
 from coldstart.rewriting import choose, num_picks, pick
 from coldstart.sampling import resolve_steps, round_steps
 from coldstart.stages.warmup import build_trainer, rewrite_summary
-from conftest import make_tiny_model
+from conftest import cadft_trainer, make_tiny_model, recording
 
 
 def test_pick_is_the_highest_nll():
@@ -145,6 +145,22 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(rewriting_trainer, tmp_path)
     assert [json.loads(x)["step"] for x in rewriter.log_path.read_text().splitlines()] == [2, 2]
 
 
+def test_a_first_release_checkpoint_resumes_with_its_rewrites(rewriting_trainer, tmp_path):
+    trainer, rewriter, _ = rewriting_trainer
+    rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 2, "index": 1, "accepted": True, "new": "A \\boxed{1}"},
+        {"step": 4, "index": 5, "accepted": True, "new": "B \\boxed{2}"},
+    ]))
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    (checkpoint / "cadft_state.json").write_text(json.dumps({"ema": None, "rewriter": {
+        "moving_nll": {"1": 3.5}, "trained_on": [[2, 1, 1]]}}))
+    trainer.restore_state(checkpoint)
+    assert trainer.store.text(1) == "A \\boxed{1}" and trainer.store.rewrite_step(5) == 0
+    assert trainer.store.moving_nll == {1: 3.5} and trainer.store.trained_on[(2, 1)] == 1
+
+
 def test_training_updates_moving_nll(rewriting_trainer):
     trainer, rewriter, _ = rewriting_trainer
     trainer.model.train()
@@ -155,34 +171,13 @@ def test_training_updates_moving_nll(rewriting_trainer):
     assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in trainer.store.moving_nll.values())
 
 
-def _cadft_trainer(tokenizer, tmp_path, *sets):
-    cfg = load_config(None, ["warmup.loss=cadft", "warmup.save_steps=100", *sets])
-    train, _ = load_samples(cfg.data, "train", cfg.seed)
-    return build_trainer(cfg, tmp_path, train, make_tiny_model(tokenizer), tokenizer)
-
-
-def _recording(trainer):
-    """Wrap the trainer's loss to record, per optimizer step, the sample indices and label rows it trained on."""
-    seen = []
-    compute_loss = trainer.compute_loss
-
-    def recording(model, inputs, *args, **kwargs):
-        if model.training:
-            labels = [row[row != -100].tolist() for row in inputs["labels"]]
-            seen.append((trainer.state.global_step + 1, inputs["sample_index"].tolist(), labels))
-        return compute_loss(model, inputs, *args, **kwargs)
-
-    trainer.compute_loss = recording
-    return seen
-
-
 def test_visit_plan_is_what_the_training_loop_draws(tokenizer, tmp_path):
     # 10 samples, micro-batches of 4, 2 per step: an epoch is 2 steps (8 + 2 samples); 5 steps cross 2 epochs
-    trainer = _cadft_trainer(
+    trainer = cadft_trainer(
         tokenizer, tmp_path, "data.arith.num_train=10", "warmup.max_steps=5", "warmup.per_device_train_batch_size=4",
         "warmup.gradient_accumulation_steps=2", "warmup.rewrite.enabled=false",
     )
-    seen = _recording(trainer)
+    seen = recording(trainer)
     trainer.train()
     drawn = {}
     for step, index, _ in seen:
@@ -198,19 +193,19 @@ def test_visit_plan_is_what_the_training_loop_draws(tokenizer, tmp_path):
 def test_an_accepted_rewrite_is_trained_on_by_the_real_loop(tokenizer, tmp_path, monkeypatch):
     # one epoch of 8 samples in 4 steps of 2; one round after step 2, picking every sample still to be drawn: the
     # 4 samples of steps 3 and 4, none trained on yet, so ranked by the current policy's NLL
-    trainer = _cadft_trainer(
+    trainer = cadft_trainer(
         tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=4", "warmup.per_device_train_batch_size=2",
         "warmup.rewrite.start=2", "warmup.rewrite.every=10", "warmup.rewrite.fraction=1.0",
         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.num_candidates=1", "warmup.rewrite.verify=false",
     )
     monkeypatch.setattr("coldstart.generation.generate", fake_generate(["Rewritten: 3 + 4 = 7, \\boxed{7}"]))
     monkeypatch.setattr("coldstart.rewriting.score", fake_score({"Rewritten: 3 + 4 = 7, \\boxed{7}": 0.9}))
-    seen = _recording(trainer)
+    seen = recording(trainer)
     trainer.train()
     records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]
     later = {i for step, index, _ in seen if step > 2 for i in index}
     assert {r["index"] for r in records} == later and len(later) == 4  # only samples drawn after the round
-    assert all(r["accepted"] and r["nll_from"] == "current policy" and r["visits_left"] == 1 for r in records)
+    assert all(r["accepted"] and r["moving_nll"] is None and r["visits_left"] == 1 for r in records)
     rewrite = tokenize_sample(tokenizer, trainer.store.sample(0)["prompt"],
                               [{"role": "assistant", "content": "Rewritten: 3 + 4 = 7, \\boxed{7}"}], None)
     target = [t for t in rewrite["labels"] if t != -100]
@@ -232,11 +227,11 @@ def test_a_schedule_without_a_round_is_refused(tokenizer, tmp_path):
     )
     # trained by epochs, the length is known once the data is: 8 samples at 4 a step, 2 steps
     with pytest.raises(ColdstartError, match="warmup.rewrite.start=0.9: .* the warm-up has 2 steps"):
-        _cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=-1",
+        cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=-1",
                        "warmup.per_device_train_batch_size=4", "warmup.rewrite.start=0.9")
 
 
 def test_a_round_with_too_few_samples_left_warns(tokenizer, tmp_path, caplog):
-    _cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=2",
+    cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=2",
                    "warmup.per_device_train_batch_size=4", "warmup.rewrite.start=1", "warmup.rewrite.fraction=1.0")
     assert "the round after step 1 can pick only 4 samples (of 8 asked by warmup.rewrite.fraction)" in caplog.text
