@@ -94,6 +94,17 @@ def recording(trainer) -> list[tuple[int, list[int], list[list[int]]]]:
     return seen
 
 
+def drawn_and_planned(trainer) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Train; the samples each optimizer step drew, and those the trainer's visit plan says it would draw."""
+    seen = recording(trainer)
+    trainer.train()
+    drawn: dict[int, list[int]] = {}
+    for step, index, _ in seen:
+        drawn.setdefault(step, []).extend(index)
+    plan, rows = trainer.visit_plan(), trainer.train_dataset["sample_index"]
+    return drawn, {step: [rows[r] for r in plan.rows(step)] for step in range(1, trainer.state.global_step + 1)}
+
+
 @pytest.fixture
 def tiny_model(tokenizer):
     return make_tiny_model(tokenizer)

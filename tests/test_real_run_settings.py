@@ -16,7 +16,7 @@ from coldstart import CADFTConfig, CADFTTrainer
 from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.errors import ColdstartError
-from conftest import cadft_trainer, make_tiny_model, recording
+from conftest import cadft_trainer, drawn_and_planned, make_tiny_model, recording
 from test_rewriting import fake_generate, fake_score
 
 def arith_rows(n: int):
@@ -79,14 +79,9 @@ def test_drop_last_is_in_the_visit_plan(tokenizer, tmp_path):
     trainer = cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=10", "warmup.max_steps=4",
                             "warmup.per_device_train_batch_size=4", "warmup.rewrite.enabled=false",
                             "warmup.trainer={dataloader_drop_last: true}")
-    seen = recording(trainer)
-    trainer.train()
-    drawn = {}
-    for step, index, _ in seen:
-        drawn.setdefault(step, []).extend(index)
-    plan, rows = trainer.visit_plan(), trainer.train_dataset["sample_index"]
-    assert plan.steps_per_epoch == 2
-    assert drawn == {step: [rows[r] for r in plan.rows(step)] for step in range(1, 5)}
+    drawn, planned = drawn_and_planned(trainer)
+    assert trainer.visit_plan().steps_per_epoch == 2
+    assert sorted(drawn) == [1, 2, 3, 4] and drawn == planned
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -12,7 +12,7 @@ from coldstart.generation import Completion
 from coldstart.rewriting import choose, num_picks, pick
 from coldstart.sampling import resolve_steps, round_steps
 from coldstart.stages.warmup import build_trainer, rewrite_summary
-from conftest import cadft_trainer, make_tiny_model, recording
+from conftest import cadft_trainer, drawn_and_planned, make_tiny_model, recording
 
 
 def test_pick_is_the_highest_nll():
@@ -177,14 +177,10 @@ def test_visit_plan_is_what_the_training_loop_draws(tokenizer, tmp_path):
         tokenizer, tmp_path, "data.arith.num_train=10", "warmup.max_steps=5", "warmup.per_device_train_batch_size=4",
         "warmup.gradient_accumulation_steps=2", "warmup.rewrite.enabled=false",
     )
-    seen = recording(trainer)
-    trainer.train()
-    drawn = {}
-    for step, index, _ in seen:
-        drawn.setdefault(step, []).extend(index)
-    plan, rows = trainer.visit_plan(), trainer.train_dataset["sample_index"]
+    drawn, planned = drawn_and_planned(trainer)
+    plan = trainer.visit_plan()
     assert plan.steps_per_epoch == 2
-    assert drawn == {step: [rows[r] for r in plan.rows(step)] for step in range(1, 6)}
+    assert sorted(drawn) == [1, 2, 3, 4, 5] and drawn == planned
     assert sorted(drawn[1] + drawn[2]) == list(range(10)) and len(drawn[2]) == 2
     after = plan.visits_after(3, 5)
     assert sum(after.values()) == len(drawn[4]) + len(drawn[5])
