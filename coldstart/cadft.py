@@ -56,8 +56,9 @@ def _section(args: Any, section: type, prefix: str = "") -> Any:
 class CADFTConfig(SFTConfig):
     """Configuration of `CADFTTrainer`: every `trl.SFTConfig` field, plus
 
-    beta, stats, ema_decay, gate_min, weight_floor, token_weighting: the compatibility weights
-        `w_i = exp(-beta * max(0, z_i))` of each sample's z-scored NLL (beta 0: TRL's DFT loss exactly).
+    beta, stats, ema_decay, gate_min, weight_floor, token_weighting, normalize: the compatibility weights
+        `w_i = exp(-beta * max(0, z_i))` of each sample's z-scored NLL (beta 0: TRL's DFT loss exactly), and what
+        the loss is divided by (tokens, or weight x tokens).
     logprobs: how per-token log-probs are computed (TRL's fused LM head, or logits; auto: fused on CUDA).
     rewrite_*: delayed rewriting of persistently incompatible targets (`coldstart.rewriting`).
 
@@ -79,6 +80,7 @@ class CADFTConfig(SFTConfig):
     gate_min: Optional[float] = _yaml(CadftSection, "gate_min")
     weight_floor: float = _yaml(CadftSection, "weight_floor")
     token_weighting: Literal["dft", "none"] = _yaml(CadftSection, "token_weighting")
+    normalize: Literal["tokens", "weights"] = _yaml(CadftSection, "normalize")
     logprobs: Literal["auto", "fused", "logits"] = _yaml(WarmupSection, "logprobs")
 
     rewrite_enabled: bool = _yaml(RewriteSection, "enabled", default=False, help=(
@@ -220,6 +222,7 @@ class CADFTTrainer(WarmupTrainer):
         self.row_samples: list[int] = self.train_dataset["sample_index"]
         self._positions = {sample: row for row, sample in enumerate(self.row_samples)}
         self._step_stats: tuple[float, float] | None = None
+        self._step_denominator: torch.Tensor | None = None
         self._prepass_nll: dict[int, float] = {}
         self._step_moments: torch.Tensor | None = None
         self.rewriter = None
@@ -258,10 +261,19 @@ class CADFTTrainer(WarmupTrainer):
         where needed, their exact NLL statistics."""
         batches, num_items = super().get_batch_samples(map(self._current_targets, epoch_iterator), num_batches, device)
         self._fold_into_ema()
-        needs_prepass = (self.cadft.stats == "batch" and len(batches) > 1) or (
-            self.cadft.stats == "ema" and self.ema is None
-        )
-        self._step_stats = self._prepass(batches) if needs_prepass and batches else None
+        c, several = self.cadft, len(batches) > 1
+        needs_stats = (c.stats == "batch" and several) or (c.stats == "ema" and self.ema is None)
+        # weight x tokens of the whole step is known before the first backward only from a pre-pass
+        needs_weights = c.normalize == "weights" and several
+        self._step_stats, self._step_denominator, self._prepass_nll = None, None, {}
+        if batches and (needs_stats or needs_weights):
+            stats, nll, tokens = self._prepass(batches)
+            if needs_stats:
+                self._step_stats = stats
+            if needs_weights:
+                mean, std = self._step_stats if self._step_stats is not None else self.ema
+                weights = cadft_weights(nll, mean, std, c.beta, c.gate_min, c.weight_floor)
+                self._step_denominator = self.accelerator.reduce((weights * tokens).sum(), reduction="sum")
         return batches, num_items
 
     def _current_targets(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -285,23 +297,25 @@ class CADFTTrainer(WarmupTrainer):
         return batch
 
     @torch.no_grad()
-    def _prepass(self, batches: list[dict[str, Any]]) -> tuple[float, float]:
-        """The NLL mean/std of the step's global batch, and each sample's NLL, from a forward in eval mode: with
-        dropout, a forward in train mode would give statistics of another pass than the loss's weights use."""
-        moments, self._prepass_nll = None, {}
+    def _prepass(self, batches: list[dict[str, Any]]) -> tuple[tuple[float, float], torch.Tensor, torch.Tensor]:
+        """The NLL mean/std of the step's global batch, and this process's samples' NLLs and token counts, from a
+        forward in eval mode: with dropout, a forward in train mode would give statistics of another pass than the
+        loss's weights use. The NLLs are kept by sample index for `compute_loss`."""
+        nll, tokens = [], []
         was_training = self.model.training
         self.model.eval()
         try:
             for batch in batches:
-                prepared = self._prepare_inputs(batch)
-                log_probs, mask = self.token_logprobs(self.model, prepared)
-                nll = sequence_nll(log_probs.float(), mask)[0]
-                self._prepass_nll.update(zip(batch["sample_index"].tolist(), nll.tolist()))
-                m = batch_moments(nll)
-                moments = m if moments is None else moments + m
+                log_probs, mask = self.token_logprobs(self.model, self._prepare_inputs(batch))
+                n, count = sequence_nll(log_probs.float(), mask)
+                self._prepass_nll.update(zip(batch["sample_index"].tolist(), n.tolist()))
+                nll.append(n)
+                tokens.append(count)
         finally:
             self.model.train(was_training)
-        return mean_std(self.accelerator.reduce(moments, reduction="sum"))
+        nll = torch.cat(nll)
+        stats = mean_std(self.accelerator.reduce(batch_moments(nll), reduction="sum"))
+        return stats, nll, torch.cat(tokens).to(nll.dtype)
 
     def _fold_into_ema(self) -> None:
         """After an optimizer step, move the moving mean/std towards that step's global batch statistics."""
@@ -322,19 +336,26 @@ class CADFTTrainer(WarmupTrainer):
         rewrite_step = inputs.pop("rewrite_step", None)
         faults.reach("loss")
         log_probs, mask = self.token_logprobs(model, inputs)
-        nll, _ = sequence_nll(log_probs.detach().float(), mask)
+        nll, tokens = sequence_nll(log_probs.detach().float(), mask)
         training = model.training
         moments = self.accelerator.reduce(batch_moments(nll), reduction="sum")
-        if training and self._step_stats is not None:
-            mean, std = self._step_stats
+        weighed = nll
+        if training and self._prepass_nll:
             # the pre-pass's NLLs: the same pass as the statistics (the training forward may differ by dropout)
             weighed = torch.tensor([self._prepass_nll[i] for i in index.tolist()], dtype=nll.dtype, device=nll.device)
+        if training and self._step_stats is not None:
+            mean, std = self._step_stats
         else:
-            weighed = nll
             mean, std = self.ema if self.cadft.stats == "ema" and self.ema is not None else mean_std(moments)
         c = self.cadft
         weights = cadft_weights(weighed, mean, std, c.beta, c.gate_min, c.weight_floor)
         num_items = mask.sum() if num_items_in_batch is None else num_items_in_batch
+        if c.normalize == "weights":
+            num_items = (weights * tokens).sum()  # an evaluation batch: its own
+            if training and self._step_denominator is not None:
+                num_items = self._step_denominator
+            elif training:  # the step's only micro-batch: every process's
+                num_items = self.accelerator.reduce(num_items, reduction="sum")
         loss = token_loss(log_probs, mask, num_items, c.token_weighting, weights)
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if training:

@@ -103,6 +103,12 @@ class CadftSection:
     token_weighting: Literal["dft", "none"] = option(
         "dft", "Inside a sample: 'dft' weights tokens by sg(p_t); 'none' gives compatibility-weighted plain SFT."
     )
+    normalize: Literal["tokens", "weights"] = option(
+        "tokens",
+        "What the loss is divided by: 'tokens', the global count of completion tokens (TRL's; weights below 1 then "
+        "shrink CADFT's steps at a given learning rate), or 'weights', the global sum of weight x tokens (each "
+        "step as large as DFT's at equal weights: the control for step size).",
+    )
 
 
 @dataclass

@@ -63,7 +63,8 @@ def token_loss(
 ) -> torch.Tensor:
     """`-sum_i w_i sum_t v_t l_t / num_items`, with `v_t = sg(p_t)` for `dft` and 1 for `none` (plain NLL).
 
-    `num_items` is the global count of completion tokens; a batch without any gives a finite zero.
+    `num_items` is the global count of completion tokens (or, normalised by weights, the global sum of each
+    sample's weight x its tokens); a batch without any gives a finite zero.
     """
     per_token = -log_probs * mask
     if token_weighting == "dft":
@@ -71,7 +72,7 @@ def token_loss(
     per_sample = per_token.sum(-1)
     if sample_weights is not None:
         per_sample = per_sample * sample_weights.to(per_sample.dtype)
-    return per_sample.sum() / torch.as_tensor(num_items, device=per_sample.device).clamp(min=1)
+    return per_sample.sum() / torch.as_tensor(num_items, device=per_sample.device, dtype=per_sample.dtype).clamp(min=EPS)
 
 
 def effective_sample_fraction(weights: torch.Tensor) -> float:

@@ -55,13 +55,15 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     """Mean of `scores[s][p]` (training seed s, held-out problem p: the same problems for every seed) with an
     interval that counts both sources of variation.
 
-    The scores are read as a crossed design, score = mean + seed effect + problem effect + their interaction, and
-    the variance of the mean is estimated in two parts: the seeds' (the variance of the per-seed means over seeds,
-    over their number: training randomness with the interaction it carries) and the problems' (the variance of the
-    per-problem means over problems, over their number, less the interaction the seeds' part already counts). The
-    interval is mean +- t * sqrt(sum), with Welch-Satterthwaite degrees of freedom: the t quantile over seeds - 1
-    when the seeds dominate, about the normal one when the problems do. A bootstrap over three seeds would be too
-    narrow (it sees three values), which this avoids. One seed: the bootstrap over problems.
+    The scores are read as a crossed design, score = mean + seed effect + problem effect + their interaction, with
+    mean squares MS_S (seeds, S - 1 degrees of freedom), MS_P (problems, P - 1) and MS_I (the interaction,
+    (S - 1)(P - 1)). The variance of the mean is (MS_S + MS_P - MS_I) / (S P): the seeds' part (training randomness
+    with the interaction it carries) and the problems' part less the interaction the seeds' part already counts; the
+    interval is mean +- t * sqrt of it, with Satterthwaite's degrees of freedom for that combination of the three
+    mean squares (each with its own degrees of freedom), never below S - 1: the t quantile over S - 1 when the seeds
+    dominate, about the normal one when the problems do. When the problems' part is not above the interaction (MS_P <= MS_I), or there
+    is one problem, the seeds' part alone, with S - 1. A bootstrap over three seeds would be too narrow (it sees
+    three values), which this avoids. One seed: the bootstrap over problems.
     """
     import numpy as np
     from scipy.stats import t
@@ -73,13 +75,22 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
         low, high = bootstrap_ci(list(x[0]), num_resamples, level, seed)
         return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": 1, "df": float("inf")}
     by_seed, by_problem = x.mean(axis=1), x.mean(axis=0)
-    interaction = ((x - by_seed[:, None] - by_problem[None, :] + mean) ** 2).sum() / ((num_seeds - 1) * (num_problems - 1))
-    seeds_part = by_seed.var(ddof=1) / num_seeds
-    problems_part = max(by_problem.var(ddof=1) / num_problems - interaction / (num_seeds * num_problems), 0.0)
-    total = seeds_part + problems_part
+    ms_seeds = num_problems * by_seed.var(ddof=1)
+    total, df = ms_seeds / (num_seeds * num_problems), num_seeds - 1.0
+    if num_problems > 1:
+        ms_problems = num_seeds * by_problem.var(ddof=1)
+        ms_interaction = ((x - by_seed[:, None] - by_problem[None, :] + mean) ** 2).sum() / (
+            (num_seeds - 1) * (num_problems - 1))
+        if ms_problems > ms_interaction:
+            combined = ms_seeds + ms_problems - ms_interaction
+            total = combined / (num_seeds * num_problems)
+            df = combined**2 / (ms_seeds**2 / (num_seeds - 1) + ms_problems**2 / (num_problems - 1)
+                                + ms_interaction**2 / ((num_seeds - 1) * (num_problems - 1)))
+            # Satterthwaite's approximation breaks down where MS_P - MS_I is small against either: its degrees of
+            # freedom then fall towards 0 though the variance is mostly the seeds' (S - 1 degrees of freedom)
+            df = max(df, num_seeds - 1.0)
     if total == 0:
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "seeds": num_seeds, "df": float("inf")}
-    df = total**2 / (seeds_part**2 / (num_seeds - 1) + problems_part**2 / (num_problems - 1))
     half = float(t.ppf((1 + level) / 2, df) * total**0.5)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df)}
 

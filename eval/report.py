@@ -1,4 +1,5 @@
-"""Writing and re-rendering reports: a run's results table, the comparison (`compare/`) and a run's mismatch report."""
+"""Rendering and writing reports: the comparison (`compare/`: findings and tables from `coldstart.eval.compare`'s
+analysis), a run's results table and its mismatch report; re-rendering them from their JSON."""
 
 from __future__ import annotations
 
@@ -9,11 +10,183 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.errors import ColdstartError
-from coldstart.eval.compare import analyse, diagnostic_labels, render
+from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse
 from coldstart.mismatch import render_markdown
 from coldstart.plots import compare_figures
 from coldstart.runs import RunDir, read_jsonl
 
+
+# -- the comparison -------------------------------------------------------------------------------------------
+
+CLIPPED = "†"  # an interval end cut to the values the mean can take
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _ci(d: dict[str, Any], spec: str = ".1f") -> str:
+    """An interval in points, its ends marked where they were cut to the values the mean can take."""
+    cut = d.get("clipped") or []
+    low, high = (format(100 * d[f"ci_{end}"], spec) + (CLIPPED if end in cut else "") for end in ("low", "high"))
+    return f"[{low}, {high}]"
+
+
+def _points(d: dict[str, Any], key: str = "difference") -> str:
+    return f"{100 * d[key]:+.1f} points {_ci(d, '+.1f')}"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _number(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _diagnostic_cells(s: dict[str, Any]) -> str:
+    return (f"{_share(s.get('pass@1'))} | {_share(s.get('pass@k'))} | {_share(s.get('pre_rl_zero_variance'))} | "
+            f"{_number(s.get('entropy'), '.3f')} | {_number(s.get('mean_length'), '.1f')} | {_share(s.get('clipped'))} | "
+            f"{_share(s.get('rl_zero_variance'))} |")
+
+
+DIAGNOSTIC_HEADER = ("pass@1 | {pass_at_k} | zero-variance before RL | entropy (nats) | length (tokens) | clipped | "
+                     "zero-variance during GRPO |")
+
+
+def _k(results: dict[str, Any]) -> int | None:
+    """The number of rollouts per prompt the diagnostics were measured with."""
+    return next((s["k"] for s in (results.get("signal") or {}).values() if s.get("k")), None)
+
+
+def diagnostic_labels(results: dict[str, Any]) -> dict[str, str]:
+    """Each diagnostic's label, pass@k named with its k."""
+    k = _k(results)
+    return {key: f"pass@{k}" if key == "pass@k" and k else label for key, label in {**BEFORE_RL, **DURING_RL}.items()}
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Plain sentences for what the intervals support, per start, between starts and across runs; "no difference
+    shown" where an interval includes 0."""
+    arms, seeds = results["arms"], results["seeds"]
+    labels = diagnostic_labels(results)
+    lines = []
+    for start in results.get("study", {}).get("starts") or [a for a in arms if "+" not in a]:
+        warm = arms[start]
+        before = "as it is (no warm-up)" if start == "base" else "after warm-up"
+        text = f"- **{start}**: {_pct(warm['accuracy'])}% {before} {_ci(warm)}"
+        if start in results["rl_gain"]:
+            after, gain = arms[f"{start}+grpo"], results["rl_gain"][start]
+            text += f", {_pct(after['accuracy'])}% after GRPO {_ci(after)}; "
+            if gain["significant"]:
+                text += f"GRPO {'added' if gain['difference'] > 0 else 'took away'} {_points(gain)}."
+            else:
+                text += f"RL gain {_points(gain)}: no difference shown."
+        else:
+            text += "."
+        d = results.get("diagnostics", {}).get(start)
+        if d and d.get("pass@1") is not None:
+            text += (f" Before GRPO, its rollouts on RL prompts were right {_share(d['pass@1'])} of the time "
+                     f"({labels['pass@k']} {_share(d['pass@k'])}), {_share(d['pre_rl_zero_variance'])} of groups had zero variance, "
+                     + (f"mean token entropy {d['entropy']:.2f} nats, " if d.get("entropy") is not None else "")
+                     + f"{_number(d['mean_length'], '.0f')} tokens long, {_share(d['clipped'])} clipped")
+            if d.get("rl_zero_variance") is not None:
+                text += f"; during GRPO {_share(d['rl_zero_variance'])} of groups had zero variance"
+            text += f" (means over {len(seeds)} seeds)." if len(seeds) > 1 else "."
+        lines.append(text)
+    for name, d in results["comparisons"].items():
+        if d["significant"]:
+            lines.append(f"- {name}: {'higher' if d['difference'] > 0 else 'lower'}, {_points(d)}.")
+        else:
+            lines.append(f"- {name}: no difference shown ({_points(d)}).")
+    associations = results.get("associations") or {}
+    if associations:
+        tested = len(associations)
+        shown = {n: a for n, a in associations.items() if a["p_adjusted"] < 0.05}
+        for name, a in shown.items():
+            lines.append(f"- Across the {a['units']} runs, the RL gain {'rises' if a['rho'] > 0 else 'falls'} with the "
+                         f"{labels[name]} before GRPO (Spearman rho = {a['rho']:+.2f}, p = {a['p_adjusted']:.3f} adjusted for "
+                         f"the {tested} diagnostics tested). An association across runs, not a cause.")
+        rest = [labels[n] for n in associations if n not in shown]
+        if rest:
+            lines.append(f"- RL gain and {', '.join(rest)} before GRPO: no association shown.")
+    return lines
+
+
+def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:
+    p = (f"{d['mcnemar_p']:.3f} | " if "mcnemar_p" in d else "- | ") if mcnemar else ""
+    return f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {p}{'yes' if d['significant'] else 'no'} |"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The comparison as Markdown: findings first, then the tables they come from."""
+    seeds = results["seeds"]
+    several = len(seeds) > 1
+    mcnemar = "" if several else "McNemar p | "  # McNemar's test pairs the outcomes of one seed
+    labels = diagnostic_labels(results)
+    lines = ["# Did RL gain more from a CADFT start?", "",
+             f"{results['problems']} held-out problems, seeds {seeds}; 95% intervals "
+             f"({'seeds and problems: variance components, Satterthwaite t' if several else 'bootstrap over problems'}).",
+             *([f"Regraded from the saved completions with the installed grader: {results['regraded']['changed']} of "
+                f"{results['regraded']['records']} grades changed."] if "regraded" in results else []),
+             f"{CLIPPED}: an interval end cut to the values the mean can take (an accuracy within [0, 100], a "
+             "difference within the difference's range); the t interval reached past it.",
+             "", "## Findings", "",
+             "What the 95% intervals support; \"no difference shown\" where an interval includes 0. Each interval "
+             f"holds on its own: the {len(results['rl_gain']) + len(results['comparisons'])} RL gains and paired "
+             "comparisons below are not corrected for being several (with no real difference anywhere, about 1 in 20 "
+             "would still exclude 0).", "",
+             *findings(results),
+             "", "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]
+    for name, a in results["arms"].items():
+        lines.append(f"| {name} | {_pct(a['accuracy'])} | {_ci(a)} |")
+    if results["rl_gain"]:
+        lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "", f"| start | gain | 95% CI | {mcnemar}shown |",
+                  "|---|---|---|---|" + ("---|" if mcnemar else "")]
+        lines += [_difference_row(start, g, bool(mcnemar)) for start, g in results["rl_gain"].items()]
+    lines += ["", "## Paired comparisons", "", f"| comparison | difference (points) | 95% CI | {mcnemar}shown |",
+              "|---|---|---|---|" + ("---|" if mcnemar else "")]
+    lines += [_difference_row(name, d, bool(mcnemar)) for name, d in results["comparisons"].items()]
+    signal = results.get("signal") or {}
+    if signal:
+        on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
+        prompts = sorted({s["rollout_prompts"] for s in signal.values() if s.get("rollout_prompts")})
+        pool = " (with curation, zero-variance before RL counts the whole prompt pool)" if results["handoff"].get("curate") else ""
+        k = _k(results) or "k"
+        header = DIAGNOSTIC_HEADER.format(pass_at_k=labels["pass@k"])
+        lines += ["", "## What GRPO had to learn from", "",
+                  f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
+                  f"for every start). Before RL: the warmed policy's rollouts on {' or '.join(map(str, prompts)) or 'the'} "
+                  f"RL prompts, k = {k} each, with GRPO's sampling settings (the handoff's){pool}. Zero-variance: the share "
+                  "of groups whose rewards are all equal.", ""]
+        if results.get("diagnostics") and "rl_gain" in next(iter(signal.values())):
+            lines += ["Per start (means over seeds):", "", f"| start | RL gain | {header}",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for start, d in results["diagnostics"].items():
+                gain = results["rl_gain"][start]["difference"]
+                lines.append(f"| {start} | {100 * gain:+.1f} | {_diagnostic_cells(d)}")
+            lines.append("")
+        lines += ["Per run:", "", f"| run | after warm-up % | after GRPO % | {header} prompts kept | checkpoint |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, s in signal.items():
+            kept = "all" if s.get("kept") is None else f"{s['kept']} of {s['pool']}"
+            after = _pct(s["accuracy_rl"]) if "accuracy_rl" in s else "-"
+            warm = _pct(s["accuracy_warmup"]) if "accuracy_warmup" in s else "-"
+            lines.append(f"| {name} | {warm} | {after} | {_diagnostic_cells(s)} {kept} | {s.get('checkpoint') or '-'} |")
+    associations = results.get("associations") or {}
+    if associations:
+        lines += ["", "## Diagnostics and RL gain across runs", "",
+                  "Spearman's rank correlation between each run's diagnostic before GRPO and its RL gain; p-values "
+                  "adjusted for the diagnostics tested (Benjamini-Hochberg). The runs of every start are pooled: "
+                  "with few seeds per start, an association here mostly measures differences between the starts, "
+                  "not what moves the RL gain within one start.", "",
+                  "| diagnostic before GRPO | rho | p | adjusted p | runs |", "|---|---|---|---|---|"]
+        for name, a in associations.items():
+            lines.append(f"| {labels[name]} | {a['rho']:+.2f} | {a['p']:.3f} | {a['p_adjusted']:.3f} | {a['units']} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- a run --------------------------------------------------------------------------------------------------------
 
 ARMS = {"base": "base model", "warmup": "after warm-up", "rl": "after warm-up + GRPO"}
 GAINS = {"warmup_gain": "warm-up gain (after warm-up - base)", "rl_gain": "RL gain (after GRPO - after warm-up)"}

@@ -62,13 +62,13 @@ class FirstGradients(TrainerCallback):
             self.grads = [p.grad.detach().clone() for p in self.trainer.model.parameters()]
 
 
-def first_step_gradients(tokenizer, tmp_path, stats: str, micro: int, ema_init=None):
+def first_step_gradients(tokenizer, tmp_path, stats: str, micro: int, ema_init=None, normalize: str = "tokens"):
     """One optimizer step over the same 8 samples through `Trainer.train()`, as `8 // micro` micro-batches of
     `micro` (Trainer's accumulation loop: its loss scaling, `num_items_in_batch` and the CADFT pre-pass)."""
     cfg = load_config(None, [
         "data.arith.num_train=8", "warmup.loss=cadft", f"warmup.cadft.stats={stats}", "warmup.max_steps=1",
         f"warmup.per_device_train_batch_size={micro}", f"warmup.gradient_accumulation_steps={8 // micro}",
-        "warmup.rewrite.enabled=false", "warmup.save_steps=100",
+        "warmup.rewrite.enabled=false", "warmup.save_steps=100", f"warmup.cadft.normalize={normalize}",
     ])
     train, _ = load_samples(cfg.data, "train", cfg.seed)
     trainer = build_trainer(cfg, tmp_path, train, make_tiny_model(tokenizer), tokenizer, ema_init=ema_init)
@@ -78,10 +78,12 @@ def first_step_gradients(tokenizer, tmp_path, stats: str, micro: int, ema_init=N
     return capture.grads
 
 
-@pytest.mark.parametrize("stats", ["batch", "ema", "ema-uninitialised"])
+@pytest.mark.parametrize("stats", ["batch", "ema", "ema-uninitialised", "batch-weights", "ema-weights"])
 def test_gradient_does_not_depend_on_the_split(tokenizer, tmp_path, stats):
-    mode, ema_init = stats.split("-")[0], (10.8, 0.02) if stats == "ema" else None
-    results = [first_step_gradients(tokenizer, tmp_path / str(micro), mode, micro, ema_init) for micro in (8, 4, 2)]
+    mode, ema_init = stats.split("-")[0], (10.8, 0.02) if stats.startswith("ema") and "uninit" not in stats else None
+    normalize = "weights" if stats.endswith("weights") else "tokens"
+    results = [first_step_gradients(tokenizer, tmp_path / str(micro), mode, micro, ema_init, normalize)
+               for micro in (8, 4, 2)]
     for other in results[1:]:
         for a, b in zip(results[0], other):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
@@ -94,6 +96,35 @@ def test_beta_zero_is_exactly_dft(tokenizer, tmp_path):
     batch = cadft.data_collator(rows)
     plain = {k: v for k, v in batch.items() if k != "sample_index"}
     assert_same_loss_and_gradients(cadft, batch, dft, plain, rel=1e-6, rtol=1e-5, atol=1e-10)
+
+
+def test_normalised_by_weights_with_equal_weights_is_exactly_dft(tokenizer, tmp_path):
+    cadft, rows = make_trainer(tokenizer, tmp_path / "c", ["warmup.loss=cadft", "warmup.cadft.beta=0",
+                                                           "warmup.cadft.normalize=weights"])
+    dft, _ = make_trainer(tokenizer, tmp_path / "d", ["warmup.loss=dft"])
+    batch = cadft.data_collator(rows)
+    plain = {k: v for k, v in batch.items() if k != "sample_index"}
+    assert_same_loss_and_gradients(cadft, batch, dft, plain, rel=1e-6, rtol=1e-5, atol=1e-10)
+
+
+def test_normalised_by_weights_by_hand(tokenizer, tmp_path):
+    from coldstart.compatibility import sequence_nll
+
+    trainers = {n: make_trainer(tokenizer, tmp_path / n, ["warmup.loss=cadft", f"warmup.cadft.normalize={n}"])
+                for n in ("tokens", "weights")}
+    (tokens_trainer, rows), (weights_trainer, _) = trainers["tokens"], trainers["weights"]
+    batch = weights_trainer.data_collator(rows)
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    weights_trainer.model.train()
+    with torch.no_grad():
+        log_probs, mask = weights_trainer.token_logprobs(weights_trainer.model, batch)
+        nll, count = sequence_nll(log_probs.float(), mask)
+        w = cadft_weights(nll, *mean_std(batch_moments(nll)), beta=1.0)
+        loss = weights_trainer.compute_loss(weights_trainer.model, dict(batch), num_items_in_batch=n)
+        by_tokens = tokens_trainer.compute_loss(tokens_trainer.model, dict(batch), num_items_in_batch=n)
+    assert w.min() < 1  # some sample is damped, so the two normalisations differ
+    assert loss.item() == pytest.approx(token_loss(log_probs, mask, float((w * count).sum()), "dft", w).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(by_tokens.item() * n / float((w * count).sum()), rel=1e-5)
 
 
 def test_cadft_damps_the_less_compatible_samples(tokenizer, tmp_path):

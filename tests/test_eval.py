@@ -63,6 +63,20 @@ def test_seed_interval_is_t_when_only_the_seeds_vary():
     assert half == pytest.approx(2.042 * statistics.stdev(values) / 31**0.5, rel=1e-3)
 
 
+def test_seed_problem_interval_by_hand():
+    from scipy.stats import t
+
+    # 2 seeds x 3 problems: MS_S = 1/6, MS_P = 1/2, MS_I = 1/6 (its 2 degrees of freedom count in Satterthwaite's)
+    s = seed_problem_interval([[1, 0, 1], [0, 0, 1]])
+    variance = (1 / 6 + 1 / 2 - 1 / 6) / 6
+    df = 0.5**2 / ((1 / 6) ** 2 / 1 + 0.5**2 / 2 + (1 / 6) ** 2 / 2)
+    assert df == pytest.approx(1.5) and s["df"] == pytest.approx(df)
+    assert s["ci_high"] - 0.5 == pytest.approx(t.ppf(0.975, df) * variance**0.5)
+    # one problem: the seeds alone, t over S - 1
+    one = seed_problem_interval([[1], [0], [1]])
+    assert one["df"] == 2 and one["ci_high"] - 2 / 3 == pytest.approx(t.ppf(0.975, 2) * (1 / 3 / 3) ** 0.5)
+
+
 def test_mcnemar_equals_scipys_binomial_test_on_hand_cases():
     # 7 discordant pairs won by a and 1 by b: P(X <= 1 | n=8, 1/2) = 9/256, two-sided 18/256
     assert mcnemar_exact(7, 1) == pytest.approx(18 / 256)
@@ -216,6 +230,10 @@ def test_comparison_intervals_count_seeds_and_problems(tmp_path):
     sft_rl = seed_problem_interval([correct[("sft", s)]["rl"] for s in (1, 2)])
     assert results["arms"]["sft+grpo"]["accuracy"] == pytest.approx(5 / 8)
     assert sft_rl["ci_low"] < 0 and results["arms"]["sft+grpo"]["ci_low"] == 0.0  # cut to what an accuracy can be
+    assert results["arms"]["sft+grpo"]["clipped"] == ["low", "high"]  # 2 seeds x 4 problems: t(2.3) is wide
+    from coldstart.eval.report import render
+
+    assert "| sft+grpo | 62.5 | [0.0†, 100.0†] |" in render(results)
     assert results["arms"]["sft+grpo"]["ci_high"] == pytest.approx(min(sft_rl["ci_high"], 1.0))
     sft_warm = seed_problem_interval([correct[("sft", s)]["warmup"] for s in (1, 2)])
     assert results["arms"]["sft"]["ci_low"] == pytest.approx(max(sft_warm["ci_low"], 0.0))
@@ -282,7 +300,7 @@ def test_rank_associations_by_hand():
 
 
 def test_findings_state_only_what_the_intervals_support():
-    from coldstart.eval.compare import findings
+    from coldstart.eval.report import findings
 
     def interval(key, value, low, high):
         return {key: value, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0}
