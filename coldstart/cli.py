@@ -145,6 +145,19 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"\n{(out / 'report.md').read_text()}\ncomparison: {out}/")
 
 
+def _mechanism(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from coldstart.config import load_config
+    from coldstart.eval.mechanism import run
+
+    cfg = load_config(args.config, args.overrides)
+    model = args.model or cfg.model.name_or_path
+    out = Path(args.out or Path(cfg.output_dir) / "mechanism" / Path(model).name)
+    results = run(cfg, model, out, args.minibatches)
+    print(f"\n{(out / 'report.md').read_text()}\nmechanism: {out}/ ({len(results['samples'])} demonstrations)")
+
+
 def _rerender(path: str, regrade: bool):
     from coldstart.eval.report import rerender
 
@@ -209,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="{base, sft, dft, cadft} x {warm-up, warm-up + GRPO}, with confidence intervals")
     _add_config_args(p, "redo this stage in every start, and the stages after it")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("mechanism", help="would CADFT change anything here? per-sample gradient norms by compatibility "
+                                         "and each loss's update noise, at a fixed policy")
+    p.add_argument("config", help="YAML config: the training data, batch size and beta")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--model", default=None, help="the model to measure (default: the config's base model), e.g. a "
+                                                 "warm-up checkpoint folder")
+    p.add_argument("--minibatches", type=int, default=8, help="minibatches of the warm-up's batch size (default 8)")
+    p.add_argument("--out", default=None, help="where the results go (default: <output_dir>/mechanism/<model>/)")
+    p.set_defaults(func=_mechanism)
 
     p = sub.add_parser("report", help="re-render the reports of a comparison or run directory from their JSON")
     p.add_argument("path", help="a run directory, or the folder holding compare/")

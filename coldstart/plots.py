@@ -199,3 +199,18 @@ def diagnostic_figures(results: dict[str, Any], labels: dict[str, str], out: Pat
         ax.set_visible(False)
     fig.suptitle("Each run's RL gain against the warmed policy's figures on RL prompts before GRPO", fontsize=10)
     _save(fig, out / "gain_vs_diagnostics.png")
+
+
+def gradient_deciles(results: dict[str, Any], path: Path) -> None:
+    """Mean per-sample gradient norm per compatibility decile, one line per loss (the least compatible left)."""
+    from coldstart.gradients import by_decile
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for loss in ("sft", "dft", "cadft"):
+        deciles = by_decile(results["samples"], f"norm_{loss}")
+        ax.plot([d["decile"] for d in deciles], [d["value"] for d in deciles], marker="o", label=loss)
+    ax.set_xlabel("compatibility decile (1: least compatible)")
+    ax.set_ylabel("mean per-sample gradient norm")
+    ax.set_title(f"{results['model']}: {len(results['samples'])} demonstrations")
+    ax.legend(fontsize=8)
+    _save(fig, path)

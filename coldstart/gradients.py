@@ -1,0 +1,134 @@
+"""The mechanism behind CADFT's stability claim, measured at a fixed policy: does a sample's gradient grow as its
+compatibility falls (the paper's assumption), and does CADFT's update then vary less than DFT's?
+
+For each sample of K minibatches of B demonstrations, one forward and two backward passes give its gradient under
+the SFT term `-sum_t l_t` and the DFT term `-sum_t sg(p_t) l_t`, each divided by the minibatch's mean completion
+length, so that a minibatch's update under TRL's token normalisation is the mean of its samples' gradients. CADFT's
+sample gradient is its weight times the DFT one (the weight carries no gradient), the weight from the minibatch's
+own NLL statistics (`cadft.stats: batch`). Four updates are measured per minibatch: sft, dft, cadft (divided by the
+tokens, as trained by default) and cadft-weights (divided by the sum of weight x tokens: DFT's step size, the
+control for it). Nothing of size B x parameters is kept: per-sample gradient norms, and per loss the minibatch
+update and a running sum of them (`noise_statistics` turns those into the gradient noise).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+
+from coldstart.compatibility import pad_batch, sequence_nll, token_logprobs, tokenize_sample
+from coldstart.losses import batch_moments, cadft_weights, mean_std
+
+LOSSES = ("sft", "dft", "cadft", "cadft-weights")
+
+
+def noise_statistics(sq_norms: list[float], mean_sq_norm: float, batch_size: int) -> dict[str, float | None]:
+    """From K minibatch updates G_k of B samples each (their squared norms, and the squared norm of their mean):
+    the mean squared update, the trace of the minibatch update's covariance (unbiased, over K - 1), the squared
+    norm of the true mean gradient (unbiased: |mean G_k|^2 less the covariance's trace over K), and the gradient
+    noise scale B * tr(cov) / |G|^2 (McCandlish et al.'s simple noise scale; None when |G|^2 is not above 0)."""
+    k = len(sq_norms)
+    mean_sq = sum(sq_norms) / k
+    trace = k / (k - 1) * (mean_sq - mean_sq_norm) if k > 1 else float("nan")
+    signal = mean_sq_norm - trace / k if k > 1 else float("nan")
+    scale = batch_size * trace / signal if k > 1 and signal > 0 else None
+    return {"mean_sq_update": mean_sq, "trace_cov": trace, "sq_mean_gradient": signal, "noise_scale": scale}
+
+
+def _sq(vectors: list[torch.Tensor]) -> float:
+    return float(sum((v.double() ** 2).sum() for v in vectors))
+
+
+def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, beta: float = 1.0,
+            max_length: int | None = None, fused: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Per-sample gradient norms (sft, dft; cadft's is the weight times dft's) and each loss's minibatch update
+    statistics over `len(samples) // batch_size` minibatches taken in order. `samples`: prompt/completion rows
+    (extra fields such as `id` and `style` are carried into the per-sample records)."""
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()  # dropout off: the gradient of the policy as it is
+    k = len(samples) // batch_size
+    sums = {loss: [torch.zeros_like(p) for p in params] for loss in LOSSES}
+    sq_norms: dict[str, list[float]] = {loss: [] for loss in LOSSES}
+    records = []
+    try:
+        for b in tqdm(range(k), desc="gradients", unit="minibatch", disable=not progress):
+            chunk = samples[b * batch_size:(b + 1) * batch_size]
+            rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in chunk]
+            with torch.no_grad():
+                log_probs, mask = _logprobs(model, tokenizer, rows, fused)
+                nll, tokens = sequence_nll(log_probs.float(), mask)
+            weights = cadft_weights(nll, *mean_std(batch_moments(nll)), beta)
+            mean_tokens = float(tokens.float().mean())
+            updates = {loss: [torch.zeros_like(p) for p in params] for loss in LOSSES}
+            weighted_tokens = float((weights * tokens).sum())
+            for i, row in enumerate(rows):
+                lp, m = _logprobs(model, tokenizer, [row], fused)
+                lp, m = lp[0], m[0]
+                sft = -(lp * m).sum() / mean_tokens
+                dft = -(lp * m * lp.detach().exp()).sum() / mean_tokens
+                g_sft = torch.autograd.grad(sft, params, retain_graph=True, allow_unused=True)
+                g_dft = torch.autograd.grad(dft, params, allow_unused=True)
+                g_sft = [torch.zeros_like(p) if g is None else g for g, p in zip(g_sft, params)]
+                g_dft = [torch.zeros_like(p) if g is None else g for g, p in zip(g_dft, params)]
+                w = float(weights[i])
+                torch._foreach_add_(updates["sft"], g_sft, alpha=1 / len(rows))
+                torch._foreach_add_(updates["dft"], g_dft, alpha=1 / len(rows))
+                torch._foreach_add_(updates["cadft"], g_dft, alpha=w / len(rows))
+                # divided by the sum of weight x tokens instead of the tokens: sum_i w_i raw_i / sum_i w_i T_i
+                torch._foreach_add_(updates["cadft-weights"], g_dft, alpha=w * mean_tokens / max(weighted_tokens, 1e-12))
+                norm_dft = math.sqrt(_sq(g_dft))
+                records.append({**{f: chunk[i][f] for f in ("id", "style") if f in chunk[i]}, "minibatch": b,
+                                "nll": float(nll[i]), "compatibility": math.exp(-float(nll[i])),
+                                "tokens": int(tokens[i]), "weight": w, "norm_sft": math.sqrt(_sq(g_sft)),
+                                "norm_dft": norm_dft, "norm_cadft": w * norm_dft})
+            for loss in LOSSES:
+                sq_norms[loss].append(_sq(updates[loss]))
+                torch._foreach_add_(sums[loss], updates[loss])
+    finally:
+        model.train(was_training)
+    updates_stats = {loss: noise_statistics(sq_norms[loss], _sq([s / k for s in sums[loss]]), batch_size)
+                     for loss in LOSSES}
+    return {"minibatches": k, "batch_size": batch_size, "beta": beta, "samples": records, "losses": updates_stats}
+
+
+def _logprobs(model, tokenizer, rows: list[dict[str, list[int]]], fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in pad_batch(rows, tokenizer.pad_token_id).items()}
+    return token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], fused)
+
+
+def by_decile(records: list[dict[str, Any]], key: str) -> list[dict[str, float]]:
+    """Mean `key` per compatibility decile, from the least compatible tenth of the samples to the most."""
+    ordered = sorted(records, key=lambda r: r["compatibility"])
+    n = len(ordered)
+    out = []
+    for d in range(10):
+        part = ordered[d * n // 10:(d + 1) * n // 10]
+        if part:
+            out.append({"decile": d + 1, "compatibility": sum(r["compatibility"] for r in part) / len(part),
+                        "value": sum(r[key] for r in part) / len(part), "samples": len(part)})
+    return out
+
+
+def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict[str, Any]:
+    """Whether the least compatible samples carry the largest gradients: Spearman's rank correlation of the NLL
+    with the gradient norm, and the least compatible decile's mean norm against the rest's. `holds` only when the
+    correlation is positive with p < 0.05 and that decile's mean is the largest of the deciles; `fails` when the
+    correlation is negative with p < 0.05; otherwise neither is shown."""
+    from scipy.stats import spearmanr
+
+    records = list(records)
+    r = spearmanr([x["nll"] for x in records], [x[key] for x in records])
+    deciles = by_decile(records, key)
+    least = deciles[0]["value"]
+    largest = max(d["value"] for d in deciles)
+    rho, p = float(r.statistic), float(r.pvalue)
+    holds = rho > 0 and p < 0.05 and least >= largest
+    return {"rho": rho, "p": p, "least_compatible_decile": least, "largest_decile": largest,
+            "verdict": "holds" if holds else "fails" if rho < 0 and p < 0.05 else "not shown",
+            "deciles": deciles}
