@@ -209,8 +209,10 @@ def gradient_deciles(results: dict[str, Any], path: Path) -> None:
     for loss in ("sft", "dft", "cadft"):
         deciles = by_decile(results["samples"], f"norm_{loss}")
         ax.plot([d["decile"] for d in deciles], [d["value"] for d in deciles], marker="o", label=loss)
+    ax.set_yscale("log")  # SFT's norms are several times DFT's
+    ax.set_xticks(range(1, 11))
     ax.set_xlabel("compatibility decile (1: least compatible)")
-    ax.set_ylabel("mean per-sample gradient norm")
+    ax.set_ylabel("mean per-sample gradient norm (log)")
     ax.set_title(f"{results['model']}: {len(results['samples'])} demonstrations")
     ax.legend(fontsize=8)
     _save(fig, path)
