@@ -13,6 +13,7 @@ findings state only what the intervals and adjusted p-values support.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from coldstart.config import Config
 from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
 from coldstart.runs import RunDir, read_jsonl
+from coldstart.stability import curve_stability
 from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
 
 ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
@@ -171,11 +173,79 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     if rl:
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
-    return {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
+    stability = {f"{start}-seed{seed}": _stability(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds
+                 if start != "base"}
+    spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
+              for name in accuracy}
+    results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
+               "stability": stability, "seed_spread": spread}
+    results["claims"] = claims(results, target)
+    return {**results,
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
             "associations": associations, "handoff": study["handoff"],
             **({"regraded": {"records": sum(len(v) for c in correct.values() for v in c.values()),
                              "changed": sum(changed for _, changed in graded.values())}} if regrade else {})}
+
+
+def _stability(run_dir: RunDir) -> dict[str, Any]:
+    """The warm-up's gradient norm and loss per step, as `coldstart.stability.curve_stability` reads them."""
+    path = run_dir.stage_dir("warmup") / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    metrics = read_jsonl(path)
+    return {"grad_norm": curve_stability([m.get("grad_norm") for m in metrics if "loss" in m]),
+            "loss": curve_stability([m.get("loss") for m in metrics if "loss" in m])}
+
+
+def _spread(per_seed: list[list[float]]) -> float | None:
+    """The standard deviation over seeds of an arm's accuracy (None with one seed)."""
+    means = [sum(scores) / len(scores) for scores in per_seed]
+    return statistics.stdev(means) if len(means) > 1 else None
+
+
+def _verdict(d: dict[str, Any], lower_is_better: bool = False) -> str:
+    if not d["significant"]:
+        return "no difference shown"
+    better = d["difference"] < 0 if lower_is_better else d["difference"] > 0
+    return "supported" if better else "contradicted"
+
+
+# what each of the paper's claims is measured by here, for the target start against each other start
+CLAIMS = {
+    "stability": "coefficient of variation of the warm-up's gradient norm, {target} minus {other} (lower is stabler; "
+                 "over seeds)",
+    "generalization": "accuracy on the out-of-distribution sets, {target} minus {other} after warm-up",
+    "cold-start RL": "RL gain (after GRPO minus after warm-up), {target} minus {other}",
+}
+
+
+def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any]]:
+    """One row per claim and other start (sft, dft): what was measured, the figure with its interval, and the
+    verdict (supported / no difference shown / contradicted). A claim without its measurement says so."""
+    starts = results["study"]["starts"]
+    rows = []
+    for other in [s for s in starts if s not in (target, "base")]:
+        per_seed = []
+        for seed in results["seeds"]:
+            mine = results["stability"].get(f"{target}-seed{seed}", {}).get("grad_norm", {}).get("cv")
+            theirs = results["stability"].get(f"{other}-seed{seed}", {}).get("grad_norm", {}).get("cv")
+            if mine is not None and theirs is not None:
+                per_seed.append([mine - theirs])
+        stability = None
+        if len(per_seed) > 1:
+            r = seed_problem_interval(per_seed)
+            stability = {"difference": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                         "significant": r["ci_low"] > 0 or r["ci_high"] < 0, "unit": "cv"}
+        figures = {
+            "stability": stability,
+            "generalization": results.get("ood", {}).get(f"{target} vs {other}"),
+            "cold-start RL": results["comparisons"].get(f"RL gain of {target} vs {other}"),
+        }
+        for claim, d in figures.items():
+            rows.append({"claim": claim, "vs": other, "measured": CLAIMS[claim].format(target=target, other=other),
+                         "figure": d, "verdict": "not measured" if d is None else
+                         _verdict(d, lower_is_better=claim == "stability")})
+    return rows
 
 
 def _mean(values: list[float | None]) -> float | None:

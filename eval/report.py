@@ -113,6 +113,51 @@ def findings(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _claim_figure(d: dict[str, Any]) -> tuple[str, str]:
+    if d.get("unit") == "cv":
+        return f"{d['difference']:+.3f}", f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+    return f"{100 * d['difference']:+.1f} points", _ci(d, "+.1f")
+
+
+def claims_section(results: dict[str, Any]) -> list[str]:
+    """The paper's three claims, one row per claim and baseline: what was measured, our figure, the verdict."""
+    rows = results.get("claims") or []
+    if not rows:
+        return []
+    lines = ["## The paper's claims", "",
+             "Stability, generalization and a better start for RL (Zhou et al., ACL 2026), each against each other "
+             "warm-up: supported or contradicted where the 95% interval excludes 0, else no difference shown.", "",
+             "| claim | vs | measured | figure | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        figure, ci = _claim_figure(r["figure"]) if r["figure"] else ("-", "-")
+        lines.append(f"| {r['claim']} | {r['vs']} | {r['measured']} | {figure} | {ci} | {r['verdict']} |")
+    return lines + [""]
+
+
+def stability_section(results: dict[str, Any]) -> list[str]:
+    """Per start, the warm-up's gradient-norm and loss stability (means over seeds), and each arm's spread of
+    accuracy over seeds."""
+    stability = results.get("stability") or {}
+    if not stability:
+        return []
+    lines = ["", "## Stability during the warm-up", "",
+             "Per start, means over seeds: the gradient norm's coefficient of variation and spikes (steps above 3x "
+             "the median of the 5 before), the loss's roughness (mean absolute second difference over its mean).", "",
+             "| start | grad-norm CV | spikes | loss roughness |", "|---|---|---|---|"]
+    for start in [s for s in results["study"]["starts"] if s != "base"]:
+        runs = [v for k, v in stability.items() if k.rpartition("-seed")[0] == start and v]
+        def mean(curve: str, key: str) -> float | None:
+            values = [r[curve][key] for r in runs if r[curve][key] is not None]
+            return sum(values) / len(values) if values else None
+        lines.append(f"| {start} | {_number(mean('grad_norm', 'cv'), '.3f')} | {_number(mean('grad_norm', 'spikes'), '.1f')} "
+                     f"| {_number(mean('loss', 'roughness'), '.3f')} |")
+    spread = results.get("seed_spread") or {}
+    if any(v is not None for v in spread.values()):
+        lines += ["", "Spread of accuracy over seeds (standard deviation, points):", "", "| arm | sd |", "|---|---|"]
+        lines += [f"| {arm} | {_number(None if sd is None else 100 * sd, '.1f')} |" for arm, sd in spread.items()]
+    return lines
+
+
 def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:
     p = (f"{d['mcnemar_p']:.3f} | " if "mcnemar_p" in d else "- | ") if mcnemar else ""
     return f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {p}{'yes' if d['significant'] else 'no'} |"
@@ -131,7 +176,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{results['regraded']['records']} grades changed."] if "regraded" in results else []),
              f"{CLIPPED}: an interval end cut to the values the mean can take (an accuracy within [0, 100], a "
              "difference within the difference's range); the t interval reached past it.",
-             "", "## Findings", "",
+             "", *claims_section(results), "## Findings", "",
              "What the 95% intervals support; \"no difference shown\" where an interval includes 0. Each interval "
              f"holds on its own: the {len(results['rl_gain']) + len(results['comparisons'])} RL gains and paired "
              "comparisons below are not corrected for being several (with no real difference anywhere, about 1 in 20 "
@@ -147,6 +192,7 @@ def render(results: dict[str, Any]) -> str:
     lines += ["", "## Paired comparisons", "", f"| comparison | difference (points) | 95% CI | {mcnemar}shown |",
               "|---|---|---|---|" + ("---|" if mcnemar else "")]
     lines += [_difference_row(name, d, bool(mcnemar)) for name, d in results["comparisons"].items()]
+    lines += stability_section(results)
     signal = results.get("signal") or {}
     if signal:
         on = [name for name, enabled in results.get("handoff", {}).items() if enabled]

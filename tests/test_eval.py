@@ -329,3 +329,31 @@ def test_findings_state_only_what_the_intervals_support():
     assert lines[3] == "- cadft vs sft: no difference shown (-1.0 points [-6.0, +4.0])."
     assert lines[4].startswith("- Across the 12 runs, the RL gain rises with the pass@4 before GRPO (Spearman rho = +0.80")
     assert lines[5] == "- RL gain and mean token entropy before GRPO: no association shown."
+
+
+def test_the_claims_table_from_hand_made_results():
+    from coldstart.eval.compare import claims
+    from coldstart.eval.report import claims_section
+
+    def gain(d, low, high):
+        return {"difference": d, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0}
+
+    results = {
+        "study": {"starts": ["base", "sft", "dft", "cadft"]}, "seeds": [1, 2, 3],
+        # cadft's gradient norm varies less than dft's on every seed, and about as much as sft's
+        "stability": {f"{start}-seed{seed}": {"grad_norm": {"cv": cv + 0.01 * seed}}
+                      for start, cv in (("sft", 0.30), ("dft", 0.50), ("cadft", 0.30)) for seed in (1, 2, 3)}
+        | {"cadft-seed2": {"grad_norm": {"cv": 0.33}}},
+        "comparisons": {"RL gain of cadft vs sft": gain(-0.10, -0.15, -0.05),
+                        "RL gain of cadft vs dft": gain(0.02, -0.03, 0.07)},
+    }
+    rows = {(r["claim"], r["vs"]): r for r in claims(results)}
+    assert rows[("stability", "dft")]["verdict"] == "supported"  # lower CV, interval below 0
+    assert rows[("stability", "dft")]["figure"]["difference"] == pytest.approx(-0.59 / 3)
+    assert rows[("stability", "sft")]["verdict"] == "no difference shown"
+    assert rows[("cold-start RL", "sft")]["verdict"] == "contradicted"
+    assert rows[("cold-start RL", "dft")]["verdict"] == "no difference shown"
+    assert rows[("generalization", "dft")]["verdict"] == "not measured"
+    table = "\n".join(claims_section({"claims": list(rows.values())}))
+    assert "| cold-start RL | sft | RL gain (after GRPO minus after warm-up), cadft minus sft | -10.0 points | " \
+           "[-15.0, -5.0] | contradicted |" in table
