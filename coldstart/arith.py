@@ -5,6 +5,7 @@ with its style. Train and test problems never overlap: a problem's split is a ha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from typing import Any
@@ -49,6 +50,45 @@ def _problem_split(start: int, ops: list[tuple[str, int]]) -> str:
     key = f"{start}|" + ";".join(f"{o}{k}" for o, k in ops)
     bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
     return "test" if bucket < _TEST_SHARE else "train"
+
+
+def _question_ood(name: str, item: str, start: int, ops: list[tuple[str, int]]) -> str:
+    """The same problems in sentences the training data never uses (`arith-ood`)."""
+    sentences = [f"At first there are {start} {item} in {name}'s box."]
+    for op, k in ops:
+        if op == "add":
+            sentences.append(f"A friend puts {k} {item} into the box.")
+        elif op == "sub":
+            sentences.append(f"{name} takes {k} {item} out of the box.")
+        else:
+            sentences.append(f"The box then holds {k} times the {item} it held before.")
+    sentences.append(f"Count the {item} in the box at the end. {BOXED_INSTRUCTION}")
+    return " ".join(sentences)
+
+
+def generate_arith_ood(cfg: ArithSection, num_samples: int, seed: int) -> list[dict[str, Any]]:
+    """Held-out problems outside the training distribution of `cfg`: every operand above `cfg.max_operand` (up to
+    three times it) and sentences no training problem uses; the number of operations is the training range's."""
+    ood = dataclasses.replace(cfg, max_operand=3 * cfg.max_operand)
+    rng = random.Random(f"arith-ood-{seed}")
+    samples, seen = [], set()
+    while len(samples) < num_samples:
+        start, ops = _arith_problem(rng, ood)
+        if start <= cfg.max_operand or any(op != "mul" and k <= cfg.max_operand for op, k in ops):
+            continue
+        key = f"{start}|{ops}"
+        if key in seen:
+            continue
+        seen.add(key)
+        name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+        value = start
+        for op, k in ops:
+            value = _apply(value, op, k)
+        samples.append({"id": f"arith-ood-{len(samples):05d}",
+                        "prompt": [{"role": "user", "content": _question_ood(name, item, start, ops)}],
+                        "completion": [{"role": "assistant", "content": f"The answer is \\boxed{{{value}}}."}],
+                        "answer": str(value), "style": "ood", "source": f"arith-ood-{len(ops)}step"})
+    return samples
 
 
 def _question(name: str, item: str, start: int, ops: list[tuple[str, int]]) -> str:

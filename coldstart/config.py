@@ -301,6 +301,12 @@ class EvalSection:
     batch_size: int = option(32, "Sequences per generation batch (larger batches generate faster, up to memory).")
     use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').")
     vllm_gpu_memory_utilization: float = option(0.9, "Share of the GPU's memory vLLM takes (weights and KV cache).")
+    ood: list[str] = option(
+        [],
+        "Out-of-distribution sets evaluated beside the held-out split, the first num_problems of each: 'arith-ood' "
+        "(the generator's problems with larger operands, in sentences never trained on), 'svamp' (shipped, "
+        "human-written one-step problems), or a data source (its test split; a file is the set).",
+    )
 
 
 @dataclass

@@ -153,6 +153,27 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         _save(fig, out / "compatibility.png")
     if diagnostics and results.get("signal"):
         diagnostic_figures(results, diagnostics, out)
+    if results.get("ood"):
+        ood_figure(results, out / "ood.png")
+
+
+def ood_figure(results: dict[str, Any], path: Path) -> None:
+    """Per arm, held-out accuracy beside accuracy on the out-of-distribution sets pooled, with 95% intervals."""
+    names = list(results["arms"])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(names))
+    for offset, (label, values) in zip((-0.2, 0.2), (("held-out", results["arms"]),
+                                                    ("out of distribution (" + ", ".join(results["ood"]["sets"]) + ")",
+                                                     results["ood"]["arms"]))):
+        centre = [100 * values[n]["accuracy"] for n in names]
+        err = [[c - 100 * values[n]["ci_low"] for c, n in zip(centre, names)],
+               [100 * values[n]["ci_high"] - c for c, n in zip(centre, names)]]
+        ax.bar([i + offset for i in x], centre, width=0.4, yerr=err, capsize=3, label=label)
+    ax.set_xticks(list(x), names, rotation=30)
+    ax.set_ylabel("accuracy % (95% CI)")
+    ax.set_title("In- and out-of-distribution accuracy per arm")
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def diagnostic_figures(results: dict[str, Any], labels: dict[str, str], out: Path) -> None:

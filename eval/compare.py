@@ -69,8 +69,9 @@ def study_of(cfg: Config) -> dict[str, Any]:
 
 
 def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, dict[str, float]], int]:
-    """Each model's score per problem id, from the run's eval records; with `regrade`, graded again from the saved
-    completions with the installed grader, and how many grades that changed."""
+    """Each model's score per problem id, from the run's eval records (`model` for the held-out split,
+    `model@set` for an out-of-distribution set); with `regrade`, graded again from the saved completions with the
+    installed grader, and how many grades that changed."""
     by_model: dict[str, dict[str, float]] = {}
     changed = 0
     for r in read_jsonl(run_dir.stage_dir("eval") / "records.jsonl"):
@@ -79,26 +80,30 @@ def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, dict[str
             fresh = float(is_correct(r["answer"], r["completion"]))
             changed += fresh != score
             score = fresh
-        by_model.setdefault(r["model"], {})[str(r["id"])] = score
+        # the held-out split's scores under the model's name, another set's under model@set
+        key = r["model"] if r.get("set") is None else f"{r['model']}@{r['set']}"
+        by_model.setdefault(key, {})[str(r["id"])] = score
     return by_model, changed
 
 
 def _in_problem_order(graded: dict[tuple[str, int], dict[str, dict[str, float]]]) -> dict[tuple[str, int], dict[str, list[float]]]:
-    """Every run's scores as lists in one problem order, so that the comparisons pair the same problems; runs
-    graded on different problems are refused (pairing them by position would compare unrelated problems)."""
-    (first_key, first), *_ = graded.items()
-    ids = sorted(next(iter(first.values())))
-    for (start, seed), models in graded.items():
+    """Every run's scores as lists in one problem order per set, so that the comparisons pair the same problems;
+    runs graded on different problems are refused (pairing them by position would compare unrelated problems)."""
+    first: dict[str, tuple[tuple[str, int], list[str]]] = {}
+    for key, models in graded.items():
         for model, scores in models.items():
+            first.setdefault(model, (key, sorted(scores)))
+            (start, seed), ((first_start, first_seed), ids) = key, first[model]
             if sorted(scores) != ids:
                 missing = sorted(set(ids) - set(scores))[:3]
                 extra = sorted(set(scores) - set(ids))[:3]
                 raise ColdstartError(
                     f"compare: {start}-seed{seed} ({model}) was graded on other problems than "
-                    f"{first_key[0]}-seed{first_key[1]} ({len(scores)} vs {len(ids)}; missing {missing}, extra "
+                    f"{first_start}-seed{first_seed} ({len(scores)} vs {len(ids)}; missing {missing}, extra "
                     f"{extra}): grade every run on the same held-out problems (coldstart compare --force eval)"
                 )
-    return {key: {model: [scores[i] for i in ids] for model, scores in models.items()} for key, models in graded.items()}
+    return {key: {model: [scores[i] for i in first[model][1]] for model, scores in models.items()}
+            for key, models in graded.items()}
 
 
 def _interval(per_seed: list[list[float]], key: str, bound: float) -> dict[str, Any]:
@@ -173,18 +178,45 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     if rl:
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
+    ood = _out_of_distribution(correct, starts, seeds, models, target, arm)
     stability = {f"{start}-seed{seed}": _stability(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds
                  if start != "base"}
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
               for name in accuracy}
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
-               "stability": stability, "seed_spread": spread}
+               "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {})}
     results["claims"] = claims(results, target)
     return {**results,
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
             "associations": associations, "handoff": study["handoff"],
             **({"regraded": {"records": sum(len(v) for c in correct.values() for v in c.values()),
                              "changed": sum(changed for _, changed in graded.values())}} if regrade else {})}
+
+
+def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: list[str], target: str,
+                         arm) -> dict[str, Any] | None:
+    """Accuracy per arm on each out-of-distribution set and on all of them pooled (their problems together), and
+    the target start against each other one on the pooled sets, with the same seed-and-problem intervals."""
+    sets = sorted({key.split("@", 1)[1] for scores in correct.values() for key in scores if "@" in key})
+    if not sets:
+        return None
+
+    def pooled(start: str, model: str, seed: int) -> list[float]:
+        return [x for name in sets for x in correct[(start, seed)][f"{model}@{name}"]]
+
+    out: dict[str, Any] = {"sets": sets, "arms": {}}
+    for start in starts:
+        for model in models:
+            for name in sets:
+                out["arms"][f"{arm(start, model)}@{name}"] = _interval(
+                    [correct[(start, seed)][f"{model}@{name}"] for seed in seeds], "accuracy", 1.0)
+            out["arms"][arm(start, model)] = _interval([pooled(start, model, seed) for seed in seeds], "accuracy", 1.0)
+    for other in [s for s in starts if s != target]:
+        for model in models:
+            name = f"{arm(target, model)} vs {arm(other, model)}"
+            out[name] = _interval([[a - b for a, b in zip(pooled(target, model, seed), pooled(other, model, seed))]
+                                   for seed in seeds], "difference", 1.0)
+    return out
 
 
 def _stability(run_dir: RunDir) -> dict[str, Any]:

@@ -134,6 +134,28 @@ def claims_section(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def ood_section(results: dict[str, Any], mcnemar: str) -> list[str]:
+    """Accuracy per arm in and out of distribution, and the paired comparisons on the pooled out-of-distribution
+    problems."""
+    ood = results.get("ood")
+    if not ood:
+        return []
+    sets = ood["sets"]
+    lines = ["", "## Out of distribution", "",
+             f"Accuracy % per arm on the held-out split, on each out-of-distribution set and on those pooled (95% "
+             "intervals, seeds and problems).", "",
+             "| arm | held-out | " + " | ".join(sets) + " | pooled |", "|---" * (len(sets) + 3) + "|"]
+    for name, a in results["arms"].items():
+        cells = [f"{_pct(ood['arms'][f'{name}@{s}']['accuracy'])}" for s in sets]
+        pooled = ood["arms"][name]
+        lines.append(f"| {name} | {_pct(a['accuracy'])} {_ci(a)} | " + " | ".join(cells)
+                     + f" | {_pct(pooled['accuracy'])} {_ci(pooled)} |")
+    lines += ["", f"| comparison (pooled out-of-distribution problems) | difference (points) | 95% CI | {mcnemar}shown |",
+              "|---|---|---|---|" + ("---|" if mcnemar else "")]
+    lines += [_difference_row(name, d, bool(mcnemar)) for name, d in ood.items() if " vs " in name]
+    return lines
+
+
 def stability_section(results: dict[str, Any]) -> list[str]:
     """Per start, the warm-up's gradient-norm and loss stability (means over seeds), and each arm's spread of
     accuracy over seeds."""
@@ -185,6 +207,7 @@ def render(results: dict[str, Any]) -> str:
              "", "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]
     for name, a in results["arms"].items():
         lines.append(f"| {name} | {_pct(a['accuracy'])} | {_ci(a)} |")
+    lines += ood_section(results, mcnemar)
     if results["rl_gain"]:
         lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "", f"| start | gain | 95% CI | {mcnemar}shown |",
                   "|---|---|---|---|" + ("---|" if mcnemar else "")]
@@ -256,6 +279,14 @@ def results_table(results: dict[str, Any]) -> str:
                 f"| {label} | {100 * g['difference']:+.1f} points | [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]"
                 f" (McNemar p = {g['mcnemar_p']:.3g}; {shown}) |"
             )
+    for name, by_arm in (results.get("ood") or {}).items():
+        problems = next(iter(by_arm.values()))["problems"]
+        lines += ["", f"Out of distribution: {name}, {problems} problems (greedy):", "", "| | accuracy | 95% interval |",
+                  "|---|---|---|"]
+        for arm, label in ARMS.items():
+            if arm in by_arm:
+                low, high = by_arm[arm]["accuracy_ci"]
+                lines.append(f"| {label} | {100 * by_arm[arm]['accuracy']:.1f}% | [{100 * low:.1f}, {100 * high:.1f}] |")
     return "\n".join(lines) + "\n"
 
 

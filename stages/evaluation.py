@@ -1,8 +1,9 @@
 """Eval stage: the run's models on the same held-out problems: the base model (`eval.base`), the warmed model (as
 handed to RL) and, when RL ran, the RL model, with the warm-up's and RL's gains as paired differences.
 
-Recipe: load the held-out split, evaluate each model, write `records.jsonl` (one line per model and problem),
-`results.json` and `report.md` (the table the console prints at the end of `coldstart run`).
+Recipe: load the held-out split, evaluate each model on it and on each out-of-distribution set (`eval.ood`), write
+`records.jsonl` (one line per model, set and problem), `results.json` and `report.md` (the table the console prints
+at the end of `coldstart run`).
 
 A model's records are also kept in `.eval-cache/` beside the run directory, under a hash of everything they depend
 on: the model folder's files, the problems, the eval settings, the code and library versions (and the seed
@@ -21,6 +22,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from coldstart.benchmarks import load_set
 from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
@@ -109,6 +111,13 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             results["models"][arm] = {"path": str(model_dir), **metrics}
             correct[arm] = [float(r["correct"]) for r in records]
             lines += [{"model": arm, **r} for r in records]
+        for name in cfg.eval.ood:  # records of another set carry its name; the held-out split's carry none
+            ood = load_set(cfg, name, cfg.eval.num_problems)
+            results.setdefault("ood", {})[name] = {}
+            for arm, (_, model_dir) in models.items():
+                records, metrics = evaluate_cached(cfg, model_dir, ood, reuse=not force)
+                results["ood"][name][arm] = metrics
+                lines += [{"model": arm, "set": name, **r} for r in records]
         write_jsonl(work / "records.jsonl", lines)
         if "base" in correct:
             results["warmup_gain"] = paired_difference(correct["warmup"], correct["base"])
