@@ -129,7 +129,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from coldstart.config import load_config
-    from coldstart.eval.compare import analyse, arm_stages, compare_dir, run_matrix, start_config, study_of
+    from coldstart.eval.compare import (
+        analyse, arm_stages, compare_dir, run_matrix, run_mechanism, start_config, study_of,
+    )
     from coldstart.eval.report import write_compare
 
     cfg = load_config(args.config, args.overrides)
@@ -139,7 +141,7 @@ def _compare(args: argparse.Namespace) -> None:
         except ColdstartError as e:
             raise ColdstartError(f"compare.starts: {start}: {e}") from e
     runs = run_matrix(cfg, _stage_runners(), args.force)
-    results = analyse(study_of(cfg), runs)
+    results = analyse(study_of(cfg), runs, mechanism=run_mechanism(cfg, runs))
     out = compare_dir(cfg)
     write_compare(out, results, runs)
     print(f"\n{(out / 'report.md').read_text()}\ncomparison: {out}/")

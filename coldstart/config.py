@@ -316,6 +316,13 @@ class CompareSection:
     )
     seeds: list[int] = option([42], "Training seeds; the data stays fixed by data.seed (else the run's seed).")
     rl: bool = option(True, "Run GRPO from every start (warm-up only when false).")
+    mechanism: list[float] = option(
+        [],
+        "Fractions of the warm-up at which `coldstart mechanism` measures each start's checkpoint (1.0: the final "
+        "model; the base start: the base model), on the first seed; the checkpoints must be kept "
+        "(warmup.keep_checkpoints) at those steps. []: not measured.",
+    )
+    mechanism_minibatches: int = option(4, "Minibatches of the warm-up's batch size each mechanism check measures.")
 
 
 @dataclass

@@ -155,6 +155,22 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         diagnostic_figures(results, diagnostics, out)
     if results.get("ood"):
         ood_figure(results, out / "ood.png")
+    if results.get("mechanism"):
+        mechanism_figure(results["mechanism"], out / "noise_scale.png")
+
+
+def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
+    """The gradient noise scale per loss at each measured policy (the base model, then each start's checkpoints)."""
+    names = list(mechanism)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for loss in ("sft", "dft", "cadft", "cadft-weights"):
+        values = [mechanism[n]["losses"][loss]["noise_scale"] for n in names]
+        ax.plot(range(len(names)), [float("nan") if v is None else v for v in values], marker="o", label=loss)
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_ylabel("noise scale B tr(cov) / |G|^2")
+    ax.set_title("Gradient noise per loss at fixed policies")
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def ood_figure(results: dict[str, Any], path: Path) -> None:

@@ -13,6 +13,7 @@ findings state only what the intervals and adjusted p-values support.
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from coldstart.config import Config
 from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
-from coldstart.runs import RunDir, read_jsonl
+from coldstart.runs import RunDir, json_sha256, read_jsonl, tree_sha256
 from coldstart.stability import curve_stability
 from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
 
@@ -59,6 +60,49 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict
                 run_stage[stage](sub, run_dir, force=forced)
             runs[f"{ARM_NAMES[start]}-seed{seed}"] = run_dir
     return runs
+
+
+def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
+    """The models `compare.mechanism` measures, by name (`<start>@step<N>`, the base start `base@step0`): each
+    start's warm-up checkpoint at each fraction of its steps on the first seed."""
+    from coldstart.models import resolve_model_path
+
+    seed, out = cfg.compare.seeds[0], {}
+    for start in cfg.compare.starts:
+        run = runs[f"{ARM_NAMES[start]}-seed{seed}"]
+        if start == "none":
+            out["base@step0"] = Path(resolve_model_path(cfg.model.name_or_path))
+            continue
+        steps = run.finished("warmup")["metrics"]["steps"]
+        for fraction in cfg.compare.mechanism:
+            step = round(fraction * steps)
+            folder = run.stage_dir("warmup") / ("final" if step >= steps else f"checkpoint-{step}")
+            if not folder.is_dir():
+                raise ColdstartError(f"compare.mechanism: {fraction:g} of the warm-up is step {step}, but {folder} was "
+                                     "not kept; set warmup.keep_checkpoints: true and a warmup.save_steps that "
+                                     "divides that step")
+            out[f"{ARM_NAMES[start]}@step{step}"] = folder
+    return out
+
+
+def run_mechanism(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
+    """`coldstart mechanism` on every model of `mechanism_models` (skipped when the same folder was measured
+    with the same settings); the folders of their results by name."""
+    from coldstart.eval import mechanism
+
+    if not cfg.compare.mechanism:
+        return {}
+    seed_cfg = start_config(cfg, cfg.compare.starts[0], cfg.compare.seeds[0])
+    out = {}
+    for name, folder in mechanism_models(cfg, runs).items():
+        target = compare_dir(cfg).parent / "mechanism" / name.replace("@", "-")
+        key = json_sha256({"model": tree_sha256(folder), "minibatches": cfg.compare.mechanism_minibatches,
+                           "data": dataclasses.asdict(cfg.data), "warmup": dataclasses.asdict(cfg.warmup)})
+        done = target / "results.json"
+        if not (done.is_file() and json.loads(done.read_text()).get("key") == key):
+            mechanism.run(seed_cfg, str(folder), target, cfg.compare.mechanism_minibatches, key=key)
+        out[name] = target
+    return out
 
 
 def study_of(cfg: Config) -> dict[str, Any]:
@@ -125,10 +169,12 @@ BEFORE_RL = {"pass@1": "pass@1", "pass@k": "pass@k", "pre_rl_zero_variance": "ze
 DURING_RL = {"rl_zero_variance": "zero-variance groups during GRPO"}
 
 
-def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = False) -> dict[str, Any]:
-    """Accuracy per arm, RL gain per start, the paired comparisons between starts, each run's and each start's
-    diagnostics, and how the diagnostics go with the RL gain across runs, from the runs' records and manifests
-    (with `regrade`, their completions graded again)."""
+def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = False,
+            mechanism: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Accuracy per arm (in and out of distribution), RL gain per start, the paired comparisons between starts,
+    each run's warm-up stability, each run's and each start's diagnostics, how the diagnostics go with the RL gain
+    across runs, the mechanism checks (`run_mechanism`'s folders) and the paper's claims, from the runs' records
+    and manifests (with `regrade`, their completions graded again)."""
     starts, seeds, rl = study["starts"], study["seeds"], study["rl"]
     graded = {(start, seed): _correct(runs[f"{start}-seed{seed}"], regrade) for start in starts for seed in seeds}
     correct = _in_problem_order({key: scores for key, (scores, _) in graded.items()})
@@ -184,7 +230,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
               for name in accuracy}
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
-               "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {})}
+               "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {}),
+               **({"mechanism": _mechanism(mechanism)} if mechanism else {})}
     results["claims"] = claims(results, target)
     return {**results,
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
@@ -217,6 +264,38 @@ def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: l
             out[name] = _interval([[a - b for a, b in zip(pooled(target, model, seed), pooled(other, model, seed))]
                                    for seed in seeds], "difference", 1.0)
     return out
+
+
+def _mechanism(folders: dict[str, Path]) -> dict[str, Any]:
+    """Each mechanism check's verdicts and update statistics (not its per-sample records), and where it is."""
+    out = {}
+    for name, folder in folders.items():
+        r = json.loads((Path(folder) / "results.json").read_text())
+        out[name] = {"dir": str(folder), "samples": len(r["samples"]), "losses": r["losses"],
+                     "assumption": {loss: {k: v for k, v in a.items() if k != "deciles"} for loss, a in r["assumption"].items()}}
+    return out
+
+
+def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
+    """The stability mechanism over the measured policies: where the paper's assumption holds (DFT's gradient norm
+    against the NLL) and CADFT's mean squared update over DFT's with the step size controlled (normalised by
+    weights). Supported when the assumption holds and the update is smaller at every policy; contradicted when it
+    fails somewhere or the update is larger everywhere."""
+    verdicts = [m["assumption"]["dft"]["verdict"] for m in mechanism.values()]
+    ratios = [m["losses"]["cadft-weights"]["mean_sq_update"] / m["losses"]["dft"]["mean_sq_update"]
+              for m in mechanism.values()]
+    if all(v == "holds" for v in verdicts) and all(r < 1 for r in ratios):
+        verdict = "supported"
+    elif "fails" in verdicts or all(r > 1 for r in ratios):
+        verdict = "contradicted"
+    else:
+        verdict = "no difference shown"
+    text = (f"assumption holds at {verdicts.count('holds')} of {len(verdicts)} policies (fails at "
+            f"{verdicts.count('fails')}); update ratio {min(ratios):.2f}-{max(ratios):.2f}")
+    return {"claim": "stability (mechanism)", "vs": "dft", "figure": None, "text": text, "verdict": verdict,
+            "measured": "at fixed policies (" + ", ".join(mechanism) + "): whether the least compatible "
+                        "demonstrations carry the largest DFT gradients, and cadft's mean squared update over dft's "
+                        "normalised by weights (one policy each: no interval)"}
 
 
 def _stability(run_dir: RunDir) -> dict[str, Any]:
@@ -277,6 +356,8 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
             rows.append({"claim": claim, "vs": other, "measured": CLAIMS[claim].format(target=target, other=other),
                          "figure": d, "verdict": "not measured" if d is None else
                          _verdict(d, lower_is_better=claim == "stability")})
+    if results.get("mechanism"):
+        rows.insert(0, _mechanism_claim(results["mechanism"]))
     return rows
 
 

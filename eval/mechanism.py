@@ -18,9 +18,9 @@ from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.plots import gradient_deciles
 
 
-def run(cfg: Config, model_path: str, out: Path, minibatches: int) -> dict[str, Any]:
+def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | None = None) -> dict[str, Any]:
     """Measure `model_path` on `minibatches` minibatches of the training split (shuffled by the run's seed) and
-    write the results to `out`."""
+    write the results to `out` (with `key`, what they were measured from, for callers that skip a repeat)."""
     path = resolve_model_path(model_path)
     tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
     train, _ = load_samples(cfg.data, "train", cfg.seed)
@@ -29,7 +29,7 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int) -> dict[str, 
     train = train.shuffle(seed=cfg.seed).select(range(min(len(train), minibatches * batch)))
     model = load_model(cfg.model, path)
     results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft.beta, cfg.warmup.max_length)
-    results = {"model": Path(path).name, "data": cfg.data.source, **results,
+    results = {"model": Path(path).name, "data": cfg.data.source, "key": key, **results,
                "assumption": {loss: assumption(results["samples"], f"norm_{loss}") for loss in ("sft", "dft")}}
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -41,7 +41,7 @@ def _share(x: float | None) -> str:
 
 
 def _number(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
+    return "-" if x is None or x != x else format(x, spec)  # x != x: nan (a trace from one minibatch)
 
 
 def _diagnostic_cells(s: dict[str, Any]) -> str:
@@ -129,7 +129,7 @@ def claims_section(results: dict[str, Any]) -> list[str]:
              "warm-up: supported or contradicted where the 95% interval excludes 0, else no difference shown.", "",
              "| claim | vs | measured | figure | 95% CI | verdict |", "|---|---|---|---|---|---|"]
     for r in rows:
-        figure, ci = _claim_figure(r["figure"]) if r["figure"] else ("-", "-")
+        figure, ci = _claim_figure(r["figure"]) if r["figure"] else (r.get("text", "-"), "-")
         lines.append(f"| {r['claim']} | {r['vs']} | {r['measured']} | {figure} | {ci} | {r['verdict']} |")
     return lines + [""]
 
@@ -153,6 +153,34 @@ def ood_section(results: dict[str, Any], mcnemar: str) -> list[str]:
     lines += ["", f"| comparison (pooled out-of-distribution problems) | difference (points) | 95% CI | {mcnemar}shown |",
               "|---|---|---|---|" + ("---|" if mcnemar else "")]
     lines += [_difference_row(name, d, bool(mcnemar)) for name, d in ood.items() if " vs " in name]
+    return lines
+
+
+def _ratio(m: dict[str, Any], loss: str, key: str = "mean_sq_update") -> str:
+    dft = m["losses"]["dft"][key]
+    return _number(m["losses"][loss][key] / dft if dft else None, ".3f")
+
+
+def mechanism_section(results: dict[str, Any]) -> list[str]:
+    """The gradients at fixed policies (`coldstart mechanism` on the base model and the starts' checkpoints)."""
+    mechanism = results.get("mechanism") or {}
+    if not mechanism:
+        return []
+    lines = ["", "## The mechanism at fixed policies", "",
+             "Per policy (first seed; `<start>@step<N>`: its warm-up checkpoint), on the same demonstrations: "
+             "Spearman's rho of each sample's NLL with its gradient norm and the verdict on the paper's assumption "
+             "(the least compatible carry the largest gradients); each update's mean squared norm over dft's "
+             "(cadft as trained, and normalised by weights: the step-size control); the gradient noise scale "
+             "B tr(cov) / |G|^2. Each policy's `gradients.png` shows the norms by compatibility decile.", "",
+             "| policy | samples | dft rho | dft verdict | sft rho | cadft / dft | cadft-weights / dft | "
+             "tr(cov) cadft-weights / dft | noise scale dft | noise scale cadft-weights |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in mechanism.items():
+        a = m["assumption"]
+        lines.append(f"| {name} | {m['samples']} | {a['dft']['rho']:+.2f} | {a['dft']['verdict']} | "
+                     f"{a['sft']['rho']:+.2f} | {_ratio(m, 'cadft')} | {_ratio(m, 'cadft-weights')} | "
+                     f"{_ratio(m, 'cadft-weights', 'trace_cov')} | {_number(m['losses']['dft']['noise_scale'], '.3g')} | "
+                     f"{_number(m['losses']['cadft-weights']['noise_scale'], '.3g')} |")
     return lines
 
 
@@ -215,7 +243,7 @@ def render(results: dict[str, Any]) -> str:
     lines += ["", "## Paired comparisons", "", f"| comparison | difference (points) | 95% CI | {mcnemar}shown |",
               "|---|---|---|---|" + ("---|" if mcnemar else "")]
     lines += [_difference_row(name, d, bool(mcnemar)) for name, d in results["comparisons"].items()]
-    lines += stability_section(results)
+    lines += stability_section(results) + mechanism_section(results)
     signal = results.get("signal") or {}
     if signal:
         on = [name for name, enabled in results.get("handoff", {}).items() if enabled]
@@ -322,7 +350,8 @@ def rerender(path: Path, regrade: bool = False) -> list[Path]:
             "starts": list(dict.fromkeys(name.rpartition("-seed")[0] for name in runs)), "seeds": results["seeds"],
             "rl": bool(results["rl_gain"]), "handoff": results.get("handoff", {"curate": False, "select_checkpoint": False}),
         }
-        results = analyse(study, runs, regrade)
+        mechanism = {name: Path(m["dir"]) for name, m in (results.get("mechanism") or {}).items()}
+        results = analyse(study, runs, regrade, mechanism)
         write_compare(compare, results, runs)
         written.append(compare / "report.md")
     if regrade and not written:

@@ -89,20 +89,31 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
 
 
 def test_compare_matrix_and_report(tmp_path, tokenizer):
-    args = tiny_run_args("compare", tmp_path, tokenizer, "c", "handoff.report_demos=4", "compare.starts=[none, sft, cadft]")
+    args = tiny_run_args("compare", tmp_path, tokenizer, "c", "handoff.report_demos=4", "compare.starts=[none, sft, cadft]",
+                         "eval.ood=[arith-ood]", "warmup.keep_checkpoints=true", "compare.mechanism=[0.5, 1.0]",
+                         "compare.mechanism_minibatches=1")
     assert main(args) == 0
     out = tmp_path / "c" / "compare"
     results = json.loads((out / "results.json").read_text())
+    assert list(results["mechanism"]) == ["base@step0", "sft@step1", "sft@step2", "cadft@step1", "cadft@step2"]
+    assert (tmp_path / "c" / "mechanism" / "cadft-step1" / "gradients.png").is_file()
+    assert [r["claim"] for r in results["claims"]][:4] == ["stability (mechanism)", "stability", "generalization",
+                                                           "cold-start RL"]
+    assert results["ood"]["sets"] == ["arith-ood"] and "cadft vs sft" in results["ood"]
+    assert set(results["stability"]) == {"sft-seed42", "cadft-seed42"}
     assert list(results["arms"]) == ["base", "base+grpo", "sft", "sft+grpo", "cadft", "cadft+grpo"]
     assert set(results["rl_gain"]) == {"base", "sft", "cadft"}
     assert {"cadft vs sft", "cadft+grpo vs sft+grpo", "RL gain of cadft vs sft"} <= set(results["comparisons"])
     for name in ("report.md", "accuracy.png", "rl_gain.png", "rewards.png", "compatibility.png", "diagnostics.png",
-                 "gain_vs_diagnostics.png"):
+                 "gain_vs_diagnostics.png", "ood.png", "noise_scale.png"):
         assert (out / name).is_file(), name
     for arm in results["arms"].values():
         assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"]
     report = (out / "report.md").read_text()
     assert "## RL gain" in report and "## Findings" in report and "- **cadft**: " in report
+    for section in ("## The paper's claims", "## Out of distribution", "## Stability during the warm-up",
+                    "## The mechanism at fixed policies"):
+        assert section in report, section
     # the base start skips the warm-up and hands the base model over as it is
     base_run = tmp_path / "c" / "base-seed42"
     assert json.loads((base_run / "manifest.json").read_text())["stages"]["warmup"]["metrics"] == {"loss": "none"}
