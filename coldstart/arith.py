@@ -67,12 +67,17 @@ def _question_ood(name: str, item: str, start: int, ops: list[tuple[str, int]]) 
 
 
 def generate_arith_ood(cfg: ArithSection, num_samples: int, seed: int) -> list[dict[str, Any]]:
-    """Held-out problems outside the training distribution of `cfg`: every operand above `cfg.max_operand` (up to
-    three times it) and sentences no training problem uses; the number of operations is the training range's."""
+    """Held-out problems outside the training distribution of `cfg`: the starting amount and every added or taken
+    amount above `cfg.max_operand` (up to three times it; multipliers stay 2-4, as trained) and sentences no
+    training problem uses; the number of operations is the training range's."""
     ood = dataclasses.replace(cfg, max_operand=3 * cfg.max_operand)
     rng = random.Random(f"arith-ood-{seed}")
-    samples, seen = [], set()
+    samples, seen, attempts = [], set(), 0
     while len(samples) < num_samples:
+        attempts += 1
+        if attempts > 200 * num_samples + 10_000:
+            raise ColdstartError(f"arith-ood: only {len(samples)} distinct problems found for {num_samples} asked; "
+                                 "raise data.arith.max_operand or max_steps, or lower eval.num_problems")
         start, ops = _arith_problem(rng, ood)
         if start <= cfg.max_operand or any(op != "mul" and k <= cfg.max_operand for op, k in ops):
             continue

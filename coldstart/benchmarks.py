@@ -2,7 +2,7 @@
 how its rows become prompts and gold answers. Used for the out-of-distribution sets of `eval.ood`.
 
 - `arith-ood`: the built-in generator outside its training distribution (`coldstart.arith.generate_arith_ood`).
-- `svamp`: SVAMP's 1,000 one-step elementary word problems, human-written (`data/svamp/`, MIT licence).
+- `svamp`: SVAMP's 1,000 elementary word problems (one or two operations), human-written (`data/svamp/`, MIT).
 
 Any other name is a data source as `data.source` reads it (a folder or Hub id: its test split; a file: the file).
 """
@@ -28,7 +28,8 @@ def svamp_rows(path: Path = SVAMP) -> list[dict[str, Any]]:
         row = json.loads(line)
         answer = float(row["Answer"])
         gold = str(int(answer)) if answer.is_integer() else str(answer)
-        problem = f"{row['Body'].strip()} {row['Question'].strip()}"
+        body = row["Body"].strip()
+        problem = f"{body}{'' if body.endswith(('.', '?', '!')) else '.'} {row['Question'].strip()}"
         out.append({"id": f"svamp-{row['ID']}", "prompt": [{"role": "user", "content": f"{problem} {BOXED_INSTRUCTION}"}],
                     "completion": [{"role": "assistant", "content": f"The answer is \\boxed{{{gold}}}."}],
                     "answer": gold, "style": row["Type"], "source": "svamp"})
@@ -46,10 +47,10 @@ def load_set(cfg: Config, name: str, num_problems: int):
     """The first `num_problems` (0: all) of set `name` as a `datasets.Dataset`."""
     import datasets
 
-    from coldstart.data import load_samples
+    from coldstart.data import load_samples, with_system_prompt
 
-    if name in BENCHMARKS:
-        return datasets.Dataset.from_list(BENCHMARKS[name](cfg, num_problems))
+    if name in BENCHMARKS:  # with the run's system prompt, as every other set gets it
+        return datasets.Dataset.from_list(with_system_prompt(BENCHMARKS[name](cfg, num_problems), cfg.data))
     one_file = Path(name).is_file()  # a single file is the set itself: data loading calls its one split 'train'
     data = dataclasses.replace(cfg.data, source=name, test_split="train" if one_file else cfg.data.test_split)
     test, _ = load_samples(data, "test", cfg.seed)

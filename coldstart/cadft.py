@@ -222,7 +222,7 @@ class CADFTTrainer(WarmupTrainer):
         self.row_samples: list[int] = self.train_dataset["sample_index"]
         self._positions = {sample: row for row, sample in enumerate(self.row_samples)}
         self._step_stats: tuple[float, float] | None = None
-        self._step_denominator: torch.Tensor | None = None
+        self._step_weight_per_token: torch.Tensor | None = None
         self._prepass_nll: dict[int, float] = {}
         self._step_moments: torch.Tensor | None = None
         self.rewriter = None
@@ -263,9 +263,9 @@ class CADFTTrainer(WarmupTrainer):
         self._fold_into_ema()
         c, several = self.cadft, len(batches) > 1
         needs_stats = (c.stats == "batch" and several) or (c.stats == "ema" and self.ema is None)
-        # weight x tokens of the whole step is known before the first backward only from a pre-pass
+        # the step's weight per token is known before the first backward only from a pre-pass
         needs_weights = c.normalize == "weights" and several
-        self._step_stats, self._step_denominator, self._prepass_nll = None, None, {}
+        self._step_stats, self._step_weight_per_token, self._prepass_nll = None, None, {}
         if batches and (needs_stats or needs_weights):
             stats, nll, tokens = self._prepass(batches)
             if needs_stats:
@@ -273,8 +273,14 @@ class CADFTTrainer(WarmupTrainer):
             if needs_weights:
                 mean, std = self._step_stats if self._step_stats is not None else self.ema
                 weights = cadft_weights(nll, mean, std, c.beta, c.gate_min, c.weight_floor)
-                self._step_denominator = self.accelerator.reduce((weights * tokens).sum(), reduction="sum")
+                self._step_weight_per_token = self._weight_per_token(weights, tokens)
         return batches, num_items
+
+    def _weight_per_token(self, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """sum(w x tokens) / sum(tokens) over every process: what turns TRL's token count into weight x tokens."""
+        sums = self.accelerator.reduce(torch.stack([(weights * tokens).sum(), tokens.sum().to(weights.dtype)]),
+                                       reduction="sum")
+        return sums[0] / sums[1].clamp(min=1)
 
     def _current_targets(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The batch with the current target of every row (collated again, from the data set and the store, when a
@@ -351,11 +357,15 @@ class CADFTTrainer(WarmupTrainer):
         weights = cadft_weights(weighed, mean, std, c.beta, c.gate_min, c.weight_floor)
         num_items = mask.sum() if num_items_in_batch is None else num_items_in_batch
         if c.normalize == "weights":
-            num_items = (weights * tokens).sum()  # an evaluation batch: its own
-            if training and self._step_denominator is not None:
-                num_items = self._step_denominator
-            elif training:  # the step's only micro-batch: every process's
-                num_items = self.accelerator.reduce(num_items, reduction="sum")
+            # TRL's token count (global or local, as Trainer passes it) times the step's weight per token: the same
+            # scaling conventions as the token normalisation, with sum(w x tokens) in place of sum(tokens)
+            if training and self._step_weight_per_token is not None:
+                per_token = self._step_weight_per_token
+            elif training:  # the step's only micro-batch
+                per_token = self._weight_per_token(weights, tokens)
+            else:  # an evaluation batch: its own
+                per_token = (weights * tokens).sum() / tokens.sum().clamp(min=1)
+            num_items = num_items * per_token
         loss = token_loss(log_probs, mask, num_items, c.token_weighting, weights)
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if training:

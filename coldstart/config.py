@@ -304,8 +304,8 @@ class EvalSection:
     ood: list[str] = option(
         [],
         "Out-of-distribution sets evaluated beside the held-out split, the first num_problems of each: 'arith-ood' "
-        "(the generator's problems with larger operands, in sentences never trained on), 'svamp' (shipped, "
-        "human-written one-step problems), or a data source (its test split; a file is the set).",
+        "(the generator's problems with larger amounts, in sentences never trained on), 'svamp' (shipped, "
+        "human-written problems of one or two operations), or a data source (its test split; a file is the set).",
     )
 
 
@@ -563,6 +563,22 @@ def _check_values(cfg: Config, where: _Where) -> None:
                              "checkpoints when it ends; set warmup.keep_checkpoints: true")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
+    m = cfg.compare
+    if m.mechanism:
+        if any(not 0 < f <= 1 for f in m.mechanism):
+            raise ColdstartError(f"{where(('compare', 'mechanism'))}: fractions of the warm-up, within (0, 1]")
+        if m.mechanism_minibatches < 2:
+            raise ColdstartError(f"{where(('compare', 'mechanism_minibatches'))}: at least 2 (the update's covariance "
+                                 "needs two minibatches)")
+        kept = [f for f in m.mechanism if f < 1]
+        if kept and not w.keep_checkpoints:
+            raise ColdstartError(f"{where(('compare', 'mechanism'))}: checkpoints before the end are measured after the "
+                                 "warm-up, which deletes them; set warmup.keep_checkpoints: true")
+        steps = [round(f * w.max_steps) for f in kept] if w.max_steps > 0 else []
+        if any(step % int(w.save_steps) for step in steps if w.save_steps >= 1):
+            raise ColdstartError(f"{where(('compare', 'mechanism'))}: steps {steps} of the warm-up's {w.max_steps} are "
+                                 f"not all saved (warmup.save_steps={w.save_steps:g}); choose fractions at multiples "
+                                 "of save_steps")
     for i, start in enumerate(cfg.compare.starts):
         if start not in ("none", "sft", "dft", "cadft"):
             raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not one of none, sft, dft, cadft")

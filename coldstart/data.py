@@ -269,11 +269,16 @@ def load_samples(cfg: DataSection, part: str, seed: int):
         stats.kept = len(samples)
     if not samples:
         raise ColdstartError(f"data.source: {cfg.source!r} split {split!r} has no usable rows")
+    return datasets.Dataset.from_list(with_system_prompt(samples, cfg)), stats
+
+
+def with_system_prompt(samples: list[dict[str, Any]], cfg: DataSection) -> list[dict[str, Any]]:
+    """`data.system_prompt` put before every conversational prompt (the samples as they are without one)."""
     if cfg.system_prompt:
         for sample in samples:
             if isinstance(sample["prompt"], list):
                 sample["prompt"] = [{"role": "system", "content": cfg.system_prompt}] + sample["prompt"]
-    return datasets.Dataset.from_list(samples), stats
+    return samples
 
 
 def rl_prompts(cfg: DataSection, num_prompts: int, seed: int):

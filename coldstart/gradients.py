@@ -5,7 +5,7 @@ For each sample of K minibatches of B demonstrations, one forward and two backwa
 the SFT term `-sum_t l_t` and the DFT term `-sum_t sg(p_t) l_t`, each divided by the minibatch's mean completion
 length, so that a minibatch's update under TRL's token normalisation is the mean of its samples' gradients. CADFT's
 sample gradient is its weight times the DFT one (the weight carries no gradient), the weight from the minibatch's
-own NLL statistics (`cadft.stats: batch`). Four updates are measured per minibatch: sft, dft, cadft (divided by the
+own NLL statistics (`cadft.stats: batch`, with the run's beta, gate and floor). Four updates are measured per minibatch: sft, dft, cadft (divided by the
 tokens, as trained by default) and cadft-weights (divided by the sum of weight x tokens: DFT's step size, the
 control for it). Nothing of size B x parameters is kept: per-sample gradient norms, and per loss the minibatch
 update and a running sum of them (`noise_statistics` turns those into the gradient noise).
@@ -19,6 +19,8 @@ from typing import Any, Iterable
 import torch
 
 from coldstart.compatibility import pad_batch, sequence_nll, token_logprobs, tokenize_sample
+from coldstart.config import CadftSection
+from coldstart.errors import ColdstartError
 from coldstart.losses import batch_moments, cadft_weights, mean_std
 
 LOSSES = ("sft", "dft", "cadft", "cadft-weights")
@@ -41,18 +43,22 @@ def _sq(vectors: list[torch.Tensor]) -> float:
     return float(sum((v.double() ** 2).sum() for v in vectors))
 
 
-def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, beta: float = 1.0,
+def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, cadft: CadftSection | None = None,
             max_length: int | None = None, fused: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Per-sample gradient norms (sft, dft; cadft's is the weight times dft's) and each loss's minibatch update
-    statistics over `len(samples) // batch_size` minibatches taken in order. `samples`: prompt/completion rows
-    (extra fields such as `id` and `style` are carried into the per-sample records)."""
+    """Per-sample gradient norms (sft, dft; cadft's is its weight times the gradient of its token term, dft's or,
+    with `token_weighting: none`, sft's) and each loss's minibatch update statistics over
+    `len(samples) // batch_size` minibatches taken in order. `samples`: prompt/completion rows (extra fields such
+    as `id` and `style` are carried into the per-sample records). Sums are kept in fp32."""
     from tqdm.auto import tqdm
 
+    c = cadft or CadftSection()
+    k = len(samples) // batch_size
+    if k < 1:
+        raise ColdstartError(f"mechanism: {len(samples)} demonstrations do not make one minibatch of {batch_size}")
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     model.eval()  # dropout off: the gradient of the policy as it is
-    k = len(samples) // batch_size
-    sums = {loss: [torch.zeros_like(p) for p in params] for loss in LOSSES}
+    sums = {loss: [torch.zeros_like(p, dtype=torch.float32) for p in params] for loss in LOSSES}
     sq_norms: dict[str, list[float]] = {loss: [] for loss in LOSSES}
     records = []
     try:
@@ -62,9 +68,9 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, be
             with torch.no_grad():
                 log_probs, mask = _logprobs(model, tokenizer, rows, fused)
                 nll, tokens = sequence_nll(log_probs.float(), mask)
-            weights = cadft_weights(nll, *mean_std(batch_moments(nll)), beta)
+            weights = cadft_weights(nll, *mean_std(batch_moments(nll)), c.beta, c.gate_min, c.weight_floor)
             mean_tokens = float(tokens.float().mean())
-            updates = {loss: [torch.zeros_like(p) for p in params] for loss in LOSSES}
+            updates = {loss: [torch.zeros_like(p, dtype=torch.float32) for p in params] for loss in LOSSES}
             weighted_tokens = float((weights * tokens).sum())
             for i, row in enumerate(rows):
                 lp, m = _logprobs(model, tokenizer, [row], fused)
@@ -73,19 +79,20 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, be
                 dft = -(lp * m * lp.detach().exp()).sum() / mean_tokens
                 g_sft = torch.autograd.grad(sft, params, retain_graph=True, allow_unused=True)
                 g_dft = torch.autograd.grad(dft, params, allow_unused=True)
-                g_sft = [torch.zeros_like(p) if g is None else g for g, p in zip(g_sft, params)]
-                g_dft = [torch.zeros_like(p) if g is None else g for g, p in zip(g_dft, params)]
+                g_sft = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() for g, p in zip(g_sft, params)]
+                g_dft = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() for g, p in zip(g_dft, params)]
+                g_own = g_dft if c.token_weighting == "dft" else g_sft  # the term CADFT weighs
                 w = float(weights[i])
                 torch._foreach_add_(updates["sft"], g_sft, alpha=1 / len(rows))
                 torch._foreach_add_(updates["dft"], g_dft, alpha=1 / len(rows))
-                torch._foreach_add_(updates["cadft"], g_dft, alpha=w / len(rows))
+                torch._foreach_add_(updates["cadft"], g_own, alpha=w / len(rows))
                 # divided by the sum of weight x tokens instead of the tokens: sum_i w_i raw_i / sum_i w_i T_i
-                torch._foreach_add_(updates["cadft-weights"], g_dft, alpha=w * mean_tokens / max(weighted_tokens, 1e-12))
-                norm_dft = math.sqrt(_sq(g_dft))
+                torch._foreach_add_(updates["cadft-weights"], g_own, alpha=w * mean_tokens / max(weighted_tokens, 1e-12))
+                norm_sft, norm_dft = math.sqrt(_sq(g_sft)), math.sqrt(_sq(g_dft))
                 records.append({**{f: chunk[i][f] for f in ("id", "style") if f in chunk[i]}, "minibatch": b,
                                 "nll": float(nll[i]), "compatibility": math.exp(-float(nll[i])),
-                                "tokens": int(tokens[i]), "weight": w, "norm_sft": math.sqrt(_sq(g_sft)),
-                                "norm_dft": norm_dft, "norm_cadft": w * norm_dft})
+                                "tokens": int(tokens[i]), "weight": w, "norm_sft": norm_sft, "norm_dft": norm_dft,
+                                "norm_cadft": w * (norm_dft if c.token_weighting == "dft" else norm_sft)})
             for loss in LOSSES:
                 sq_norms[loss].append(_sq(updates[loss]))
                 torch._foreach_add_(sums[loss], updates[loss])
@@ -93,7 +100,7 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, be
         model.train(was_training)
     updates_stats = {loss: noise_statistics(sq_norms[loss], _sq([s / k for s in sums[loss]]), batch_size)
                      for loss in LOSSES}
-    return {"minibatches": k, "batch_size": batch_size, "beta": beta, "samples": records, "losses": updates_stats}
+    return {"minibatches": k, "batch_size": batch_size, "beta": c.beta, "samples": records, "losses": updates_stats}
 
 
 def _logprobs(model, tokenizer, rows: list[dict[str, list[int]]], fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +124,9 @@ def by_decile(records: list[dict[str, Any]], key: str) -> list[dict[str, float]]
 
 def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict[str, Any]:
     """Whether the least compatible samples carry the largest gradients: Spearman's rank correlation of the NLL
-    with the gradient norm, and the least compatible decile's mean norm against the rest's. `holds` only when the
+    with the gradient norm, and the least compatible decile's mean norm against the rest's. The norms are of each
+    sample's contribution to the update (summed over its tokens), so longer demonstrations weigh more; `rho_tokens`
+    is the correlation of the NLL with the token count, to read it by. `holds` only when the
     correlation is positive with p < 0.05 and that decile's mean is the largest of the deciles; `fails` when the
     correlation is negative with p < 0.05; otherwise neither is shown."""
     from scipy.stats import spearmanr
@@ -129,6 +138,7 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
     largest = max(d["value"] for d in deciles)
     rho, p = float(r.statistic), float(r.pvalue)
     holds = rho > 0 and p < 0.05 and least >= largest
-    return {"rho": rho, "p": p, "least_compatible_decile": least, "largest_decile": largest,
+    lengths = spearmanr([x["nll"] for x in records], [x.get("tokens", 0) for x in records]).statistic
+    return {"rho": rho, "p": p, "rho_tokens": float(lengths), "least_compatible_decile": least, "largest_decile": largest,
             "verdict": "holds" if holds else "fails" if rho < 0 and p < 0.05 else "not shown",
             "deciles": deciles}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 from coldstart.config import Config
 from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
-from coldstart.runs import RunDir, json_sha256, read_jsonl, tree_sha256
+from coldstart.models import model_fingerprint
+from coldstart.runs import RunDir, json_sha256, read_jsonl, versions
 from coldstart.stability import curve_stability
 from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
 
@@ -96,8 +98,10 @@ def run_mechanism(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
     out = {}
     for name, folder in mechanism_models(cfg, runs).items():
         target = compare_dir(cfg).parent / "mechanism" / name.replace("@", "-")
-        key = json_sha256({"model": tree_sha256(folder), "minibatches": cfg.compare.mechanism_minibatches,
-                           "data": dataclasses.asdict(cfg.data), "warmup": dataclasses.asdict(cfg.warmup)})
+        key = json_sha256({"model": model_fingerprint(str(folder)), "seed": seed_cfg.seed,
+                           "minibatches": cfg.compare.mechanism_minibatches, "data": dataclasses.asdict(cfg.data),
+                           "model_settings": dataclasses.asdict(cfg.model), "warmup": dataclasses.asdict(cfg.warmup),
+                           "versions": versions()})
         done = target / "results.json"
         if not (done.is_file() and json.loads(done.read_text()).get("key") == key):
             mechanism.run(seed_cfg, str(folder), target, cfg.compare.mechanism_minibatches, key=key)
@@ -278,12 +282,12 @@ def _mechanism(folders: dict[str, Path]) -> dict[str, Any]:
 
 def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
     """The stability mechanism over the measured policies: where the paper's assumption holds (DFT's gradient norm
-    against the NLL) and CADFT's mean squared update over DFT's with the step size controlled (normalised by
-    weights). Supported when the assumption holds and the update is smaller at every policy; contradicted when it
-    fails somewhere or the update is larger everywhere."""
+    against the NLL) and the variance of CADFT's update (the trace of its covariance over minibatches) over DFT's,
+    with the step size controlled (normalised by weights). Supported when the assumption holds and the variance is
+    lower at every policy; contradicted when it fails somewhere or the variance is higher everywhere. Point
+    estimates, one policy each: no interval."""
     verdicts = [m["assumption"]["dft"]["verdict"] for m in mechanism.values()]
-    ratios = [m["losses"]["cadft-weights"]["mean_sq_update"] / m["losses"]["dft"]["mean_sq_update"]
-              for m in mechanism.values()]
+    ratios = [m["losses"]["cadft-weights"]["trace_cov"] / m["losses"]["dft"]["trace_cov"] for m in mechanism.values()]
     if all(v == "holds" for v in verdicts) and all(r < 1 for r in ratios):
         verdict = "supported"
     elif "fails" in verdicts or all(r > 1 for r in ratios):
@@ -291,11 +295,11 @@ def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
     else:
         verdict = "no difference shown"
     text = (f"assumption holds at {verdicts.count('holds')} of {len(verdicts)} policies (fails at "
-            f"{verdicts.count('fails')}); update ratio {min(ratios):.2f}-{max(ratios):.2f}")
+            f"{verdicts.count('fails')}); variance ratio {min(ratios):.2f}-{max(ratios):.2f}")
     return {"claim": "stability (mechanism)", "vs": "dft", "figure": None, "text": text, "verdict": verdict,
             "measured": "at fixed policies (" + ", ".join(mechanism) + "): whether the least compatible "
-                        "demonstrations carry the largest DFT gradients, and cadft's mean squared update over dft's "
-                        "normalised by weights (one policy each: no interval)"}
+                        "demonstrations carry the largest DFT gradients, and the variance of cadft's update over dft's "
+                        "normalised by weights (point estimates, one policy each: no interval)"}
 
 
 def _stability(run_dir: RunDir) -> dict[str, Any]:
@@ -344,9 +348,10 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
                 per_seed.append([mine - theirs])
         stability = None
         if len(per_seed) > 1:
-            r = seed_problem_interval(per_seed)
-            stability = {"difference": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                         "significant": r["ci_low"] > 0 or r["ci_high"] < 0, "unit": "cv"}
+            stability = {**_interval(per_seed, "difference", math.inf), "unit": "cv"}
+        elif per_seed:  # one seed: the figure without an interval
+            stability = {"difference": per_seed[0][0], "ci_low": None, "ci_high": None, "significant": False,
+                         "unit": "cv"}
         figures = {
             "stability": stability,
             "generalization": results.get("ood", {}).get(f"{target} vs {other}"),

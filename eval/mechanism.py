@@ -14,6 +14,7 @@ from coldstart.config import Config
 from coldstart.data import load_samples
 from coldstart.gradients import LOSSES, assumption, by_decile, measure
 from coldstart.lengths import apply_length_policy
+from coldstart.eval.report import number
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.plots import gradient_deciles
 
@@ -28,7 +29,7 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | No
     batch = cfg.warmup.per_device_train_batch_size * cfg.warmup.gradient_accumulation_steps
     train = train.shuffle(seed=cfg.seed).select(range(min(len(train), minibatches * batch)))
     model = load_model(cfg.model, path)
-    results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft.beta, cfg.warmup.max_length)
+    results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft, cfg.warmup.max_length)
     results = {"model": Path(path).name, "data": cfg.data.source, "key": key, **results,
                "assumption": {loss: assumption(results["samples"], f"norm_{loss}") for loss in ("sft", "dft")}}
     tmp = out.with_name(out.name + ".partial")
@@ -42,10 +43,6 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | No
     return results
 
 
-def _number(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
-
-
 def render(results: dict[str, Any]) -> str:
     b, k = results["batch_size"], results["minibatches"]
     dft = results["losses"]["dft"]["mean_sq_update"]
@@ -54,7 +51,9 @@ def render(results: dict[str, Any]) -> str:
              f"batch); CADFT weights from each minibatch's NLL statistics, beta = {results['beta']:g}.", "",
              "## The paper's assumption: the least compatible samples carry the largest gradients", "",
              "Spearman's rank correlation of each sample's NLL with its gradient norm; holds when it is positive "
-             "(p < 0.05) and the least compatible tenth has the largest mean norm.", "",
+             "(p < 0.05) and the least compatible tenth has the largest mean norm. A norm is the sample's "
+             "contribution to the update, summed over its tokens: longer demonstrations weigh more (NLL vs length: "
+             f"rho {results['assumption']['dft']['rho_tokens']:+.2f}).", "",
              "| loss | rho | p | least compatible decile | largest decile | verdict |", "|---|---|---|---|---|---|"]
     for loss, a in results["assumption"].items():
         lines.append(f"| {loss} | {a['rho']:+.2f} | {a['p']:.3g} | {a['least_compatible_decile']:.4g} | "
@@ -69,8 +68,8 @@ def render(results: dict[str, Any]) -> str:
     for loss in LOSSES:
         s = results["losses"][loss]
         ratio = s["mean_sq_update"] / dft if dft else None
-        lines.append(f"| {loss} | {_number(s['mean_sq_update'])} | {_number(ratio)} | {_number(s['trace_cov'])} | "
-                     f"{_number(s['sq_mean_gradient'])} | {_number(s['noise_scale'])} |")
+        lines.append(f"| {loss} | {number(s['mean_sq_update'], '.4g')} | {number(ratio, '.4g')} | {number(s['trace_cov'], '.4g')} | "
+                     f"{number(s['sq_mean_gradient'], '.4g')} | {number(s['noise_scale'], '.4g')} |")
     lines += ["", "## Gradient norm by compatibility decile", "", "| decile | compatibility | sft | dft | cadft |",
               "|---|---|---|---|---|"]
     per_loss = {loss: by_decile(results["samples"], f"norm_{loss}") for loss in ("sft", "dft", "cadft")}

@@ -81,7 +81,7 @@ def evaluate_cached(cfg: Config, model_dir: Path, problems,
                     reuse: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`evaluate_folder`, read back from the eval cache when the same model was graded on the same problems with
     the same settings and code (unless `reuse` is off: `--force eval` grades again, and replaces the entry)."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k != "base"}
+    settings = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k not in ("base", "ood")}  # not the set
     key = json_sha256({
         "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": settings,
         "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
