@@ -52,20 +52,6 @@ def _problem_split(start: int, ops: list[tuple[str, int]]) -> str:
     return "test" if bucket < _TEST_SHARE else "train"
 
 
-def _question_ood(name: str, item: str, start: int, ops: list[tuple[str, int]]) -> str:
-    """The same problems in sentences the training data never uses (`arith-ood`)."""
-    sentences = [f"At first there are {start} {item} in {name}'s box."]
-    for op, k in ops:
-        if op == "add":
-            sentences.append(f"A friend puts {k} {item} into the box.")
-        elif op == "sub":
-            sentences.append(f"{name} takes {k} {item} out of the box.")
-        else:
-            sentences.append(f"The box then holds {k} times the {item} it held before.")
-    sentences.append(f"Count the {item} in the box at the end. {BOXED_INSTRUCTION}")
-    return " ".join(sentences)
-
-
 def generate_arith_ood(cfg: ArithSection, num_samples: int, seed: int) -> list[dict[str, Any]]:
     """Held-out problems outside the training distribution of `cfg`: the starting amount and every added or taken
     amount above `cfg.max_operand` (up to three times it; multipliers stay 2-4, as trained) and sentences no
@@ -90,22 +76,30 @@ def generate_arith_ood(cfg: ArithSection, num_samples: int, seed: int) -> list[d
         for op, k in ops:
             value = _apply(value, op, k)
         samples.append({"id": f"arith-ood-{len(samples):05d}",
-                        "prompt": [{"role": "user", "content": _question_ood(name, item, start, ops)}],
+                        "prompt": [{"role": "user", "content": _question(name, item, start, ops, "ood")}],
                         "completion": [{"role": "assistant", "content": f"The answer is \\boxed{{{value}}}."}],
                         "answer": str(value), "style": "ood", "source": f"arith-ood-{len(ops)}step"})
     return samples
 
 
-def _question(name: str, item: str, start: int, ops: list[tuple[str, int]]) -> str:
-    sentences = [f"{name} has {start} {item}."]
-    for op, k in ops:
-        if op == "add":
-            sentences.append(f"Then {name} gets {k} more {item}.")
-        elif op == "sub":
-            sentences.append(f"Then {name} gives away {k} {item}.")
-        else:
-            sentences.append(f"Then the number of {item} {name} has becomes {k} times as large.")
-    sentences.append(f"How many {item} does {name} have now? {BOXED_INSTRUCTION}")
+# the sentences of a problem: the training data's, and others no training problem uses (`arith-ood`)
+_WORDING = {
+    "train": {"start": "{name} has {start} {item}.", "add": "Then {name} gets {k} more {item}.",
+              "sub": "Then {name} gives away {k} {item}.",
+              "mul": "Then the number of {item} {name} has becomes {k} times as large.",
+              "ask": "How many {item} does {name} have now?"},
+    "ood": {"start": "At first there are {start} {item} in {name}'s box.", "add": "A friend puts {k} {item} into the box.",
+            "sub": "{name} takes {k} {item} out of the box.",
+            "mul": "The box then holds {k} times the {item} it held before.",
+            "ask": "Count the {item} in the box at the end."},
+}
+
+
+def _question(name: str, item: str, start: int, ops: list[tuple[str, int]], wording: str = "train") -> str:
+    w = _WORDING[wording]
+    sentences = [w["start"].format(name=name, item=item, start=start)]
+    sentences += [w[op].format(name=name, item=item, k=k) for op, k in ops]
+    sentences.append(f"{w['ask'].format(name=name, item=item)} {BOXED_INSTRUCTION}")
     return " ".join(sentences)
 
 
