@@ -295,8 +295,11 @@ class EvalSection:
         True, "Evaluate the base model too, for the warm-up's gain over it (`coldstart compare` has its own base start)."
     )
     num_problems: int = option(100, "Held-out problems evaluated (0 = the whole test split).")
-    num_samples: int = option(0, "Sampled completions per problem for pass@k (0: greedy accuracy only).")
-    temperature: float = option(1.0, "Sampling temperature for pass@k.")
+    num_samples: int = option(
+        0, "Sampled completions per problem k, for avg@k (their mean correctness) and pass@k (0: greedy accuracy only)."
+    )
+    temperature: float = option(1.0, "Sampling temperature of the k samples.")
+    top_p: float = option(1.0, "Nucleus sampling of the k samples (1: every token).")
     max_new_tokens: int = option(256, "Longest generated answer.")
     batch_size: int = option(32, "Sequences per generation batch (larger batches generate faster, up to memory).")
     use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').")

@@ -1,7 +1,8 @@
 """Evaluation of one model on problems with gold answers: per-problem records and summary figures.
 
-Greedy decoding gives the accuracy; with `num_samples > 0`, that many sampled completions per problem give pass@k
-for k = 1, 2, 4, ... up to `num_samples` (unbiased estimator). Figures come with 95% bootstrap intervals over
+Greedy decoding gives the accuracy; with `num_samples > 0`, that many sampled completions per problem give avg@k
+(k = `num_samples`: the mean correctness of the k samples, averaged over problems, as the field reports avg@16) and
+pass@k for k = 1, 2, 4, ... up to `num_samples` (unbiased estimator). Figures come with 95% bootstrap intervals over
 problems, overall and by `source` (for `arith`, the number of steps: the difficulty).
 """
 
@@ -16,17 +17,17 @@ from coldstart.statistics import bootstrap_ci, pass_at_k
 
 
 def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
-             temperature: float = 1.0, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+             temperature: float = 1.0, seed: int = 0, top_p: float = 1.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics).
 
-    `generate(prompts, num_samples=, max_new_tokens=, temperature=, seed=)` makes the completions: HF `generate`
-    bound to a model (`coldstart.generation.generate`) or a `VllmGenerator`.
+    `generate(prompts, num_samples=, max_new_tokens=, temperature=, top_p=, seed=)` makes the completions: HF
+    `generate` bound to a model (`coldstart.generation.generate`) or a `VllmGenerator`.
     """
     greedy = generate(samples["prompt"], num_samples=1, max_new_tokens=max_new_tokens)
     sampled = None
     if num_samples:
         sampled = generate(samples["prompt"], num_samples=num_samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, seed=seed)
+                           temperature=temperature, top_p=top_p, seed=seed)
     records = []
     for i, (sample, (completion,)) in enumerate(zip(samples, greedy)):
         record = {
@@ -63,6 +64,9 @@ def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "samples_correct" in records[0]:
         samples = records[0]["num_samples"]
+        averages = [r["samples_correct"] / samples for r in records]
+        metrics[f"avg@{samples}"] = sum(averages) / n
+        metrics[f"avg@{samples}_ci"] = list(bootstrap_ci(averages))
         k = 1
         while k <= samples:
             values = [pass_at_k(samples, r["samples_correct"], k) for r in records]

@@ -68,13 +68,13 @@ def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[s
     if e.use_vllm:
         generator = VllmGenerator(str(model_dir), e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
         try:
-            return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed)
+            return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p)
         finally:
             generator.close()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = load_model(cfg.model, str(model_dir))
     generator = functools.partial(generate, model, tokenizer, batch_size=e.batch_size)
-    return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed)
+    return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p)
 
 
 def evaluate_cached(cfg: Config, model_dir: Path, problems,

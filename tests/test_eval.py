@@ -141,6 +141,18 @@ def test_summary_of_records_with_pass_at_k():
     assert m["accuracy_by_source"]["arith-1step"]["accuracy"] == 1.0
 
 
+def test_avg_at_k_and_pass_at_k_by_hand():
+    # three problems, 4 samples each: 0, 4 (all) and 1 correct
+    base = {"correct": False, "boxed": True, "finished": True, "num_tokens": 5, "source": "s", "num_samples": 4}
+    m = summarize_records([{**base, "samples_correct": c} for c in (0, 4, 1)])
+    assert m["avg@4"] == pytest.approx((0 + 1 + 0.25) / 3) == pytest.approx(m["pass@1"])
+    # pass@2: 1 - C(4-c, 2) / C(4, 2) -> 0, 1, 1 - 3/6
+    assert m["pass@2"] == pytest.approx((0 + 1 + 0.5) / 3)
+    assert m["pass@4"] == pytest.approx((0 + 1 + 1) / 3)  # k = samples: any correct sample
+    low, high = m["avg@4_ci"]
+    assert low <= m["avg@4"] <= high and "pass@8" not in m
+
+
 def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypatch):
     """`VllmGenerator` against a stand-in for vLLM's `LLM` (vLLM needs a GPU): the prompts it sends, the sampling it
     asks for, and the `Completion`s it makes of vLLM's outputs."""
