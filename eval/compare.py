@@ -6,8 +6,10 @@ records and computes, with 95% intervals that count both the training seeds and 
 (`statistics.seed_problem_interval`): accuracy per arm, the RL gain per start, and paired differences between
 starts, problem by problem; with one seed, also McNemar's exact p-value. A difference is called significant only
 when its interval excludes 0. Each run's diagnostics before GRPO (the handoff's rollouts of the warmed policy on RL
-prompts) go with its RL gain across runs by Spearman's rank correlation (`statistics.rank_associations`). The
-findings state only what the intervals and adjusted p-values support.
+prompts) go with its RL gain across runs by Spearman's rank correlation (`statistics.rank_associations`). It also
+measures the paper's other two claims: the warm-up's stability (its curves per run, and `coldstart mechanism` at
+fixed policies with `compare.mechanism`) and generalization (the out-of-distribution sets of `eval.ood`), and reads
+each claim's verdict off its interval (`claims`). `coldstart.eval.report` renders all of it.
 """
 
 from __future__ import annotations
