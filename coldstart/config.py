@@ -360,6 +360,13 @@ class Config:
 # Which trl config each section passes its `trainer` dict to, for key checks.
 _TRAINER_CONFIGS = {"warmup": ("trl", "SFTConfig"), "rl": ("trl", "GRPOConfig")}
 
+# trl config fields a stage sets itself, and where a user says what they want instead
+_STAGE_OWNED = {
+    "warmup": {"output_dir": "output_dir and name", "completion_only_loss": "warmup.loss (always on the completion)",
+               "eos_token": "warmup.eos_token", "loss_type": "warmup.loss"},
+    "rl": {"output_dir": "output_dir and name"},
+}
+
 
 def trl_kwargs(section: Any) -> dict[str, Any]:
     """The fields of a section that go to its TRL trainer config: the marked ones, then `trainer`."""
@@ -483,6 +490,9 @@ def _check_trainer_keys(cfg: Config, where: _Where) -> None:
             path = (section_name, "trainer", key)
             if key in named:
                 raise ColdstartError(f"{where(path)}: set {section_name}.{key} directly, not under trainer")
+            if key in _STAGE_OWNED[section_name]:
+                raise ColdstartError(f"{where(path)}: the {section_name} stage sets {key} itself; use "
+                                     f"{_STAGE_OWNED[section_name][key]}")
             if key not in valid:
                 close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else ""

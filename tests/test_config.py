@@ -58,6 +58,12 @@ def test_trainer_passthrough_is_checked_against_sftconfig():
         load_config(None, ["warmup.trainer={adam_beta: 0.9}"])
     with pytest.raises(ColdstartError, match="set warmup.learning_rate directly"):
         load_config(None, ["warmup.trainer={learning_rate: 0.1}"])
+    # fields the stage sets itself were passed twice (a TypeError when the warm-up started)
+    with pytest.raises(ColdstartError, match=r"warmup.trainer.completion_only_loss: the warmup stage sets "
+                                             r"completion_only_loss itself; use warmup.loss"):
+        load_config(None, ["warmup.trainer={completion_only_loss: false}"])
+    with pytest.raises(ColdstartError, match=r"rl.trainer.output_dir: the rl stage sets output_dir itself"):
+        load_config(None, ["rl.trainer={output_dir: elsewhere}"])
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "compare_cpu.yaml", "gsm8k_gpu.yaml"])
