@@ -99,16 +99,17 @@ def tokenize_sample(tokenizer, prompt: Any, completion: Any, max_length: int | N
     return {"input_ids": full_ids, "labels": labels}
 
 
-def pad_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad tokenized rows into `input_ids`, `attention_mask` and `labels` tensors (TRL's `pad`)."""
+def pad_batch(rows: list[dict[str, list[int]]], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """Right-pad tokenized rows into `input_ids`, `attention_mask` and `labels` tensors (TRL's `pad`), on `device`."""
     from trl.trainer.utils import pad
 
     ids = [torch.tensor(r["input_ids"], dtype=torch.long) for r in rows]
-    return {
+    batch = {
         "input_ids": pad(ids, padding_value=pad_id),
         "attention_mask": pad([torch.ones_like(i) for i in ids], padding_value=0),
         "labels": pad([torch.tensor(r["labels"], dtype=torch.long) for r in rows], padding_value=-100),
     }
+    return batch if device is None else {k: v.to(device) for k, v in batch.items()}
 
 
 def length_buckets(lengths: list[int], max_tokens: int) -> Iterator[list[int]]:
@@ -169,7 +170,7 @@ def score(
     out: list[dict[str, float]] = [{} for _ in rows]
     buckets = list(length_buckets([len(r["input_ids"]) for r in rows], max_tokens))
     for group in tqdm(buckets, desc="scoring", disable=not progress):
-        batch = {k: v.to(device) for k, v in pad_batch([rows[i] for i in group], tokenizer.pad_token_id).items()}
+        batch = pad_batch([rows[i] for i in group], tokenizer.pad_token_id, device)
         past = None
         if prefix_cache is not None:
             past = copy.deepcopy(prefix_cache)
@@ -198,7 +199,7 @@ def mean_token_entropy(model, tokenizer, samples: Iterable[dict[str, Any]], max_
     device = next(model.parameters()).device
     out: list[float] = []
     for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id).items()}
+        batch = pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id, device)
         logits, _, keep = label_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         entropy = entropy_from_logits(logits.float())  # one value per kept position, row by row
         out += [float(e.mean()) if e.numel() else 0.0 for e in entropy.split(keep.sum(-1).tolist())]

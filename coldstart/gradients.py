@@ -105,7 +105,7 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
 
 def _logprobs(model, tokenizer, rows: list[dict[str, list[int]]], fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in pad_batch(rows, tokenizer.pad_token_id).items()}
+    batch = pad_batch(rows, tokenizer.pad_token_id, device)
     return token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], fused)
 
 

@@ -7,6 +7,7 @@ finished stage and resumes an unfinished one; a different one refuses to touch a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -16,7 +17,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from coldstart import distributed, faults
 from coldstart.errors import ColdstartError
@@ -40,6 +41,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
     faults.reach(f"write:{path.name}")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def folder_in_place(out: Path) -> Iterator[Path]:
+    """A folder written whole: the block fills `<out>.partial`, which then replaces `out` (an error leaves `out`
+    as it was)."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 def file_sha256(path: Path) -> str:

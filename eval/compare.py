@@ -224,7 +224,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
             if rl:
                 run["rl_gain"] = run["accuracy_rl"] - run["accuracy_warmup"]
             signal[f"{start}-seed{seed}"] = {**run, **_signal(runs[f"{start}-seed{seed}"])}
-    diagnostics = {start: {key: _mean([s[key] for s in signal.values() if s["start"] == start])
+    diagnostics = {start: {key: mean_present([s[key] for s in signal.values() if s["start"] == start])
                            for key in [*BEFORE_RL, *DURING_RL]} for start in starts}
     associations = {}
     if rl:
@@ -368,7 +368,8 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
     return rows
 
 
-def _mean(values: list[float | None]) -> float | None:
+def mean_present(values: list[float | None]) -> float | None:
+    """The mean of the values that are there (None when none is)."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
 

@@ -5,8 +5,6 @@ warm-up's batch, written as `results.json`, `report.md` and `gradients.png`."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from coldstart.lengths import apply_length_policy
 from coldstart.eval.report import number
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.plots import gradient_deciles
+from coldstart.runs import folder_in_place
 
 
 def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | None = None) -> dict[str, Any]:
@@ -32,14 +31,10 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | No
     results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft, cfg.warmup.max_length)
     results = {"model": Path(path).name, "data": cfg.data.source, "key": key, **results,
                "assumption": {loss: assumption(results["samples"], f"norm_{loss}") for loss in ("sft", "dft")}}
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (tmp / "report.md").write_text(render(results))
-    gradient_deciles(results, tmp / "gradients.png")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with folder_in_place(out) as tmp:
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / "report.md").write_text(render(results))
+        gradient_deciles(results, tmp / "gradients.png")
     return results
 
 

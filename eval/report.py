@@ -4,16 +4,14 @@ analysis), a run's results table and its mismatch report; re-rendering them from
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from coldstart.errors import ColdstartError
-from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse
+from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse, mean_present
 from coldstart.mismatch import render_markdown
 from coldstart.plots import compare_figures
-from coldstart.runs import RunDir, read_jsonl
+from coldstart.runs import RunDir, folder_in_place, read_jsonl
 
 
 # -- the comparison -------------------------------------------------------------------------------------------
@@ -206,11 +204,9 @@ def stability_section(results: dict[str, Any]) -> list[str]:
              "| start | grad-norm CV | spikes | loss roughness |", "|---|---|---|---|"]
     for start in [s for s in results["study"]["starts"] if s != "base"]:
         runs = [v for k, v in stability.items() if k.rpartition("-seed")[0] == start and v]
-        def mean(curve: str, key: str) -> float | None:
-            values = [r[curve][key] for r in runs if r[curve][key] is not None]
-            return sum(values) / len(values) if values else None
-        lines.append(f"| {start} | {number(mean('grad_norm', 'cv'), '.3f')} | {number(mean('grad_norm', 'spikes'), '.1f')} "
-                     f"| {number(mean('loss', 'roughness'), '.3f')} |")
+        cv, spikes, roughness = (mean_present([r[curve][key] for r in runs])
+                                 for curve, key in (("grad_norm", "cv"), ("grad_norm", "spikes"), ("loss", "roughness")))
+        lines.append(f"| {start} | {number(cv, '.3f')} | {number(spikes, '.1f')} | {number(roughness, '.3f')} |")
     spread = results.get("seed_spread") or {}
     if any(v is not None for v in spread.values()):
         lines += ["", "Spread of accuracy over seeds (standard deviation, points):", "", "| arm | sd |", "|---|---|"]
@@ -336,14 +332,11 @@ def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -
         for name, r in runs.items()
         if r.finished("handoff")
     }
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "results.json").write_text(json.dumps({**results, "runs": {n: str(r.root) for n, r in runs.items()}}, indent=2) + "\n")
-    (tmp / "report.md").write_text(render(results))
-    compare_figures(results, curves, compat, tmp, diagnostic_labels(results))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with folder_in_place(out) as tmp:
+        (tmp / "results.json").write_text(json.dumps({**results, "runs": {n: str(r.root) for n, r in runs.items()}},
+                                                     indent=2) + "\n")
+        (tmp / "report.md").write_text(render(results))
+        compare_figures(results, curves, compat, tmp, diagnostic_labels(results))
 
 
 def rerender(path: Path, regrade: bool = False) -> list[Path]:
