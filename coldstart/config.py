@@ -251,6 +251,12 @@ class RlSection:
     zero_std_warning: float = option(
         0.9, "Warn when at least this share of groups has zero reward variance (no learning signal)."
     )
+    logprobs: Literal["auto", "fused", "logits"] = option(
+        "auto",
+        "How GRPO gets the completions' per-token log-probs: TRL's fused LM head (tiled, no full logits; on a CPU it "
+        "projects the prompt positions too) or plain logits of the completion positions; auto: fused on CUDA, logits "
+        "elsewhere (faster there: `make bench`).",
+    )
     learning_rate: float = option(1e-6, "Peak learning rate; far below the warm-up's (reusing it collapses accuracy).", trl=True)
     max_steps: int = option(-1, "Optimizer steps; -1 trains for num_train_epochs.", trl=True)
     num_train_epochs: float = option(1.0, "Epochs over the RL prompts when max_steps is -1.", trl=True)
@@ -366,6 +372,24 @@ _STAGE_OWNED = {
                "eos_token": "warmup.eos_token", "loss_type": "warmup.loss"},
     "rl": {"output_dir": "output_dir and name"},
 }
+
+
+def settings(section: Any) -> dict[str, Any]:
+    """A section's fields that differ from their defaults, nested sections likewise: what a stage's fingerprint
+    records, so that an option added in a later version, left at its default, does not make a finished stage look
+    changed (the run's config.yaml keeps every value)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            nested = settings(value)
+            if nested:
+                out[f.name] = nested
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value != default:
+            out[f.name] = copy.deepcopy(value)
+    return out
 
 
 def trl_kwargs(section: Any) -> dict[str, Any]:

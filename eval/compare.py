@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from coldstart.config import Config
+from coldstart.config import Config, settings
 from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
 from coldstart.models import model_fingerprint
@@ -101,8 +101,8 @@ def run_mechanism(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
     for name, folder in mechanism_models(cfg, runs).items():
         target = compare_dir(cfg).parent / "mechanism" / name.replace("@", "-")
         key = json_sha256({"model": model_fingerprint(str(folder)), "seed": seed_cfg.seed,
-                           "minibatches": cfg.compare.mechanism_minibatches, "data": dataclasses.asdict(cfg.data),
-                           "model_settings": dataclasses.asdict(cfg.model), "warmup": dataclasses.asdict(cfg.warmup),
+                           "minibatches": cfg.compare.mechanism_minibatches, "data": settings(cfg.data),
+                           "model_settings": settings(cfg.model), "warmup": settings(cfg.warmup),
                            "versions": versions()})
         done = target / "results.json"
         if not (done.is_file() and json.loads(done.read_text()).get("key") == key):

@@ -150,7 +150,7 @@ def ood_section(results: dict[str, Any], mcnemar: str) -> list[str]:
         return []
     sets = ood["sets"]
     lines = ["", "## Out of distribution", "",
-             f"Accuracy % per arm on the held-out split, on each out-of-distribution set and on those pooled (95% "
+             "Accuracy % per arm on the held-out split, on each out-of-distribution set and on those pooled (95% "
              "intervals, seeds and problems).", "",
              "| arm | held-out | " + " | ".join(sets) + " | pooled |", "|---" * (len(sets) + 3) + "|"]
     for name, a in results["arms"].items():

@@ -13,7 +13,6 @@ when sampling). Runs side by side that hand over the same model, as the base sta
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -23,7 +22,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from coldstart.benchmarks import load_set
-from coldstart.config import Config
+from coldstart.config import Config, settings
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
 from coldstart.eval.report import results_table
@@ -81,9 +80,9 @@ def evaluate_cached(cfg: Config, model_dir: Path, problems,
                     reuse: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`evaluate_folder`, read back from the eval cache when the same model was graded on the same problems with
     the same settings and code (unless `reuse` is off: `--force eval` grades again, and replaces the entry)."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k not in ("base", "ood")}  # not the set
+    eval_settings = {k: v for k, v in settings(cfg.eval).items() if k not in ("base", "ood")}  # not the set
     key = json_sha256({
-        "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": settings,
+        "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": eval_settings,
         "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
     })
     cached = cfg.run_dir.parent / ".eval-cache" / f"{key}.json"
@@ -130,7 +129,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
     fingerprint = {
         "seed": cfg.seed,
         "models": {arm: identity for arm, (identity, _) in models.items()},
-        "data": dataclasses.asdict(cfg.data),
-        "eval": dataclasses.asdict(cfg.eval),
+        "data": settings(cfg.data),
+        "eval": settings(cfg.eval),
     }
     return run_dir.run_stage("eval", fingerprint, body, force=force)

@@ -11,7 +11,6 @@ mostly run to the length cap, stop the pipeline with what to change.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
-from coldstart.config import Config
+from coldstart.config import Config, settings
 from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
 from coldstart.data import load_samples, rl_pool
 from coldstart.errors import ColdstartError
@@ -217,9 +216,9 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         "seed": cfg.seed,
         "warmup": run_dir.finished("warmup").get("outputs_sha256"),
         "score": tree_sha256(score_dir) if score_dir else None,
-        "model": dataclasses.asdict(cfg.model),
-        "handoff": dataclasses.asdict(cfg.handoff),
-        "data": dataclasses.asdict(cfg.data),
+        "model": settings(cfg.model),
+        "handoff": settings(cfg.handoff),
+        "data": settings(cfg.data),
         "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p",
                                                          "num_prompts")}
         | {"top_k": cfg.rl.trainer.get("top_k", 0)},

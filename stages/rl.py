@@ -7,15 +7,18 @@ format, plot the reward curves.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+import trl
 from transformers import AutoTokenizer, TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
+from trl.trainer.utils import selective_log_softmax_and_entropy
 
-from coldstart.config import Config
+from coldstart.compatibility import use_fused_head
+from coldstart.config import Config, settings
 from coldstart.data import rl_prompts
 from coldstart.distributed import is_main, num_processes
 from coldstart.errors import ColdstartError
@@ -85,6 +88,41 @@ class ZeroVarianceShare(TrainerCallback):
             )
 
 
+class GRPOTrainer(trl.GRPOTrainer):
+    """TRL's GRPOTrainer, with `fused=False`: the per-token log-probs and entropies of the completions come from the
+    model's logits at the completion positions (TRL's `selective_log_softmax_and_entropy`) instead of TRL's fused LM
+    head. Off CUDA that head projects every prompt position as well and recomputes the projection in backward tile
+    by tile; the plain logits give the same values (to float error, tests/test_rl_logprobs.py) in less time
+    (`make bench`). Multimodal inputs, MoE auxiliary losses and an fp32 LM head go to TRL's path."""
+
+    def __init__(self, *args, fused: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = fused
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        if (self.fused or compute_aux_loss or self.args.cast_lm_head_to_fp32
+                or any(v is not None for v in multimodal.values())):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                **multimodal,
+            )
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start: start + batch_size], attention_mask[start: start + batch_size]
+            with self.accelerator.autocast():
+                # position t predicts token t + 1: the last logits_to_keep + 1 positions, less the very last
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1).logits[:, :-1]
+            logp, entropy = selective_log_softmax_and_entropy(
+                logits, ids[:, -logits_to_keep:], temperature=self.temperature,
+                row_mask=mask[:, -logits_to_keep:],
+            )
+            logps.append(logp)
+            entropies.append(entropy)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+
 def check_answers(prompts) -> None:
     """Every gold answer must parse: an unparsable one would make the accuracy reward meaningless."""
     for sample in prompts:
@@ -127,6 +165,7 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
         processing_class=tokenizer,
         # the share goes into the logs before they are written and shown
         callbacks=[signal, MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("rl"), CheckpointSeal()],
+        fused=use_fused_head(rl.logprobs),
     )
     readable_console(trainer, "rl", CONSOLE)
     return trainer
@@ -136,8 +175,8 @@ def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     return {
         "seed": cfg.seed,
         "handoff": run_dir.finished("handoff").get("outputs_sha256"),
-        "data": dataclasses.asdict(cfg.data),
-        "rl": dataclasses.asdict(cfg.rl),
+        "data": settings(cfg.data),
+        "rl": settings(cfg.rl),
     }
 
 

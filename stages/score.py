@@ -6,13 +6,12 @@ Recipe: load the demonstrations (under `warmup.too_long`, as the warm-up sees th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from coldstart.compatibility import score_records, summarize, use_fused_head
-from coldstart.config import Config
+from coldstart.config import Config, settings
 from coldstart.data import load_samples
 from coldstart.lengths import apply_length_policy
 from coldstart.models import load_model, load_tokenizer, model_fingerprint, resolve_model_path
@@ -23,8 +22,8 @@ from coldstart.runs import RunDir, write_jsonl
 def fingerprint(cfg: Config, model_path: str) -> dict[str, Any]:
     return {
         "seed": cfg.seed,
-        "model": dataclasses.asdict(cfg.model),
-        "data": dataclasses.asdict(cfg.data),
+        "model": settings(cfg.model),
+        "data": settings(cfg.data),
         "max_length": cfg.warmup.max_length,
         "too_long": cfg.warmup.too_long,
         "base_model": model_fingerprint(model_path),

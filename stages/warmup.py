@@ -18,7 +18,7 @@ from trl import SFTConfig
 from coldstart.cadft import CADFTConfig, CADFTTrainer
 from coldstart.checkpoint import training_eos
 from coldstart.compatibility import gate_keep, use_fused_head
-from coldstart.config import Config, dump_config
+from coldstart.config import Config, dump_config, settings
 from coldstart.data import load_samples
 from coldstart.distributed import is_main
 from coldstart.errors import ColdstartError
@@ -116,7 +116,7 @@ def _style_means(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def fingerprint(cfg: Config, model_path: str, score_dir: Path | None) -> dict[str, Any]:
-    sections = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("model", "data", "warmup")}
+    sections = {k: settings(getattr(cfg, k)) for k in ("model", "data", "warmup")}
     score = tree_sha256(score_dir) if score_dir is not None else None
     return {"seed": cfg.seed, **sections, "base_model": model_fingerprint(model_path), "score": score}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from coldstart.config import dump_config, load_config, trl_kwargs
+from coldstart.config import dump_config, load_config, settings, trl_kwargs
 from coldstart.errors import ColdstartError
 
 
@@ -77,3 +77,12 @@ def test_shipped_configs_load(name):
     else:
         cfg = load_config(f"configs/{name}")
     assert cfg.warmup.loss == "cadft" and cfg.rl.learning_rate < cfg.warmup.learning_rate
+
+
+def test_fingerprint_settings_hold_only_what_differs_from_the_defaults():
+    cfg = load_config(None, ["rl.learning_rate=3e-6", "data.arith.max_operand=50", "rl.rewards={accuracy: 1.0}"])
+    assert settings(cfg.rl) == {"learning_rate": 3e-6, "rewards": {"accuracy": 1.0}}
+    assert settings(cfg.data) == {"arith": {"max_operand": 50}}  # a nested section only where it differs
+    assert settings(load_config(None).warmup) == {}
+    # a value equal to its default is not recorded even when written out
+    assert settings(load_config(None, ["rl.learning_rate=1e-6"]).rl) == {}
