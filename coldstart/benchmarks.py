@@ -1,5 +1,5 @@
 """Evaluation sets by name, beside the run's own held-out split: one entry per set, with where it comes from and
-how its rows become prompts and gold answers. Used for the out-of-distribution sets of `eval.ood`.
+how its rows become prompts and gold answers. Used for the sets of `eval.benchmarks`.
 
 - `arith-ood`: the built-in generator outside its training distribution (`coldstart.arith.generate_arith_ood`).
 - `svamp`: SVAMP's 1,000 elementary word problems (one or two operations), human-written (`data/svamp/`, MIT).

@@ -310,11 +310,22 @@ class EvalSection:
     batch_size: int = option(32, "Sequences per generation batch (larger batches generate faster, up to memory).")
     use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').")
     vllm_gpu_memory_utilization: float = option(0.9, "Share of the GPU's memory vLLM takes (weights and KV cache).")
-    ood: list[str] = option(
+    benchmarks: list[str] = option(
         [],
-        "Out-of-distribution sets evaluated beside the held-out split, the first num_problems of each: 'arith-ood' "
-        "(the generator's problems with larger amounts, in sentences never trained on), 'svamp' (shipped, "
-        "human-written problems of one or two operations), or a data source (its test split; a file is the set).",
+        "Sets evaluated beside the held-out split (the first num_problems of each), each an out-of-distribution "
+        "test for `compare`: a named benchmark (math500, minerva_math, olympiadbench, aime24, amc23; svamp; "
+        "arith-ood: the generator's problems with larger amounts, in sentences never trained on) or a data source "
+        "(arith, gsm8k, a folder or Hub id: its test split; a file is the set).",
+    )
+    benchmark_prompt: str = option(
+        "Please reason step by step, and put your final answer within \\boxed{}.",
+        "System prompt of the named math benchmarks (math500 ... amc23; the problem is the user turn): Qwen2.5-Math's "
+        "chain-of-thought prompt, as the field scores them. Empty: the problem alone.",
+    )
+    benchmark_dir: str = option(
+        "",
+        "A folder of <name>/test.jsonl files, laid out as public math-evaluation repositories ship them, read "
+        "before the project's own copy and the pinned Hub dataset (offline runs; benchmarks the project cannot ship).",
     )
 
 

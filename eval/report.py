@@ -313,9 +313,9 @@ def results_table(results: dict[str, Any]) -> str:
                 f"| {label} | {100 * g['difference']:+.1f} points | [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]"
                 f" (McNemar p = {g['mcnemar_p']:.3g}; {shown}) |"
             )
-    for name, by_arm in (results.get("ood") or {}).items():
+    for name, by_arm in (results.get("benchmarks") or {}).items():
         problems = next(iter(by_arm.values()))["problems"]
-        lines += ["", f"Out of distribution: {name}, {problems} problems (greedy):", "", "| | accuracy | 95% interval |",
+        lines += ["", f"{name}, {problems} problems (greedy):", "", "| | accuracy | 95% interval |",
                   "|---|---|---|"]
         for arm, label in ARMS.items():
             if arm in by_arm:

@@ -1,7 +1,7 @@
 """Eval stage: the run's models on the same held-out problems: the base model (`eval.base`), the warmed model (as
 handed to RL) and, when RL ran, the RL model, with the warm-up's and RL's gains as paired differences.
 
-Recipe: load the held-out split, evaluate each model on it and on each out-of-distribution set (`eval.ood`), write
+Recipe: load the held-out split, evaluate each model on it and on each benchmark of `eval.benchmarks`, write
 `records.jsonl` (one line per model, set and problem), `results.json` and `report.md` (the table the console prints
 at the end of `coldstart run`).
 
@@ -80,7 +80,7 @@ def evaluate_cached(cfg: Config, model_dir: Path, problems,
                     reuse: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """`evaluate_folder`, read back from the eval cache when the same model was graded on the same problems with
     the same settings and code (unless `reuse` is off: `--force eval` grades again, and replaces the entry)."""
-    eval_settings = {k: v for k, v in settings(cfg.eval).items() if k not in ("base", "ood")}  # not the set
+    eval_settings = {k: v for k, v in settings(cfg.eval).items() if k not in ("base", "benchmarks")}  # not the set
     key = json_sha256({
         "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": eval_settings,
         "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
@@ -110,12 +110,12 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             results["models"][arm] = {"path": str(model_dir), **metrics}
             correct[arm] = [float(r["correct"]) for r in records]
             lines += [{"model": arm, **r} for r in records]
-        for name in cfg.eval.ood:  # records of another set carry its name; the held-out split's carry none
-            ood = load_set(cfg, name, cfg.eval.num_problems)
-            results.setdefault("ood", {})[name] = {}
+        for name in cfg.eval.benchmarks:  # records of another set carry its name; the held-out split's carry none
+            benchmark = load_set(cfg, name, cfg.eval.num_problems)
+            results.setdefault("benchmarks", {})[name] = {}
             for arm, (_, model_dir) in models.items():
-                records, metrics = evaluate_cached(cfg, model_dir, ood, reuse=not force)
-                results["ood"][name][arm] = metrics
+                records, metrics = evaluate_cached(cfg, model_dir, benchmark, reuse=not force)
+                results["benchmarks"][name][arm] = metrics
                 lines += [{"model": arm, "set": name, **r} for r in records]
         write_jsonl(work / "records.jsonl", lines)
         if "base" in correct:

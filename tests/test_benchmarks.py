@@ -45,7 +45,7 @@ def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, 
     from coldstart.stages import evaluation
 
     cfg = dataclasses.replace(tiny_cfg, eval=dataclasses.replace(
-        tiny_cfg.eval, max_new_tokens=4, num_problems=3, base=False, ood=["svamp", "arith-ood"]))
+        tiny_cfg.eval, max_new_tokens=4, num_problems=3, base=False, benchmarks=["svamp", "arith-ood"]))
     run = RunDir(cfg.run_dir)
     # the stage's own model discovery is tested with the pipeline; here, one model folder
     monkeypatch.setattr(evaluation, "run_models", lambda cfg, run_dir: {"warmup": ("fingerprint", tiny_dir)})
@@ -53,9 +53,9 @@ def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, 
     records = read_jsonl(run.stage_dir("eval") / "records.jsonl")
     results = json.loads((run.stage_dir("eval") / "results.json").read_text())
     assert [r.get("set") for r in records] == [None] * 3 + ["svamp"] * 3 + ["arith-ood"] * 3
-    assert set(results["ood"]) == {"svamp", "arith-ood"} and results["ood"]["svamp"]["warmup"]["problems"] == 3
+    assert set(results["benchmarks"]) == {"svamp", "arith-ood"} and results["benchmarks"]["svamp"]["warmup"]["problems"] == 3
     report = (run.stage_dir("eval") / "report.md").read_text()
-    assert "Out of distribution: svamp, 3 problems" in report
+    assert "svamp, 3 problems (greedy)" in report
 
 
 def test_the_comparison_pools_the_out_of_distribution_sets(tmp_path):

@@ -90,7 +90,7 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
 
 def test_compare_matrix_and_report(tmp_path, tokenizer):
     args = tiny_run_args("compare", tmp_path, tokenizer, "c", "handoff.report_demos=4", "compare.starts=[none, sft, cadft]",
-                         "eval.ood=[arith-ood]", "warmup.keep_checkpoints=true", "compare.mechanism=[0.5, 1.0]",
+                         "eval.benchmarks=[arith-ood]", "warmup.keep_checkpoints=true", "compare.mechanism=[0.5, 1.0]",
                          "compare.mechanism_minibatches=2")
     assert main(args) == 0
     out = tmp_path / "c" / "compare"
