@@ -97,34 +97,40 @@ def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
 def _eval(args: argparse.Namespace) -> None:
     if args.model is None:
         if args.config is None:
-            raise ColdstartError("eval: give a config (the run's models) or --model PATH --benchmark NAME")
+            raise ColdstartError("eval: give a config (the run's models) or --model PATH --benchmark NAME[,NAME...]")
         return _run_stages(args, ["eval"])
-    import dataclasses
     import json
     from pathlib import Path
 
+    from coldstart.benchmarks import load_set
     from coldstart.config import load_config
+    from coldstart.eval.evaluate import suite_average
+    from coldstart.eval.report import benchmark_table
     from coldstart.models import resolve_model_path
     from coldstart.runs import write_jsonl
-    from coldstart.stages.evaluation import evaluate_folder, held_out
+    from coldstart.stages.evaluation import evaluate_with, generator
 
     cfg = load_config(args.config, args.overrides)
-    if args.benchmark:
-        # a single file is the benchmark itself: its one split (which data loading calls 'train') is held out
-        one_file = Path(args.benchmark).is_file()
-        data = dataclasses.replace(cfg.data, source=args.benchmark, test_split="train" if one_file else cfg.data.test_split)
-        cfg = dataclasses.replace(cfg, data=data)
+    names = [n.strip() for n in (args.benchmark or cfg.data.source).split(",") if n.strip()]
+    sets = {name: load_set(cfg, name, cfg.eval.num_problems) for name in names}  # a bad name fails before the model loads
     model = resolve_model_path(args.model)
-    name = f"{Path(model).name}-{Path(cfg.data.source).stem}"
-    out = Path(args.out or Path(cfg.output_dir) / "eval" / name)
-    problems, _ = held_out(cfg)
-    records, metrics = evaluate_folder(cfg, Path(model), problems)
+    out = Path(args.out or Path(cfg.output_dir) / "eval" / f"{Path(model).name}-{'+'.join(Path(n).stem for n in names)}")
+    results: dict = {"model": model, "benchmarks": {}}
+    records_by_set, lines = {}, []
+    with generator(cfg, Path(model)) as generate_fn:
+        for name, problems in sets.items():
+            records, metrics = evaluate_with(cfg, generate_fn, problems)
+            results["benchmarks"][name] = metrics
+            records_by_set[name] = records
+            lines += [{"set": name, **r} for r in records]
+    if len(names) > 1:
+        results["average"] = suite_average(records_by_set)
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "records.jsonl", records)
-    (out / "results.json").write_text(json.dumps({"model": model, "benchmark": cfg.data.source, **metrics}, indent=2) + "\n")
-    ci = metrics["accuracy_ci"]
-    print(f"{model} on {cfg.data.source}: accuracy {metrics['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
-          f"over {metrics['problems']} problems -> {out}/")
+    write_jsonl(out / "records.jsonl", lines)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = benchmark_table(results)
+    (out / "report.md").write_text(table)
+    print(f"{model}\n\n{table}\n-> {out}/")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -217,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo the eval stage (--force eval)")
     p.add_argument("--model", help="a model folder or Hub id to evaluate instead of the run's models")
-    p.add_argument("--benchmark", default=None, help="arith, gsm8k, a local file or folder, or a Hub dataset id")
+    p.add_argument("--benchmark", default=None,
+                   help="comma-separated sets: math500, minerva_math, olympiadbench, aime24, amc23, svamp, arith-ood, "
+                        "or a data source (arith, gsm8k, a local file or folder, a Hub dataset id); default: the "
+                        "config's data source")
     p.add_argument("--out", default=None, help="where --model results go (default: <output_dir>/eval/<model>-<benchmark>/)")
     p.set_defaults(func=_eval)
 

@@ -84,7 +84,7 @@ class Context:
         from coldstart.data import load_samples, rl_pool
         from coldstart.models import resolve_model_path
 
-        self.cfg, self.launch = cfg, launch
+        self.cfg, self.launch, self.stages = cfg, launch, stages
         self.path = resolve_model_path(cfg.model.name_or_path, weights=False)
         remote = cfg.model.trust_remote_code
         try:
@@ -242,6 +242,23 @@ def held_out(ctx: Context) -> list[Finding]:
                                              "held-out accuracy would count problems the warm-up trained on; remove "
                                              "them from one split")]
     return [Finding("held-out", "ok", f"none of the {len(ctx.test)} held-out problems appears in the training split")]
+
+
+def benchmarks(ctx: Context) -> list[Finding]:
+    """Every set of `eval.benchmarks` loads (a typo or an unreachable Hub set fails here, not after training)."""
+    if ctx.stages is not None and "eval" not in ctx.stages:
+        return []
+    from coldstart.benchmarks import load_set
+
+    findings = []
+    for name in ctx.cfg.eval.benchmarks:
+        try:
+            problems = load_set(ctx.cfg, name, ctx.cfg.eval.num_problems)
+        except ColdstartError as e:
+            findings.append(Finding("benchmarks", "error", str(e)))
+            continue
+        findings.append(Finding("benchmarks", "ok", f"{name}: {len(problems)} problems"))
+    return findings
 
 
 def cadft_settings(ctx: Context) -> list[Finding]:
@@ -541,6 +558,7 @@ CHECKS: dict[str, Callable[[Context], list[Finding]]] = {
     "closing label": closing_label,
     "data": gold_answers,
     "held-out": held_out,
+    "benchmarks": benchmarks,
     "cadft": cadft_settings,
     "lengths": lengths,
     "rl batch": rl_batch,

@@ -28,6 +28,27 @@ def bootstrap_ci(values: list[float], num_resamples: int = 2000, level: float = 
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def macro_mean_ci(groups: list[list[float]], num_resamples: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """The mean of the groups' means (a benchmark suite's macro average: every benchmark weighs the same, whatever
+    its size) and its percentile bootstrap interval, each group's problems resampled on their own
+    (`scipy.stats.bootstrap` with one sample per group)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    samples = [np.asarray(g, dtype=float) for g in groups]
+    mean = float(np.mean([s.mean() for s in samples]))
+    if all(np.all(s == s[0]) for s in samples):  # no resample moves it
+        return mean, mean, mean
+
+    def statistic(*resampled, axis=-1):
+        return np.mean([r.mean(axis=axis) for r in resampled], axis=0)
+
+    result = bootstrap(tuple(samples), statistic, n_resamples=num_resamples, confidence_level=level,
+                       method="percentile", random_state=seed, vectorized=True)
+    return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def paired_difference(a: list[float], b: list[float], num_resamples: int = 2000, level: float = 0.95,
                       seed: int = 0) -> dict[str, float]:
     """Mean of `a - b` over the same problems, its paired-bootstrap interval, and McNemar's exact p-value."""

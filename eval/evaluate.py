@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from coldstart.generation import Completion
 from coldstart.grading import extract_answer, has_boxed_answer, is_correct
-from coldstart.statistics import bootstrap_ci, pass_at_k
+from coldstart.statistics import bootstrap_ci, macro_mean_ci, pass_at_k
 
 
 def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
@@ -79,3 +79,17 @@ def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     if len(groups) > 1:
         metrics["accuracy_by_source"] = {g: {"problems": len(v), "accuracy": sum(v) / len(v)} for g, v in sorted(groups.items())}
     return metrics
+
+
+def suite_average(records_by_set: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The macro average over sets, as benchmark tables report it (every set weighs the same): the greedy accuracy
+    and, with samples, avg@k, each with a bootstrap interval that resamples every set's problems on its own."""
+    sets = list(records_by_set.values())
+    acc, low, high = macro_mean_ci([[float(r["correct"]) for r in records] for records in sets])
+    out: dict[str, Any] = {"sets": len(sets), "problems": sum(len(r) for r in sets), "accuracy": acc,
+                           "accuracy_ci": [low, high]}
+    if "samples_correct" in sets[0][0]:
+        k = sets[0][0]["num_samples"]
+        mean, low, high = macro_mean_ci([[r["samples_correct"] / k for r in records] for records in sets])
+        out[f"avg@{k}"], out[f"avg@{k}_ci"] = mean, [low, high]
+    return out

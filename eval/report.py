@@ -324,6 +324,34 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _score(m: dict[str, Any], key: str) -> str:
+    low, high = m[f"{key}_ci"]
+    return f"{_pct(m[key])} [{_pct(low)}, {_pct(high)}]"
+
+
+def benchmark_table(results: dict[str, Any]) -> str:
+    """One model on several sets (`coldstart eval --benchmark a,b`), as benchmark tables lay it out: a row per set
+    and the macro average, greedy accuracy and (with `eval.num_samples`) avg@k and the largest pass@k, in % with
+    95% bootstrap intervals over problems."""
+    sets = results["benchmarks"]
+    first = next(iter(sets.values()))
+    k = next((int(key[4:]) for key in first if key.startswith("avg@") and not key.endswith("_ci")), None)
+    pass_k = max((int(key[5:]) for key in first if key.startswith("pass@") and not key.endswith("_ci")), default=None)
+    head = ["set", "problems", "greedy accuracy"] + ([f"avg@{k}"] if k else []) + ([f"pass@{pass_k}"] if pass_k else [])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, m in sets.items():
+        cells = [name, str(m["problems"]), _score(m, "accuracy")]
+        cells += [_score(m, f"avg@{k}")] if k else []
+        cells += [_score(m, f"pass@{pass_k}")] if pass_k else []
+        lines.append("| " + " | ".join(cells) + " |")
+    if "average" in results:
+        m = results["average"]
+        cells = [f"average of {m['sets']}", str(m["problems"]), _score(m, "accuracy")] + ([_score(m, f"avg@{k}")] if k else [])
+        lines.append("| " + " | ".join(cells + (["-"] if pass_k else [])) + " |")
+    note = f"; avg@{k}: mean correctness of {k} samples per problem" if k else ""
+    return "\n".join([f"% correct, 95% intervals over problems (greedy decoding{note})", ""] + lines) + "\n"
+
+
 def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -> None:
     """results.json, report.md and the figures, written next to `out` and renamed into place."""
     curves = {name: read_jsonl(r.stage_dir("rl") / "metrics.jsonl") for name, r in runs.items() if r.finished("rl")}

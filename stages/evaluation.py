@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from transformers import AutoTokenizer
 
@@ -61,19 +62,32 @@ def held_out(cfg: Config):
     return test, stats
 
 
-def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Evaluate one model folder, generating with vLLM (`eval.use_vllm`) or with HF `generate`."""
+@contextmanager
+def generator(cfg: Config, model_dir: Path) -> Iterator[Callable[..., list]]:
+    """A model folder's generator for `evaluate`: vLLM (`eval.use_vllm`; the engine is freed on exit) or HF
+    `generate` on the loaded model."""
     e = cfg.eval
     if e.use_vllm:
-        generator = VllmGenerator(str(model_dir), e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
+        vllm = VllmGenerator(str(model_dir), e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
         try:
-            return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p)
+            yield vllm
         finally:
-            generator.close()
+            vllm.close()
+        return
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = load_model(cfg.model, str(model_dir))
-    generator = functools.partial(generate, model, tokenizer, batch_size=e.batch_size)
-    return evaluate(generator, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p)
+    yield functools.partial(generate, load_model(cfg.model, str(model_dir)), tokenizer, batch_size=e.batch_size)
+
+
+def evaluate_with(cfg: Config, generate_fn: Callable[..., list], problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`evaluate` with the eval section's settings."""
+    e = cfg.eval
+    return evaluate(generate_fn, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p)
+
+
+def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Evaluate one model folder on `problems`."""
+    with generator(cfg, model_dir) as generate_fn:
+        return evaluate_with(cfg, generate_fn, problems)
 
 
 def evaluate_cached(cfg: Config, model_dir: Path, problems,

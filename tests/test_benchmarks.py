@@ -7,11 +7,14 @@ import dataclasses
 import json
 import re
 
+from pathlib import Path
+
 import pytest
 
 from coldstart.arith import generate_arith
-from coldstart.benchmarks import load_set, svamp_rows
+from coldstart.benchmarks import MATH_BENCHMARKS, load_set, math_samples, svamp_rows
 from coldstart.config import load_config
+from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct, parse_gold
 
 
@@ -85,3 +88,97 @@ def test_the_comparison_pools_the_out_of_distribution_sets(tmp_path):
     assert generalization["figure"] == results["ood"]["cadft vs sft"] and generalization["vs"] == "sft"
     assert "## Out of distribution" in render(results)
     json.dumps(results)
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"  # the evaluation repositories' files
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks is not on this machine")
+
+
+def test_math500_is_shipped_and_every_reference_solution_grades_correct():
+    problems = MATH_BENCHMARKS["math500"].read()
+    assert len(problems) == 500 and len({p.id for p in problems}) == 500
+    assert problems[0].answer == "\\left( 3, \\frac{\\pi}{2} \\right)"  # a tuple with a LaTeX fraction
+    assert [p for p in problems if not is_correct(p.answer, p.solution)] == []
+
+
+@needs_shared
+def test_named_loaders_read_the_evaluation_repositories_files(tokenizer):
+    problems = {name: {p.id: p for p in b.read(str(SHARED))} for name, b in MATH_BENCHMARKS.items()}
+    assert {name: len(p) for name, p in problems.items()} == {
+        "math500": 500, "minerva_math": 272, "olympiadbench": 675, "aime24": 30, "amc23": 40}
+    olympiad, minerva = problems["olympiadbench"], problems["minerva_math"]
+    assert olympiad["1664"].answer == "69, 84" and parse_gold("69, 84")[0] == {69, 84}  # '$69$,$84$': one set
+    assert olympiad["1618"].answer == "(1,8,19), (2,7,13), (4,5,7)"  # a list of tuples inside one element
+    assert olympiad["1610"].answer == "\\frac{1}{2 n+2}"  # the `$` delimiters dropped
+    assert is_correct(olympiad["1664"].answer, "so \\boxed{84, 69}")
+    assert problems["amc23"]["0"].answer == "27"  # the float 27.0
+    assert problems["aime24"]["60"].answer == "204" and is_correct(problems["aime24"]["67"].answer, "\\boxed{25}")  # "025"
+    assert minerva["0"].answer == "1.6"  # the last box of the solution: '=\\boxed{1.6} \\mathrm{~cm}'
+    for p in (p for by_id in problems.values() for p in by_id.values()):
+        parse_gold(p.answer)  # every gold answer parses
+    cfg = load_config(None, [f"eval.benchmark_dir={SHARED}"])
+    sample = math_samples("aime24", cfg)[0]
+    text = tokenizer.apply_chat_template(sample["prompt"], add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_start|>system\nPlease reason step by step, and put your final answer within "
+                           "\\boxed{}.<|im_end|>\n<|im_start|>user\nEvery morning Aya goes for a $9$-kilometer-long walk")
+    assert text.endswith("<|im_start|>assistant\n") and sample["id"] == "aime24-60" and sample["source"] == "aime24"
+
+
+@needs_shared
+def test_the_grader_on_the_reference_solutions():
+    """How many reference solutions the grader scores correct against their gold answers. Minerva's gold is its
+    solution's last box; one AIME solution boxes `\\textbf{(073)}`, which math-verify does not read; most
+    OlympiadBench solutions end in prose with no final expression to extract."""
+    counts = {}
+    for name, benchmark in MATH_BENCHMARKS.items():
+        solved = [p for p in benchmark.read(str(SHARED)) if p.solution]
+        counts[name] = (sum(is_correct(p.answer, p.solution) for p in solved), len(solved))
+    assert counts == {"math500": (500, 500), "minerva_math": (272, 272), "olympiadbench": (309, 675),
+                      "aime24": (29, 30), "amc23": (0, 0)}
+
+
+def test_hub_rows_map_like_the_files_and_an_offline_load_says_what_to_do(monkeypatch):
+    import datasets
+
+    minerva = MATH_BENCHMARKS["minerva_math"].row({"question": "How far?", "answer": "1.6"}, 3)
+    assert (minerva.problem, minerva.answer, minerva.solution) == ("How far?", "1.6", None)
+    amc = MATH_BENCHMARKS["amc23"].row({"id": 0, "question": "How many miles?", "answer": "27", "url": "u"}, 0)
+    assert (amc.id, amc.problem, amc.answer) == ("0", "How many miles?", "27")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ColdstartError, match=r"benchmark 'aime24': not shipped with the project \(no licence stated "
+                                             r"\(MAA problems\)\) and loading HuggingFaceH4/aime_2024 .*set "
+                                             r"eval.benchmark_dir to a folder holding aime24/test.jsonl"):
+        MATH_BENCHMARKS["aime24"].read()
+
+
+def test_a_bad_row_names_the_file_line_and_field(tmp_path):
+    (tmp_path / "amc23").mkdir()
+    (tmp_path / "amc23" / "test.jsonl").write_text('{"id": 0, "problem": "p", "answer": 1.0}\n{"id": 1, "problem": "q"}\n')
+    with pytest.raises(ColdstartError, match=r"amc23/test.jsonl:2: benchmark 'amc23': field 'answer' missing"):
+        MATH_BENCHMARKS["amc23"].read(str(tmp_path))
+
+
+def test_eval_names_several_benchmarks_and_prints_their_table(tmp_path, tiny_dir, capsys):
+    from coldstart.cli import main
+
+    (tmp_path / "aime24").mkdir()  # an offline folder for a benchmark the project does not ship
+    rows = [{"id": i, "problem": f"What is {i} + 1?", "answer": str(i + 1), "solution": "s"} for i in range(3)]
+    (tmp_path / "aime24" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(tiny_dir), "--benchmark", "math500,aime24", "--out", str(out),
+                 "--set", "eval.num_problems=2", "--set", "eval.num_samples=2", "--set", "eval.max_new_tokens=4",
+                 "--set", f"eval.benchmark_dir={tmp_path}", "--set", "eval.benchmark_prompt=''"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["benchmarks"]) == ["math500", "aime24"]
+    assert results["benchmarks"]["aime24"]["problems"] == 2 and results["average"]["problems"] == 4
+    assert "avg@2" in results["average"] and results["average"]["sets"] == 2
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["set"] for r in records] == ["math500"] * 2 + ["aime24"] * 2
+    assert records[2]["id"] == "aime24-0" and records[2]["answer"] == "1"
+    printed = capsys.readouterr().out
+    assert "| set | problems | greedy accuracy | avg@2 | pass@2 |" in printed
+    assert "| aime24 | 2 |" in printed and "| average of 2 | 4 |" in printed

@@ -168,5 +168,5 @@ def test_eval_any_model_on_a_single_benchmark_file(tmp_path, tokenizer, caplog):
         assert main(["eval", "--model", str(model_dir), "--benchmark", str(bench), "--out", str(out),
                      "--set", "eval.num_problems=2", "--set", "eval.max_new_tokens=4"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["problems"] == 2 and results["benchmark"] == str(bench)
-    assert "eval: the first 2 of 3 held-out problems (eval.num_problems; 0 takes all)" in caplog.text
+    assert results["benchmarks"][str(bench)]["problems"] == 2 and "average" not in results
+    assert f"eval: the first 2 of 3 problems of {bench} (eval.num_problems; 0 takes all)" in caplog.text

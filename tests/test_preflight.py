@@ -218,6 +218,14 @@ def test_rl_prompts_need_room_for_the_completion(tiny_dir):
         "4 of 4 RL prompts leave no room for rl.max_completion_length=500 within the model's 512 positions")
 
 
+def test_benchmarks_load_before_training_and_a_typo_gets_a_suggestion(tiny_dir):
+    found = findings(tiny_dir, "eval.benchmarks=[math500, svamp]", "eval.num_problems=7", check="benchmarks")
+    assert [(f.level, f.message) for f in found] == [("ok", "math500: 7 problems"), ("ok", "svamp: 7 problems")]
+    f = one(tiny_dir, "benchmarks", "eval.benchmarks=[math5000]")
+    assert f.level == "error" and f.message == (
+        "eval.benchmarks: 'math5000' is no named set, file, folder or Hub id; did you mean 'math500'?")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # batches, LoRA, versions, dtype, memory
 
