@@ -248,14 +248,19 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
 
 def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: list[str], target: str,
                          arm) -> dict[str, Any] | None:
-    """Accuracy per arm on each out-of-distribution set and on all of them pooled (their problems together), and
-    the target start against each other one on the pooled sets, with the same seed-and-problem intervals."""
+    """Accuracy per arm on each out-of-distribution set and on their average (the macro average of benchmark
+    tables: every set weighs the same), and the target start against each other one on the average and on each
+    set, all with the seed-and-problem intervals."""
     sets = sorted({key.split("@", 1)[1] for scores in correct.values() for key in scores if "@" in key})
     if not sets:
         return None
 
-    def pooled(start: str, model: str, seed: int) -> list[float]:
-        return [x for name in sets for x in correct[(start, seed)][f"{model}@{name}"]]
+    def average(start: str, model: str, seed: int) -> list[float]:
+        """Every set's problems, each scaled by total / (sets x its size): their mean is the mean of the sets'
+        means (equal sizes scale by 1)."""
+        per_set = [correct[(start, seed)][f"{model}@{name}"] for name in sets]
+        total = sum(len(scores) for scores in per_set)
+        return [x * total / (len(sets) * len(scores)) for scores in per_set for x in scores]
 
     out: dict[str, Any] = {"sets": sets, "arms": {}}
     for start in starts:
@@ -263,12 +268,18 @@ def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: l
             for name in sets:
                 out["arms"][f"{arm(start, model)}@{name}"] = _interval(
                     [correct[(start, seed)][f"{model}@{name}"] for seed in seeds], "accuracy", 1.0)
-            out["arms"][arm(start, model)] = _interval([pooled(start, model, seed) for seed in seeds], "accuracy", 1.0)
+            out["arms"][arm(start, model)] = _interval([average(start, model, seed) for seed in seeds], "accuracy", 1.0)
     for other in [s for s in starts if s != target]:
         for model in models:
             name = f"{arm(target, model)} vs {arm(other, model)}"
-            out[name] = _interval([[a - b for a, b in zip(pooled(target, model, seed), pooled(other, model, seed))]
+            out[name] = _interval([[a - b for a, b in zip(average(target, model, seed), average(other, model, seed))]
                                    for seed in seeds], "difference", 1.0)
+            out[name]["sets"] = {
+                s: _interval([[a - b for a, b in zip(correct[(target, seed)][f"{model}@{s}"],
+                                                      correct[(other, seed)][f"{model}@{s}"])] for seed in seeds],
+                             "difference", 1.0)
+                for s in sets
+            }
     return out
 
 

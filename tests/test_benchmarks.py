@@ -61,13 +61,14 @@ def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, 
     assert "svamp, 3 problems (greedy)" in report
 
 
-def test_the_comparison_pools_the_out_of_distribution_sets(tmp_path):
+def test_the_comparison_averages_the_out_of_distribution_sets(tmp_path):
+    """Each set weighs the same in the average (sets of 2 and 4 problems), and each set gets its own comparison."""
     from coldstart.eval.compare import analyse, study_of
     from coldstart.eval.report import render
     from coldstart.runs import RunDir, write_jsonl
 
     held = {"sft": [1, 0, 1, 0], "cadft": [1, 1, 1, 0]}
-    ood = {"sft": {"a": [0, 0], "b": [1, 0]}, "cadft": {"a": [1, 0], "b": [1, 1]}}
+    ood = {"sft": {"a": [0, 0], "b": [1, 0, 1, 1]}, "cadft": {"a": [1, 0], "b": [1, 1, 1, 1]}}
     runs = {}
     for start in ("sft", "cadft"):
         for seed in (1, 2):
@@ -81,12 +82,16 @@ def test_the_comparison_pools_the_out_of_distribution_sets(tmp_path):
     cfg = load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1, 2]", "compare.rl=false"])
     results = analyse(study_of(cfg), runs)
     assert results["ood"]["sets"] == ["a", "b"]
-    assert results["ood"]["arms"]["cadft"]["accuracy"] == pytest.approx(3 / 4)  # a: 1, 0; b: 1, 1
-    assert results["ood"]["arms"]["sft@b"]["accuracy"] == pytest.approx(1 / 2)
-    assert results["ood"]["cadft vs sft"]["difference"] == pytest.approx(2 / 4)
+    assert results["ood"]["arms"]["cadft"]["accuracy"] == pytest.approx((1 / 2 + 1) / 2)  # not 5 / 6 pooled
+    assert results["ood"]["arms"]["sft@b"]["accuracy"] == pytest.approx(3 / 4)
+    assert results["ood"]["cadft vs sft"]["difference"] == pytest.approx(3 / 4 - 3 / 8)
+    per_set = results["ood"]["cadft vs sft"]["sets"]
+    assert per_set["a"]["difference"] == pytest.approx(1 / 2) and per_set["b"]["difference"] == pytest.approx(1 / 4)
     generalization = next(r for r in results["claims"] if r["claim"] == "generalization")
     assert generalization["figure"] == results["ood"]["cadft vs sft"] and generalization["vs"] == "sft"
-    assert "## Out of distribution" in render(results)
+    report = render(results)
+    assert "## Out of distribution" in report and "| arm | held-out | a | b | average |" in report
+    assert "- cadft vs sft, out of distribution (average of 2 sets): " in report
     json.dumps(results)
 
 
