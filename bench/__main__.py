@@ -30,6 +30,8 @@ TARGETS = {
     "cadft_over_sft_peak_mem": ("<=", 1.02),
     "scoring_speedup": (">=", 2.0),
     "generation_speedup": (">=", 4.0),
+    **{f"generation_{p}_of_bare_forward": (">=", 0.8) for p in ("eval", "handoff", "rewriting", "grpo")},
+    "grpo_logits_over_fused_step_time": ("<=", 1.0),
     "quickstart_seconds": ("<=", 600.0),
 }
 
@@ -84,13 +86,18 @@ def generation() -> dict[str, float]:
             "generation_single_tokens_per_s": r["single_tokens_per_s"]}
 
 
+def decode() -> dict[str, float]:
+    return worker("decode")
+
+
 def quickstart(fresh: bool) -> dict[str, float]:
     r = worker("quickstart", *(["--fresh"] if fresh else []))
     return {"quickstart_seconds": sum(r["stages"].values()), **{f"quickstart_{k}_seconds": v for k, v in r["stages"].items()},
             "quickstart_run": r["run"]}
 
 
-GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "quickstart": quickstart}
+GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "decode": decode, "grpo": grpo,
+          "quickstart": quickstart}
 
 
 def machine() -> dict[str, str]:

@@ -177,13 +177,14 @@ MATH_BENCHMARKS: dict[str, MathBenchmark] = {b.name: b for b in (
 
 
 def math_samples(name: str, cfg: Config) -> list[dict[str, Any]]:
-    """A named math benchmark's problems as evaluation samples: the system prompt and the problem; the reference
-    solution (else the boxed gold answer) as the completion."""
+    """A named math benchmark's problems as evaluation samples: the system prompt, then the problem and the suffix
+    as the user turn; the reference solution (else the boxed gold answer) as the completion."""
     system = [{"role": "system", "content": cfg.eval.benchmark_prompt}] if cfg.eval.benchmark_prompt else []
+    suffix = cfg.eval.benchmark_suffix
     out = []
     for p in MATH_BENCHMARKS[name].read(cfg.eval.benchmark_dir):
         completion = p.solution if p.solution else f"The final answer is $\\boxed{{{p.answer}}}$."
-        out.append({"id": f"{name}-{p.id}", "prompt": system + [{"role": "user", "content": p.problem}],
+        out.append({"id": f"{name}-{p.id}", "prompt": system + [{"role": "user", "content": p.problem + suffix}],
                     "completion": [{"role": "assistant", "content": completion}], "answer": p.answer,
                     "style": p.style, "source": name})
     return out

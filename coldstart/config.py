@@ -83,6 +83,11 @@ class DataSection:
     max_test_samples: int = option(0, "Use at most this many held-out samples (0 = all).")
     seed: int | None = option(None, "Seed of data generation and shuffling; null: the run's seed.")
     system_prompt: str | None = option(None, "System message put before every prompt; null keeps the template's.")
+    gold: Literal["answer", "boxed"] = option(
+        "answer",
+        "Where each sample's gold answer comes from: its `answer` field, or the last \\boxed{} of its demonstration "
+        "(sets that carry no answer field, as NuminaMath-CoT and MATH).",
+    )
     on_bad_row: Literal["error", "skip"] = option(
         "error", "A malformed row stops the run ('error') or is skipped and counted in the manifest ('skip')."
     )
@@ -321,6 +326,11 @@ class EvalSection:
         "Please reason step by step, and put your final answer within \\boxed{}.",
         "System prompt of the named math benchmarks (math500 ... amc23; the problem is the user turn): Qwen2.5-Math's "
         "chain-of-thought prompt, as the field scores them. Empty: the problem alone.",
+    )
+    benchmark_suffix: str = option(
+        "",
+        "Text after the problem in the user turn of the named math benchmarks (DFT's harness, Qwen2.5-Math's "
+        "qwen-boxed prompt, puts its instruction there).",
     )
     benchmark_dir: str = option(
         "",

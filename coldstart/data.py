@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from coldstart.arith import BOXED_INSTRUCTION, generate_arith
 from coldstart.config import DataSection
 from coldstart.errors import ColdstartError
-from coldstart.grading import parse_gold
+from coldstart.grading import boxed_answer, parse_gold
 
 GSM8K_DIR = Path(__file__).resolve().parents[1] / "data" / "gsm8k"
 # the roles every chat template renders; another role is dropped or mis-rendered by some templates, silently
@@ -88,8 +88,9 @@ def _gsm8k_completion(solution: str, answer: str) -> str:
     return f"{body}\nThe answer is \\boxed{{{answer}}}."
 
 
-def normalize_row(row: Any, index: int, source: str, split: str) -> dict[str, Any]:
-    """One raw row as a sample; raises BadRow naming the field at fault."""
+def normalize_row(row: Any, index: int, source: str, split: str, gold: str = "answer") -> dict[str, Any]:
+    """One raw row as a sample, its gold answer from the `answer` field or (`gold="boxed"`) the demonstration's last
+    `\\boxed{}`; raises BadRow naming the field at fault."""
     if not isinstance(row, dict):
         raise BadRow("<row>", f"expected a JSON object, got {type(row).__name__}")
     if "messages" in row:
@@ -124,6 +125,11 @@ def normalize_row(row: Any, index: int, source: str, split: str) -> dict[str, An
         raise BadRow("messages", "missing field (expected 'messages', 'prompt'/'completion' or 'question'/'answer')")
     if not completion_text.strip():
         raise BadRow("completion", "empty completion")
+    if gold == "boxed":
+        boxed = boxed_answer(completion_text)
+        if boxed is None:
+            raise BadRow("completion", "no closed \\boxed{} answer in the demonstration (data.gold: boxed)")
+        row = {**row, "answer": boxed}
     if "answer" not in row or row["answer"] is None:
         raise BadRow("answer", "missing field (rewards, rewriting and evaluation check answers against it)")
     answer = row["answer"]
@@ -254,7 +260,7 @@ def load_samples(cfg: DataSection, part: str, seed: int):
             try:
                 if isinstance(row, BadRow):
                     raise row
-                sample = normalize_row(row, index, source, split)
+                sample = normalize_row(row, index, source, split, cfg.gold)
                 if sample["id"] in ids:
                     raise BadRow("id", f"duplicate id {sample['id']!r} (first at {ids[sample['id']]})")
             except BadRow as e:

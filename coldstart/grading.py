@@ -102,8 +102,8 @@ def extract_answer(completion: str, timeout: float = DEFAULT_TIMEOUT) -> str | N
 
 def boxed_answer(completion: str) -> str | None:
     """The content of the completion's last `\\boxed{}` (braces balanced, so `\\boxed{\\frac{1}{2}}` holds
-    `\\frac{1}{2}`), by math-verify's own extraction (latex2sympy2_extended); None when there is no closed,
-    non-empty box."""
+    `\\frac{1}{2}`; boxes in one list, `\\boxed{2} and \\boxed{3}`, joined as `2,3`), by math-verify's own
+    extraction (latex2sympy2_extended); None when there is no closed, non-empty box."""
     tail = completion[-MAX_CHARS:]
     if "\\boxed" not in tail and "\\fbox" not in tail:
         return None

@@ -257,7 +257,7 @@ def benchmarks(ctx: Context) -> list[Finding]:
         except ColdstartError as e:
             findings.append(Finding("benchmarks", "error", str(e)))
             continue
-        findings.append(Finding("benchmarks", "ok", f"{name}: {len(problems)} problems"))
+        findings.append(Finding("benchmarks", "ok", f"{name}: {len(problems)} problem{'s' * (len(problems) != 1)}"))
     return findings
 
 

@@ -66,11 +66,11 @@ def test_trainer_passthrough_is_checked_against_sftconfig():
         load_config(None, ["rl.trainer={output_dir: elsewhere}"])
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "compare_cpu.yaml", "gsm8k_gpu.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "compare_cpu.yaml", "gsm8k_gpu.yaml", "paper_qwen_math.yaml"])
 def test_shipped_configs_load(name):
     import importlib.util
 
-    if name == "gsm8k_gpu.yaml" and importlib.util.find_spec("vllm") is None:
+    if name in ("gsm8k_gpu.yaml", "paper_qwen_math.yaml") and importlib.util.find_spec("vllm") is None:
         with pytest.raises(ColdstartError, match="rl.use_vllm: vLLM is not installed"):
             load_config(f"configs/{name}")
         cfg = load_config(f"configs/{name}", ["rl.use_vllm=false", "eval.use_vllm=false"])

@@ -117,3 +117,24 @@ def test_local_formats_become_the_same_samples(tmp_path):
     assert ds["answer"] == ["1", "2"] and ds["id"] == ["data-train-000000", "data-train-000001"]
     with pytest.raises(ColdstartError, match="is one file, used as the train split"):
         load_samples(load_config(None, [f"data.source={path}"]).data, "test", seed=0)
+
+
+def test_gold_answers_from_the_last_box_of_each_demonstration(tmp_path):
+    """NuminaMath-CoT's rows (source, problem, solution, messages) carry no answer: `data.gold: boxed` reads the
+    demonstration's last box (braces balanced; boxes in one list, as `\\boxed{2} and \\boxed{3}`, read as one
+    answer, the way math-verify reads a completion); a demonstration without one is a bad row, named."""
+    rows = [{"source": "olympiads", "problem": "p", "solution": "s",
+             "messages": [{"role": "user", "content": "p"},
+                          {"role": "assistant", "content": "First \\boxed{2} for the sum. So $x = \\boxed{\\frac{1}{2}}$."}]},
+            {"messages": [{"role": "user", "content": "r"}, {"role": "assistant", "content": "\\boxed{2} and \\boxed{3}"}]},
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "no box"}]}]
+    path = tmp_path / "numina.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, [f"data.source={path}", "data.gold=boxed"]).data
+    with pytest.raises(ColdstartError, match=rf"{path}:3: field 'completion': no closed \\boxed{{}} answer"):
+        load_samples(cfg, "train", seed=0)
+    ds, stats = load_samples(load_config(None, [f"data.source={path}", "data.gold=boxed", "data.on_bad_row=skip"]).data,
+                             "train", seed=0)
+    assert ds["answer"] == ["\\frac{1}{2}", "2,3"] and stats.skipped == 1
+    with pytest.raises(ColdstartError, match="field 'answer': missing field"):  # the default reads the answer field
+        load_samples(load_config(None, [f"data.source={path}"]).data, "train", seed=0)

@@ -403,3 +403,35 @@ def test_check_command_prints_every_finding(tmp_path, tiny_dir, capsys):
     captured = capsys.readouterr()
     assert "(3 processes)" in captured.out and "error    rl batch: 16 completions x 3 processes" in captured.out
     assert captured.err == "coldstart: error: check: configs/quickstart.yaml would fail; see the errors above\n"
+
+
+PAPER = ROOT / "configs" / "paper_qwen_math.yaml"
+
+
+def test_paper_recipe_passes_the_check_offline(standin, monkeypatch, tmp_path):
+    """configs/paper_qwen_math.yaml on the stand-in, with NuminaMath-CoT rows (no answer column) in a local file
+    and the benchmarks the project does not ship in a local folder: no error, under the launch it documents."""
+    from coldstart.preflight import launch_from
+
+    with_versions(monkeypatch, deepspeed="0.16.0")
+    numina = [{"source": "amc_aime", "problem": f"What is {i} + {i}?", "solution": f"It is \\boxed{{{2 * i}}}.",
+               "messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                            {"role": "assistant", "content": f"It is \\boxed{{{2 * i}}}."}]} for i in range(40)]
+    (tmp_path / "numina").mkdir()
+    for split, rows in (("train", numina[:32]), ("test", numina[32:])):
+        write_rows(tmp_path / "numina" / f"{split}.jsonl", rows)
+    for name in ("minerva_math", "aime24", "amc23"):
+        (tmp_path / "bench" / name).mkdir(parents=True)
+        write_rows(tmp_path / "bench" / name / "test.jsonl", [{"id": 0, "problem": "1 + 1?", "answer": "2",
+                                                               "solution": "\\boxed{2}"}])
+    header = PAPER.read_text().split("\nname:")[0]
+    assert "--config_file configs/accelerate/zero2.yaml" in header
+    cfg = load_config(str(PAPER), [f"model.name_or_path={standin}", f"data.source={tmp_path / 'numina'}",
+                                   f"eval.benchmark_dir={tmp_path / 'bench'}", "rl.use_vllm=false",
+                                   "eval.use_vllm=false"])
+    assert cfg.warmup.per_device_train_batch_size * cfg.warmup.gradient_accumulation_steps * 8 == 256  # DFT's batch
+    found = run_checks(cfg, launch_from(str(ROOT / "configs/accelerate/zero2.yaml")))
+    assert [f for f in found if f.level == "error"] == []
+    loaded = {f.message for f in found if f.check == "benchmarks"}
+    assert loaded == {"math500: 500 problems", "minerva_math: 1 problem", "olympiadbench: 675 problems",
+                      "aime24: 1 problem", "amc23: 1 problem"}
