@@ -90,6 +90,12 @@ def decode() -> dict[str, float]:
     return worker("decode")
 
 
+def grpo() -> dict[str, float]:
+    runs = {v: worker("grpo_step", "--logprobs", v) for v in ("fused", "logits")}
+    return {"grpo_logits_over_fused_step_time": runs["logits"]["step_s"] / runs["fused"]["step_s"],
+            **{f"grpo_{v}_{key}": value for v, r in runs.items() for key, value in r.items()}}
+
+
 def quickstart(fresh: bool) -> dict[str, float]:
     r = worker("quickstart", *(["--fresh"] if fresh else []))
     return {"quickstart_seconds": sum(r["stages"].values()), **{f"quickstart_{k}_seconds": v for k, v in r["stages"].items()},

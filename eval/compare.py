@@ -118,14 +118,19 @@ def study_of(cfg: Config) -> dict[str, Any]:
             "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
 
 
-def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, dict[str, float]], int]:
+def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, dict[str, float]], int, int]:
     """Each model's score per problem id, from the run's eval records (`model` for the held-out split,
-    `model@set` for an out-of-distribution set); with `regrade`, graded again from the saved completions with the
-    installed grader, and how many grades that changed."""
+    `model@set` for an out-of-distribution set): its greedy correctness, or with `eval.num_samples` k its avg@k
+    (the share of the k samples graded correct, as benchmark tables score); with `regrade`, the greedy completions
+    graded again with the installed grader, and how many grades that changed. Also k (0: greedy)."""
     by_model: dict[str, dict[str, float]] = {}
-    changed = 0
+    changed = samples = 0
     for r in read_jsonl(run_dir.stage_dir("eval") / "records.jsonl"):
-        score = float(r["correct"])
+        samples = r.get("num_samples", 0)
+        if samples and regrade:
+            raise ColdstartError(f"{run_dir.root}: records scored by avg@{samples} keep the count of correct samples, "
+                                 "not the sampled completions: --regrade can only grade greedy records again")
+        score = r["samples_correct"] / samples if samples else float(r["correct"])
         if regrade:
             fresh = float(is_correct(r["answer"], r["completion"]))
             changed += fresh != score
@@ -133,7 +138,7 @@ def _correct(run_dir: RunDir, regrade: bool = False) -> tuple[dict[str, dict[str
         # the held-out split's scores under the model's name, another set's under model@set
         key = r["model"] if r.get("set") is None else f"{r['model']}@{r['set']}"
         by_model.setdefault(key, {})[str(r["id"])] = score
-    return by_model, changed
+    return by_model, changed, samples
 
 
 def _in_problem_order(graded: dict[tuple[str, int], dict[str, dict[str, float]]]) -> dict[tuple[str, int], dict[str, list[float]]]:
@@ -183,7 +188,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     and manifests (with `regrade`, their completions graded again)."""
     starts, seeds, rl = study["starts"], study["seeds"], study["rl"]
     graded = {(start, seed): _correct(runs[f"{start}-seed{seed}"], regrade) for start in starts for seed in seeds}
-    correct = _in_problem_order({key: scores for key, (scores, _) in graded.items()})
+    correct = _in_problem_order({key: scores for key, (scores, _, _) in graded.items()})
+    samples = max(k for _, _, k in graded.values())
     models = ["warmup"] + (["rl"] if rl else [])
 
     def arm(start: str, model: str) -> str:
@@ -197,7 +203,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     def paired(a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any]:
         diffs = [[x - y for x, y in zip(correct[(a[0], seed)][a[1]], correct[(b[0], seed)][b[1]])] for seed in seeds]
         out = _interval(diffs, "difference", 1.0)
-        if len(seeds) == 1:  # McNemar's exact test pairs the outcomes of one seed
+        if len(seeds) == 1 and not samples:  # McNemar's exact test pairs the 0/1 outcomes of one seed
             out["mcnemar_p"] = paired_difference(correct[(a[0], seeds[0])][a[1]], correct[(b[0], seeds[0])][b[1]])["mcnemar_p"]
         return out
 
@@ -243,7 +249,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
             "associations": associations, "handoff": study["handoff"],
             **({"regraded": {"records": sum(len(v) for c in correct.values() for v in c.values()),
-                             "changed": sum(changed for _, changed in graded.values())}} if regrade else {})}
+                             "changed": sum(changed for _, changed, _ in graded.values())}} if regrade else {}),
+            **({"samples": samples} if samples else {})}
 
 
 def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: list[str], target: str,

@@ -242,7 +242,9 @@ def render(results: dict[str, Any]) -> str:
     mcnemar = "" if several else "McNemar p | "  # McNemar's test pairs the outcomes of one seed
     labels = diagnostic_labels(results)
     lines = ["# Did RL gain more from a CADFT start?", "",
-             f"{results['problems']} held-out problems, seeds {seeds}; 95% intervals "
+             f"{results['problems']} held-out problems"
+             + (f", each scored by its avg@{results['samples']} (the share of {results['samples']} samples graded "
+                "correct)" if results.get("samples") else "") + f", seeds {seeds}; 95% intervals "
              f"({'seeds and problems: variance components, Satterthwaite t' if several else 'bootstrap over problems'}).",
              *([f"Regraded from the saved completions with the installed grader: {results['regraded']['changed']} of "
                 f"{results['regraded']['records']} grades changed."] if "regraded" in results else []),

@@ -187,3 +187,30 @@ def test_eval_names_several_benchmarks_and_prints_their_table(tmp_path, tiny_dir
     printed = capsys.readouterr().out
     assert "| set | problems | greedy accuracy | avg@2 | pass@2 |" in printed
     assert "| aime24 | 2 |" in printed and "| average of 2 | 4 |" in printed
+
+
+def test_the_comparison_scores_sampled_records_by_avg_at_k(tmp_path):
+    """With eval.num_samples, a problem's score is its avg@k (as the paper's table), McNemar (0/1 outcomes) is not
+    computed, and --regrade, which has no sampled completions to grade, is refused."""
+    from coldstart.errors import ColdstartError as Refused
+    from coldstart.eval.compare import analyse, study_of
+    from coldstart.eval.report import render
+    from coldstart.runs import RunDir, write_jsonl
+
+    correct = {"sft": [0, 1, 2, 4], "cadft": [4, 3, 2, 4]}  # of 4 samples per problem
+    runs = {}
+    for start, counts in correct.items():
+        run = RunDir(tmp_path / f"{start}-seed1")
+        (run.root / "eval").mkdir(parents=True)
+        write_jsonl(run.root / "eval" / "records.jsonl", [
+            {"model": "warmup", "id": f"p{i}", "correct": False, "samples_correct": c, "num_samples": 4,
+             "answer": "1", "completion": "\\boxed{1}"} for i, c in enumerate(counts)])
+        runs[f"{start}-seed1"] = run
+    study = study_of(load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1]", "compare.rl=false"]))
+    results = analyse(study, runs)
+    assert results["arms"]["sft"]["accuracy"] == pytest.approx(7 / 16)  # greedy would be 0
+    assert results["comparisons"]["cadft vs sft"]["difference"] == pytest.approx(6 / 16)
+    assert "mcnemar_p" not in results["comparisons"]["cadft vs sft"] and results["samples"] == 4
+    assert "4 held-out problems, each scored by its avg@4 (the share of 4 samples graded correct)" in render(results)
+    with pytest.raises(Refused, match="--regrade can only grade greedy records again"):
+        analyse(study, runs, regrade=True)
