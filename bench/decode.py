@@ -8,7 +8,8 @@ one token per row per step with the KV cache, at each batch size below.
 Each generation path runs as its stage runs it, and the same work (the same prompts, padded lengths and number of
 steps) runs again as a bare forward loop: the path's fraction of the bare forward is bare time / path time, its
 fraction of the compute bound is its useful FLOPs (prompt and generated tokens, 2 x parameters each) over time x
-the matmul rate.
+the matmul rate. The sampled paths (handoff, rewriting) also run with transformers' own sampling for the same
+number of steps: the speed-up of coldstart's `TokenSampler`.
 
 - eval: greedy, `eval.batch_size`, `eval.max_new_tokens`, the first 100 held-out prompts
 - handoff: `handoff.report_prompts` RL prompts x `rl.num_generations` samples, `handoff.batch_size`
@@ -90,8 +91,22 @@ def path(model, tokenizer, prompts, params: int, matmul_flops: float, batch_size
         bare += bare_loop(model, enc["input_ids"], enc["attention_mask"], steps)
         useful += int(enc["attention_mask"].sum()) + sum(c.num_tokens for c in done)
     generated = sum(c.num_tokens for c in flat)
-    return {"seconds": took, "tokens_per_s": generated / took, "of_bare_forward": bare / took,
-            "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": batch_size}
+    out = {"seconds": took, "tokens_per_s": generated / took, "of_bare_forward": bare / took,
+           "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": batch_size}
+    if kwargs.get("temperature"):  # the same batches with transformers' own sampling, for the sampler's speed-up
+        hf = 0.0
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                            add_special_tokens=False)
+            steps = max(c.num_tokens + (1 if c.finished else 0) for c in flat[i: i + batch_size])
+            start = time.perf_counter()
+            with torch.no_grad():  # the same number of steps, so that only the sampling differs
+                model.generate(**enc, do_sample=True, temperature=kwargs["temperature"], top_p=kwargs.get("top_p", 1.0),
+                               top_k=0, min_new_tokens=steps, max_new_tokens=steps, pad_token_id=tokenizer.pad_token_id)
+            hf += time.perf_counter() - start
+        out["transformers_sampling_seconds"] = hf
+        out["sampler_speedup"] = hf / took
+    return out
 
 
 def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[str, float]:
@@ -147,10 +162,11 @@ def main() -> None:
                      max_new_tokens=cfg.eval.max_new_tokens),
         "handoff": path(model, tokenizer, rl["prompt"][: cfg.handoff.report_prompts], params, matmul,
                         cfg.handoff.batch_size, num_samples=cfg.rl.num_generations,
-                        max_new_tokens=cfg.rl.max_completion_length, temperature=cfg.rl.temperature, seed=cfg.seed),
+                        max_new_tokens=cfg.rl.max_completion_length, temperature=cfg.rl.temperature,
+                        top_p=cfg.rl.top_p, seed=cfg.seed),
         "rewriting": path(model, tokenizer, train["prompt"][:16], params, matmul, 16,
                           num_samples=cfg.warmup.rewrite.num_candidates, max_new_tokens=cfg.warmup.rewrite.max_new_tokens,
-                          temperature=cfg.warmup.rewrite.temperature, seed=cfg.seed),
+                          temperature=cfg.warmup.rewrite.temperature, top_p=cfg.warmup.rewrite.top_p, seed=cfg.seed),
         "grpo": grpo_path(cfg, model, tokenizer, params, matmul),
     }
     for name, figures in paths.items():

@@ -193,8 +193,9 @@ def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypat
 
 def test_sampling_keeps_every_token_unless_top_k_is_set(tokenizer, monkeypatch):
     """transformers applies a top-k of 50 by default; GRPO (TRL's top_k=0) and the rewriting rule do not, so neither
-    may the handoff's rollouts that predict what GRPO will see."""
-    from coldstart.generation import generate
+    may the handoff's rollouts that predict what GRPO will see: sampling goes through coldstart's TokenSampler with
+    the call's settings, and transformers decodes greedily over its scores (no warper of its own)."""
+    from coldstart.generation import TokenSampler, generate
     from conftest import make_tiny_model
 
     model = make_tiny_model(tokenizer)
@@ -202,7 +203,8 @@ def test_sampling_keeps_every_token_unless_top_k_is_set(tokenizer, monkeypatch):
     real = model.generate
 
     def recording(**kwargs):
-        sent.append({k: kwargs.get(k) for k in ("do_sample", "top_k", "top_p", "temperature")})
+        samplers = [p for p in kwargs.get("logits_processor") or [] if isinstance(p, TokenSampler)]
+        sent.append((kwargs.get("do_sample"), [(s.temperature, s.top_p, s.top_k) for s in samplers]))
         return real(**kwargs)
 
     monkeypatch.setattr(model, "generate", recording)
@@ -210,11 +212,7 @@ def test_sampling_keeps_every_token_unless_top_k_is_set(tokenizer, monkeypatch):
     generate(model, tokenizer, prompts, num_samples=2, max_new_tokens=2, temperature=1.0, top_p=0.9)
     generate(model, tokenizer, prompts, num_samples=1, max_new_tokens=2, temperature=0.7, top_k=5)
     generate(model, tokenizer, prompts, num_samples=1, max_new_tokens=2)
-    assert sent == [
-        {"do_sample": True, "top_k": 0, "top_p": 0.9, "temperature": 1.0},
-        {"do_sample": True, "top_k": 5, "top_p": 1.0, "temperature": 0.7},
-        {"do_sample": False, "top_k": None, "top_p": None, "temperature": None},
-    ]
+    assert sent == [(False, [(1.0, 0.9, 0)]), (False, [(0.7, 1.0, 5)]), (False, [])]
 
 
 def test_comparison_intervals_count_seeds_and_problems(tmp_path):
