@@ -367,6 +367,11 @@ class Config:
     name: str = option("quickstart", "Run name: outputs go to <output_dir>/<name>/.")
     output_dir: str = option("runs", "Folder that holds the run directories.")
     seed: int = option(42, "Seed for data generation, sampling and training.")
+    report_to: str | list[str] = option(
+        "none",
+        "Experiment trackers the warm-up and GRPO report to, as TRL's report_to: trackio, tensorboard, wandb, a list "
+        "of them, or none; the run is one group (its name the project), each stage a run in it.",
+    )
     model: ModelSection = option(ModelSection(), "The base model.")
     data: DataSection = option(DataSection(), "Training and held-out data.")
     warmup: WarmupSection = option(WarmupSection(), "The supervised warm-up (TRL SFTTrainer).")

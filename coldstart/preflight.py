@@ -261,6 +261,23 @@ def benchmarks(ctx: Context) -> list[Finding]:
     return findings
 
 
+def trackers(ctx: Context) -> list[Finding]:
+    """The trackers of `report_to` are known and installed (the extra to install where one is missing)."""
+    from coldstart import tracking
+
+    try:
+        chosen = tracking.backends(ctx.cfg.report_to)
+    except ColdstartError as e:
+        return [Finding("tracking", "error", str(e))]
+    if not chosen:
+        return []
+    absent = tracking.missing(ctx.cfg.report_to)
+    if absent:
+        return [Finding("tracking", "error", f"report_to: {', '.join(chosen)} asked for, not installed: "
+                                             + "; ".join(absent))]
+    return [Finding("tracking", "ok", f"reporting to {', '.join(chosen)}")]
+
+
 def cadft_settings(ctx: Context) -> list[Finding]:
     """SFTConfig settings CADFT cannot train under (`coldstart.cadft.unsupported_setting`), and, for a warm-up
     trained by epochs, a rewriting schedule without a round (the config refuses it at load when max_steps is set)."""
@@ -559,6 +576,7 @@ CHECKS: dict[str, Callable[[Context], list[Finding]]] = {
     "data": gold_answers,
     "held-out": held_out,
     "benchmarks": benchmarks,
+    "tracking": trackers,
     "cadft": cadft_settings,
     "lengths": lengths,
     "rl batch": rl_batch,

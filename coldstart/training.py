@@ -19,8 +19,9 @@ from coldstart.errors import ColdstartError
 logger = logging.getLogger(__name__)
 
 
-def trainer_kwargs(section: Any, output_dir: Path, seed: int) -> dict[str, Any]:
-    """Keyword arguments for a TRL config: the section's TRL fields, with `None` precision settings resolved.
+def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments for a TRL config: the section's TRL fields, with `None` precision settings resolved, and
+    `tracking` (`coldstart.tracking.trainer_args`: report_to, run_name, project) where the section sets none.
 
     TRL turns bf16 and gradient checkpointing on by default; on a CPU both make a small model slower (bf16
     autocast without AMX, recomputation with plenty of memory), so `None` means on for CUDA only.
@@ -33,7 +34,8 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int) -> dict[str, Any]:
     kwargs.setdefault("use_cpu", not cuda)
     # every parameter takes part in every forward: DDP's search for unused ones is a wasted graph traversal
     kwargs.setdefault("ddp_find_unused_parameters", False)
-    kwargs.setdefault("report_to", "none")
+    for key, value in (tracking or {"report_to": "none"}).items():
+        kwargs.setdefault(key, value)
     kwargs.setdefault("save_strategy", "steps")
     kwargs.setdefault("seed", seed)
     kwargs.setdefault("data_seed", seed)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from transformers import AutoTokenizer
 
+from coldstart import tracking
 from coldstart.benchmarks import load_set
 from coldstart.config import Config, settings
 from coldstart.data import load_samples
@@ -138,6 +139,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             results["rl_gain"] = paired_difference(correct["rl"], correct["warmup"])
         (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (work / "report.md").write_text(results_table(results))
+        tracking.log_summary(cfg, "eval", {k: v for k, v in results.items() if k != "data"})
         return results
 
     fingerprint = {

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from coldstart import tracking
 from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
 from coldstart.config import Config, settings
@@ -209,6 +210,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:
             raise ColdstartError(f"handoff: {'; '.join(failures)} (report in {work})")
+        tracking.log_summary(cfg, "handoff", {"finished_rate": finished, **report})
         return {**summary, "rollouts": {k: v for k, v in report["rollouts"].items() if k != "correct_per_prompt"},
                 "verdicts": report["verdicts"]}
 

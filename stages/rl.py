@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 import trl
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import AutoTokenizer
 from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
+from coldstart import tracking
 from coldstart.compatibility import use_fused_head
 from coldstart.config import Config, settings
 from coldstart.data import rl_prompts
@@ -40,9 +41,9 @@ CONSOLE = {
 }
 
 
-class ZeroVarianceShare(TrainerCallback):
-    """The share of GRPO groups whose completions all got the same total reward (no advantage to learn from), logged
-    as `zero_variance_share`, and a warning when it reaches `threshold`.
+class ZeroVarianceShare:
+    """The share of GRPO groups whose completions all got the same total reward (no advantage to learn from), for
+    the trainer's logs as `zero_variance_share`, and a warning when it reaches `threshold`.
 
     TRL's own `frac_reward_zero_std` tests the group std with `isclose(std, 0)` (absolute tolerance 1e-8), and a
     group whose rewards are all 1.2 in float32 (accuracy 1 + format 0.2) has a std of 1.3e-7, so it misses most
@@ -76,16 +77,18 @@ class ZeroVarianceShare(TrainerCallback):
         groups = [total[i: i + self.k] for i in range(0, len(total), self.k)]
         self.shares.append(sum(max(g) - min(g) <= 1e-6 for g in groups) / len(groups))
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or not self.shares:
-            return
-        logs["zero_variance_share"] = share = sum(self.shares) / len(self.shares)
+    def pop(self, step: int) -> float | None:
+        """The mean share over the generation batches since the last call (None when there was none)."""
+        if not self.shares:
+            return None
+        share = sum(self.shares) / len(self.shares)
         self.shares = []
         if share >= self.threshold:
             logger.warning(
                 "step %d: %.0f%% of GRPO groups have zero reward variance, so no learning signal; consider a larger "
-                "rl.num_generations or prompts of better-matched difficulty", state.global_step, 100 * share
+                "rl.num_generations or prompts of better-matched difficulty", step, 100 * share
             )
+        return share
 
 
 class GRPOTrainer(trl.GRPOTrainer):
@@ -95,9 +98,17 @@ class GRPOTrainer(trl.GRPOTrainer):
     by tile; the plain logits give the same values (to float error, tests/test_rl_logprobs.py) in less time
     (`make bench`). Multimodal inputs, MoE auxiliary losses and an fp32 LM head go to TRL's path."""
 
-    def __init__(self, *args, fused: bool = True, **kwargs):
+    def __init__(self, *args, fused: bool = True, zero_variance: ZeroVarianceShare | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fused = fused
+        self.fused, self.zero_variance = fused, zero_variance
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's logs with `zero_variance_share` added before any callback (the console, metrics.jsonl, a tracker)
+        reads them."""
+        share = self.zero_variance.pop(self.state.global_step) if self.zero_variance and "loss" in logs else None
+        if share is not None:
+            logs["zero_variance_share"] = share
+        super().log(logs, start_time)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
@@ -153,7 +164,7 @@ def curated(cfg: Config, prompts, handoff_dir: Path):
 def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> GRPOTrainer:
     rl = cfg.rl
     funcs, weights = build_rewards(rl.rewards, rl.max_completion_length, rl.reward_timeout)
-    kwargs = trainer_kwargs(rl, output_dir, cfg.seed)
+    kwargs = trainer_kwargs(rl, output_dir, cfg.seed, tracking.trainer_args(cfg, "rl"))
     kwargs.setdefault("reward_weights", weights)
     args = GRPOConfig(**kwargs)
     signal = ZeroVarianceShare(funcs, kwargs["reward_weights"], rl.num_generations, rl.zero_std_warning)
@@ -163,9 +174,8 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
         args=args,
         train_dataset=prompts.select_columns(["prompt", "answer", "id"]),
         processing_class=tokenizer,
-        # the share goes into the logs before they are written and shown
-        callbacks=[signal, MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("rl"), CheckpointSeal()],
-        fused=use_fused_head(rl.logprobs),
+        callbacks=[MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("rl"), CheckpointSeal()],
+        fused=use_fused_head(rl.logprobs), zero_variance=signal,
     )
     readable_console(trainer, "rl", CONSOLE)
     return trainer
@@ -191,8 +201,9 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         check_answers(prompts)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = load_model(cfg.model, str(model_dir))
-        trainer = build_trainer(cfg, work, prompts, model, tokenizer)
-        result = trainer.train(resume_from_checkpoint=resume_point(work))
+        with tracking.stage_env(cfg, "rl"):
+            trainer = build_trainer(cfg, work, prompts, model, tokenizer)
+            result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
         if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
             return {}

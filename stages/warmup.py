@@ -15,6 +15,7 @@ from typing import Any
 
 from trl import SFTConfig
 
+from coldstart import tracking
 from coldstart.cadft import CADFTConfig, CADFTTrainer
 from coldstart.checkpoint import training_eos
 from coldstart.compatibility import gate_keep, use_fused_head
@@ -45,7 +46,7 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
     log-prob path for sft and dft, the public `CADFTTrainer` (with rewriting when enabled) for cadft."""
     w = cfg.warmup
     common = dict(
-        **trainer_kwargs(w, output_dir, cfg.seed),
+        **trainer_kwargs(w, output_dir, cfg.seed, tracking.trainer_args(cfg, "warmup")),
         completion_only_loss=True,
         eos_token=training_eos(w.eos_token, tokenizer),
     )
@@ -140,8 +141,9 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
         model = load_model(cfg.model, model_path)
-        trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
-        result = trainer.train(resume_from_checkpoint=resume_point(work))
+        with tracking.stage_env(cfg, "warmup"):
+            trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
+            result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
         if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
             return {}
