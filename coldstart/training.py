@@ -15,6 +15,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from coldstart import faults
 from coldstart.config import trl_kwargs
 from coldstart.errors import ColdstartError
+from coldstart.runs import is_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str
     kwargs.setdefault("data_seed", seed)
     kwargs["output_dir"] = str(output_dir)
     return kwargs
+
+
+def stage_keep(keep_checkpoints: bool):
+    """What a training stage keeps of its folder when it finishes: not TRL's own model card beside the exported
+    model (the exported folder gets coldstart's, `coldstart.cards`), and the checkpoints only when asked."""
+    return lambda rel: rel.as_posix() != "README.md" and (keep_checkpoints or not is_checkpoint(rel))
 
 
 SEAL = ".complete"

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from transformers import AutoTokenizer
 
-from coldstart import tracking
+from coldstart import cards, tracking
 from coldstart.benchmarks import load_set
 from coldstart.config import Config, settings
 from coldstart.data import load_samples
@@ -148,4 +148,6 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         "data": settings(cfg.data),
         "eval": settings(cfg.eval),
     }
-    return run_dir.run_stage("eval", fingerprint, body, force=force)
+    entry = run_dir.run_stage("eval", fingerprint, body, force=force)
+    cards.refresh(cfg, run_dir, ("handoff", "rl"))  # the graded folders' cards with their results
+    return entry

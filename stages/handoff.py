@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from coldstart import tracking
+from coldstart import cards, tracking
 from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
 from coldstart.config import Config, settings
@@ -225,4 +225,6 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
                                                          "num_prompts")}
         | {"top_k": cfg.rl.trainer.get("top_k", 0)},
     }
-    return run_dir.run_stage("handoff", fingerprint, body, force=force)
+    entry = run_dir.run_stage("handoff", fingerprint, body, force=force)
+    cards.refresh(cfg, run_dir, ("handoff",))
+    return entry

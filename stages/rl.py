@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
-from coldstart import tracking
+from coldstart import cards, tracking
 from coldstart.compatibility import use_fused_head
 from coldstart.config import Config, settings
 from coldstart.data import rl_prompts
@@ -27,9 +27,9 @@ from coldstart.grading import parse_gold
 from coldstart.models import load_model
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards
-from coldstart.runs import RunDir, is_checkpoint, read_jsonl
+from coldstart.runs import RunDir, read_jsonl
 from coldstart.training import (
-    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, trainer_kwargs,
+    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, stage_keep, trainer_kwargs,
 )
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "prompts": stats.to_dict() | {"pool": pool, "used": len(prompts)},
         }
 
-    keep = (lambda rel: True) if cfg.rl.keep_checkpoints else (lambda rel: not is_checkpoint(rel))
-    return run_dir.run_stage(
-        "rl", fingerprint(cfg, run_dir), body, force=force, keep=keep, every_process=True
-    )
+    entry = run_dir.run_stage("rl", fingerprint(cfg, run_dir), body, force=force,
+                              keep=stage_keep(cfg.rl.keep_checkpoints), every_process=True)
+    cards.refresh(cfg, run_dir, ("rl",))
+    return entry

@@ -15,7 +15,7 @@ from typing import Any
 
 from trl import SFTConfig
 
-from coldstart import tracking
+from coldstart import cards, tracking
 from coldstart.cadft import CADFTConfig, CADFTTrainer
 from coldstart.checkpoint import training_eos
 from coldstart.compatibility import gate_keep, use_fused_head
@@ -26,9 +26,9 @@ from coldstart.errors import ColdstartError
 from coldstart.lengths import apply_length_policy
 from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
 from coldstart.plots import weights_over_training
-from coldstart.runs import RunDir, is_checkpoint, read_jsonl, tree_sha256
+from coldstart.runs import RunDir, read_jsonl, tree_sha256
 from coldstart.training import (
-    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, trainer_kwargs,
+    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, stage_keep, trainer_kwargs,
 )
 from coldstart.warmup_trainer import WarmupTrainer
 
@@ -169,8 +169,9 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
                 )
         return out
 
-    keep = (lambda rel: True) if cfg.warmup.keep_checkpoints else (lambda rel: not is_checkpoint(rel))
-    return run_dir.run_stage(
-        "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg), keep=keep,
-        every_process=True,
+    entry = run_dir.run_stage(
+        "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg),
+        keep=stage_keep(cfg.warmup.keep_checkpoints), every_process=True,
     )
+    cards.refresh(cfg, run_dir, ("warmup",))
+    return entry

@@ -1,0 +1,34 @@
+"""Model cards of the exported folders, read back the way the Hub reads them (`huggingface_hub.ModelCard`)."""
+
+from __future__ import annotations
+
+import json
+
+from huggingface_hub import ModelCard
+
+from coldstart.cli import main
+from tests.test_pipeline import tiny_run_args
+
+
+def test_every_exported_folder_has_a_card_with_its_training_and_results(tmp_path, tokenizer):
+    assert main(tiny_run_args("run", tmp_path, tokenizer, "c")) == 0
+    run = tmp_path / "c"
+    results = json.loads((run / "eval" / "results.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    for folder, arm in (("warmup/final", None), ("handoff/model", "warmup"), ("rl/final", "rl")):
+        card = ModelCard.load(run / folder / "README.md")
+        assert card.data.base_model == str(tmp_path / "tiny") and "coldstart" in card.data.tags
+        assert "CADFT (DFT with a per-demonstration compatibility weight), learning rate 3e-05, 2 steps" in card.text
+        assert "(8 demonstrations)" in card.text
+        assert f"- Command: `{manifest['stages'][folder.split('/')[0]]['command']}`" in card.text
+        if arm is None:  # the warm-up's folder is not graded: the handed-over model is
+            assert card.data.eval_results is None and "## Evaluation" not in card.text
+            continue
+        accuracy = results["models"][arm]["accuracy"]
+        (result,) = card.data.eval_results
+        assert result.metric_type == "accuracy" and result.metric_value == round(100 * accuracy, 2)
+        low, high = results["models"][arm]["accuracy_ci"]
+        assert f"| held-out | 4 | {100 * accuracy:.1f} | [{100 * low:.1f}, {100 * high:.1f}] |" in card.text
+        assert "Handoff checks: passed" in card.text
+    assert "GRPO (TRL): rewards accuracy x 1, format x 0.2; 2 steps" in ModelCard.load(run / "rl/final/README.md").text
+    assert not (run / "rl" / "README.md").exists() and not (run / "warmup" / "README.md").exists()  # TRL's own
