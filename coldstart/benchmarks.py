@@ -5,7 +5,8 @@ The paper's five math benchmarks (avg@16 in the CADFT and DFT papers): the probl
 `eval.benchmark_prompt` (Qwen2.5-Math's chain-of-thought system prompt), the gold answer a LaTeX string that
 math-verify parses. Their rows are read from the first place that has them: `eval.benchmark_dir/<name>/test.jsonl`
 (the layout public math-evaluation repositories use), the project's own copy (`data/<name>/`, where the licence
-allows shipping it), else the Hub dataset pinned to a revision.
+allows shipping it), else the Hub dataset, pinned to a revision where a full commit id is public (not for
+minerva_math and amc23: their `main`).
 
 - `math500`: MATH's 500-problem test subset (PRM800K); shipped, MIT. Gold: `answer`.
 - `minerva_math`: Minerva's 272 OCW course problems; CC BY-NC-SA 4.0, not shipped. Gold: the last `\\boxed{}` of
@@ -101,7 +102,7 @@ class MathBenchmark:
         try:
             return self.row(row, index)
         except (KeyError, TypeError, ValueError) as e:
-            field = e.args[0] if isinstance(e, KeyError) else e
+            field = e.args[0] if e.args else type(e).__name__
             raise ColdstartError(f"{where}: benchmark {self.name!r}: field {field!r} missing or unreadable") from None
 
 
@@ -231,7 +232,7 @@ def load_set(cfg: Config, name: str, num_problems: int):
             + (f"; did you mean {close[0]!r}?" if close else f" (named sets: {', '.join(NAMES)}, arith, gsm8k)")
         )
     else:
-        one_file = Path(name).is_file()  # a single file is the set itself: data loading calls its one split 'train'
+        one_file = Path(name).expanduser().is_file()  # a single file is the set itself: data loading calls its one split 'train'
         data = dataclasses.replace(cfg.data, source=name, test_split="train" if one_file else cfg.data.test_split)
         problems, _ = load_samples(data, "test", cfg.seed)
     if num_problems and num_problems < len(problems):

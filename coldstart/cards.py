@@ -11,6 +11,7 @@ graded with their results.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from coldstart.config import Config
 from coldstart.distributed import is_main
 from coldstart.models import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_LICENCE
 from coldstart.runs import RunDir, json_sha256
+
+logger = logging.getLogger(__name__)
 
 EXPORTS = {"warmup": "final", "handoff": "model", "rl": "final"}  # stage -> the folder it exports
 GRADED_AS = {"handoff": "warmup", "rl": "rl"}  # the eval arm that grades each exported folder
@@ -37,6 +40,11 @@ def base_model(cfg: Config) -> tuple[str, str | None]:
     return cfg.model.name_or_path, licence
 
 
+def hub_dataset(source: str) -> str | None:
+    """The data source as a Hub dataset id the card can link to (None for a built-in set or a local path)."""
+    return source if "/" in source and not Path(source).expanduser().exists() else None
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -45,11 +53,14 @@ def _training(cfg: Config, stage: str, stages: dict[str, Any]) -> list[str]:
     w, rl = cfg.warmup, cfg.rl
     warm = stages.get("warmup", {}).get("metrics", {})
     data = warm.get("data") or {}
-    lines = ["## How this folder was trained (coldstart)", "",
-             f"- Warm-up: {METHOD[w.loss]}, learning rate {w.learning_rate:g}, {warm.get('steps', '?')} steps of "
-             f"{w.per_device_train_batch_size} x {w.gradient_accumulation_steps} demonstrations per device, at most "
-             f"{w.max_length} tokens, on `{cfg.data.source}`"
-             + (f" ({data['kept']} demonstrations)" if "kept" in data else "") + "."]
+    lines = ["## How this folder was trained (coldstart)", ""]
+    if w.loss == "none":
+        lines.append("- Warm-up: none; the base model went to the handoff as it is.")
+    else:
+        lines.append(f"- Warm-up: {METHOD[w.loss]}, learning rate {w.learning_rate:g}, {warm.get('steps', '?')} steps "
+                     f"of {w.per_device_train_batch_size} x {w.gradient_accumulation_steps} demonstrations per device, "
+                     f"at most {w.max_length} tokens, on `{cfg.data.source}`"
+                     + (f" ({data['kept']} demonstrations)" if "kept" in data else "") + ".")
     if w.loss == "cadft":
         c = w.cadft
         lines.append(f"- CADFT: weight exp(-{c.beta:g} max(0, z)) of the z-scored NLL ({c.stats} statistics), token "
@@ -114,7 +125,7 @@ def card(cfg: Config, run_dir: RunDir, stage: str):
     trainer = "GRPO (TRL's GRPOTrainer) after a coldstart warm-up" if stage == "rl" else \
         f"coldstart's {cfg.warmup.loss.upper()} warm-up on TRL's SFTTrainer"
     made = generate_model_card(base_model=base, model_name=f"{cfg.name}/{stage}/{EXPORTS[stage]}",
-                               hub_model_id=str(folder), dataset_name=cfg.data.source if "/" in cfg.data.source else None,
+                               hub_model_id=str(folder), dataset_name=hub_dataset(cfg.data.source),
                                tags=tags, wandb_url=None, trackio_url=None, trainer_name=trainer)
     sections = _training(cfg, stage, stages)
     evals = []
@@ -144,7 +155,12 @@ def refresh(cfg: Config, run_dir: RunDir, stages: tuple[str, ...] = tuple(EXPORT
     written = []
     for stage in stages:
         folder = run_dir.stage_dir(stage) / EXPORTS[stage]
-        if run_dir.finished(stage) and folder.is_dir():
+        if not (run_dir.finished(stage) and folder.is_dir()):
+            continue
+        try:
             card(cfg, run_dir, stage).save(folder / "README.md")
-            written.append(folder / "README.md")
+        except Exception as e:  # the stage finished: a card that cannot be written is reported, not fatal
+            logger.warning("%s: the model card was not written (%s: %s)", folder, type(e).__name__, e)
+            continue
+        written.append(folder / "README.md")
     return written

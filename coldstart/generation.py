@@ -40,9 +40,9 @@ def generate(
     seed: int | None = None,
     top_k: int = 0,
 ) -> list[list[Completion]]:
-    """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding. Sampling keeps every token
-    unless `top_k` > 0: transformers would otherwise apply its default top-k of 50, which GRPO (TRL's `top_k=0`)
-    and the paper's nucleus rule do not."""
+    """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding. Sampling (`TokenSampler`)
+    keeps every token unless `top_k` > 0, as GRPO (TRL's `top_k=0`) and the paper's nucleus rule do; the model's
+    generation config adds no warper of its own."""
     args = (model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, batch_size, top_k)
     if seed is None:
         return _generate(*args)
@@ -64,6 +64,9 @@ class TokenSampler(LogitsProcessor):
     probabilities: the same distribution, with another use of the random stream."""
 
     def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 0, nucleus_k: int = 256):
+        if not (temperature > 0 and 0 < top_p <= 1 and top_k >= 0):
+            raise ValueError(f"sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {temperature}, "
+                             f"{top_p}, {top_k}")
         self.temperature, self.top_p, self.top_k, self.nucleus_k = temperature, top_p, top_k, nucleus_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

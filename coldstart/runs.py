@@ -134,13 +134,19 @@ def versions() -> dict[str, str]:
     return out
 
 
+_DEFAULT = object()  # a setting a fingerprint does not record: it was at its default (`config.settings`)
+
+
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
+    """What differs between two fingerprints, setting by setting."""
+    if all(v is _DEFAULT or isinstance(v, dict) for v in (old, new)):  # a section: compare its settings
+        old, new = ({} if v is _DEFAULT else v for v in (old, new))
         out = []
         for key in sorted(set(old) | set(new)):
-            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+            out += _diff(old.get(key, _DEFAULT), new.get(key, _DEFAULT), f"{prefix}{key}.")
         return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+    shown = ("its default" if v is _DEFAULT else repr(v) for v in (old, new))
+    return [] if old == new else [f"{prefix.rstrip('.')}: {' -> '.join(shown)}"]
 
 
 class RunDir:

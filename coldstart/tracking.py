@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from coldstart.config import Config
 from coldstart.errors import ColdstartError
+
+logger = logging.getLogger(__name__)
 
 # tracker -> (the module it needs, how to install it)
 BACKENDS = {
@@ -71,6 +74,10 @@ def stage_env(cfg: Config, stage: str) -> Iterator[None]:
     try:
         yield
     finally:
+        if "wandb" in chosen:  # transformers' callback leaves the run open: the next stage's would log into it
+            import wandb
+
+            wandb.finish()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -95,7 +102,13 @@ def log_summary(cfg: Config, stage: str, figures: dict[str, Any]) -> None:
     chosen = backends(cfg.report_to)
     if not chosen:
         return
-    metrics = _numbers(figures)
+    try:
+        _log(chosen, cfg, stage, _numbers(figures))
+    except Exception as e:  # the stage's own outputs are written: a tracker that fails must not undo them
+        logger.warning("%s: logging the summary to %s failed (%s: %s)", stage, ", ".join(chosen), type(e).__name__, e)
+
+
+def _log(chosen: list[str], cfg: Config, stage: str, metrics: dict[str, float]) -> None:
     project, run = names(cfg.name, stage)
     if "trackio" in chosen:
         import trackio

@@ -4,11 +4,13 @@ Each start is an ordinary run directory under `<output_dir>/<name>/` (so finishe
 re-run); its eval stage grades the warmed and the RL model on the same held-out problems. This module gathers those
 records and computes, with 95% intervals that count both the training seeds and the problems
 (`statistics.seed_problem_interval`): accuracy per arm, the RL gain per start, and paired differences between
-starts, problem by problem; with one seed, also McNemar's exact p-value. A difference is called significant only
+starts, problem by problem (each problem scored by its greedy correctness, or by its avg@k where the eval sampled);
+with one seed and greedy scores, also McNemar's exact p-value. A difference is called significant only
 when its interval excludes 0. Each run's diagnostics before GRPO (the handoff's rollouts of the warmed policy on RL
 prompts) go with its RL gain across runs by Spearman's rank correlation (`statistics.rank_associations`). It also
 measures the paper's other two claims: the warm-up's stability (its curves per run, and `coldstart mechanism` at
-fixed policies with `compare.mechanism`) and generalization (the sets of `eval.benchmarks`, each out of the training distribution), and reads
+fixed policies with `compare.mechanism`) and generalization (the sets of `eval.benchmarks`, each out of the
+training distribution), and reads
 each claim's verdict off its interval (`claims`). `coldstart.eval.report` renders all of it.
 """
 
@@ -189,7 +191,11 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     starts, seeds, rl = study["starts"], study["seeds"], study["rl"]
     graded = {(start, seed): _correct(runs[f"{start}-seed{seed}"], regrade) for start in starts for seed in seeds}
     correct = _in_problem_order({key: scores for key, (scores, _, _) in graded.items()})
-    samples = max(k for _, _, k in graded.values())
+    ks = {k for _, _, k in graded.values()}
+    if len(ks) > 1:
+        raise ColdstartError(f"compare: the runs were graded with different eval.num_samples ({sorted(ks)}): "
+                             "greedy and avg@k scores do not compare; evaluate every run alike (--force eval)")
+    samples = ks.pop()
     models = ["warmup"] + (["rl"] if rl else [])
 
     def arm(start: str, model: str) -> str:

@@ -1,4 +1,4 @@
-"""RL stage: GRPO with verifiable rewards on TRL's GRPOTrainer, as it is, from the handoff checkpoint.
+"""RL stage: GRPO with verifiable rewards on TRL's GRPOTrainer, from the handoff checkpoint.
 
 Recipe: load the RL prompts (every gold answer must parse; those the handoff kept when it curated them) and
 `handoff/model/`, build the rewards from the registry, train (resuming an interrupted attempt), save `final/` in HF
@@ -15,7 +15,7 @@ import torch
 import trl
 from transformers import AutoTokenizer
 from trl import GRPOConfig
-from trl.trainer.utils import selective_log_softmax_and_entropy
+from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
 from coldstart import cards, tracking
 from coldstart.compatibility import use_fused_head
@@ -124,13 +124,16 @@ class GRPOTrainer(trl.GRPOTrainer):
             ids, mask = input_ids[start: start + batch_size], attention_mask[start: start + batch_size]
             with self.accelerator.autocast():
                 # position t predicts token t + 1: the last logits_to_keep + 1 positions, less the very last
-                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1).logits[:, :-1]
-            logp, entropy = selective_log_softmax_and_entropy(
-                logits, ids[:, -logits_to_keep:], temperature=self.temperature,
-                row_mask=mask[:, -logits_to_keep:],
-            )
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False,
+                               logits_to_keep=logits_to_keep + 1).logits[:, :-1].float()
+            targets, row_mask = ids[:, -logits_to_keep:], mask[:, -logits_to_keep:]
+            if compute_entropy:
+                logp, entropy = selective_log_softmax_and_entropy(logits, targets, temperature=self.temperature,
+                                                                  row_mask=row_mask)
+                entropies.append(entropy)
+            else:
+                logp = selective_log_softmax(logits, targets, temperature=self.temperature, row_mask=row_mask)
             logps.append(logp)
-            entropies.append(entropy)
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
 

@@ -214,3 +214,7 @@ def test_the_comparison_scores_sampled_records_by_avg_at_k(tmp_path):
     assert "4 held-out problems, each scored by its avg@4 (the share of 4 samples graded correct)" in render(results)
     with pytest.raises(Refused, match="--regrade can only grade greedy records again"):
         analyse(study, runs, regrade=True)
+    records = runs["sft-seed1"].stage_dir("eval") / "records.jsonl"  # one run graded greedily: no common score
+    records.write_text("".join(json.dumps({"model": "warmup", "id": f"p{i}", "correct": True}) + "\n" for i in range(4)))
+    with pytest.raises(Refused, match=r"graded with different eval.num_samples \(\[0, 4\]\)"):
+        analyse(study, runs)

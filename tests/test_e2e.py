@@ -77,7 +77,7 @@ def test_warmup_end_to_end_skip_refuse_force(tmp_path):
     refused = coldstart("warmup", *args, "--set", "warmup.loss=dft")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].endswith(
-        "finished with another config (warmup.loss: 'cadft' -> 'dft'); pass --force warmup to redo it "
+        "finished with another config (warmup.loss: its default -> 'dft'); pass --force warmup to redo it "
         "or --set name=<new run> to keep both"
     )
 

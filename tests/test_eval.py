@@ -275,7 +275,7 @@ def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_
     assert again == first and graded == [tiny_dir]
     evaluation.evaluate_cached(cfg, tiny_dir, problems.select(range(2)))
     evaluation.evaluate_cached(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5)), tiny_dir, problems)
-    (copy / "README.md").write_text("another file: another model folder")
+    (copy / "extra.json").write_text("{}")  # another file: another model folder (its card, README.md, is no part)
     evaluation.evaluate_cached(cfg, copy, problems)
     assert graded == [tiny_dir, tiny_dir, tiny_dir, copy]
     assert evaluation.evaluate_cached(cfg, tiny_dir, problems, reuse=False) == first  # --force eval grades again
