@@ -120,7 +120,7 @@ def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[s
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(cfg, Path(out), prompts, model, tokenizer)
         generation_config = trainer.generation_config
-    per_round = cfg.rl.per_device_train_batch_size * (cfg.rl.steps_per_generation or 1)
+    per_round, _ = cfg.rl.generation_round(1)
     chosen = prompts["prompt"][: per_round // cfg.rl.num_generations]
     texts = [render_prompt(tokenizer, p) for p in chosen for _ in range(cfg.rl.num_generations)]
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)

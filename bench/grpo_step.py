@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logprobs", choices=("logits", "fused"), default="logits")
     args = parser.parse_args()
-    steps = 4  # one generation round of the quickstart serves 4 updates
+    steps = workload().rl.generation_round(1)[1]  # the updates one generation round serves
     cfg = workload(f"rl.logprobs={args.logprobs}", f"rl.max_steps={steps}", f"rl.save_steps={steps}")
     path = resolve_model_path(cfg.model.name_or_path)
     model, tokenizer = load_model(cfg.model, path), load_tokenizer(path, False)

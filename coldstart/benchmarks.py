@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from coldstart.arith import BOXED_INSTRUCTION, generate_arith_ood
 from coldstart.config import Config
 from coldstart.errors import ColdstartError
 from coldstart.grading import boxed_answer
+from coldstart.runs import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class MathBenchmark:
         for folder in ([Path(benchmark_dir)] if benchmark_dir else []) + ([DATA] if self.shipped else []):
             path = folder / self.name / "test.jsonl"
             if path.is_file():
-                return [self._parse(row, i, f"{path}:{i + 1}") for i, row in enumerate(_jsonl(path))]
+                return [self._parse(row, i, f"{path}:{i + 1}") for i, row in enumerate(read_jsonl(path))]
         return self._from_hub()
 
     def _from_hub(self) -> list[Problem]:
@@ -104,10 +104,6 @@ class MathBenchmark:
         except (KeyError, TypeError, ValueError) as e:
             field = e.args[0] if e.args else type(e).__name__
             raise ColdstartError(f"{where}: benchmark {self.name!r}: field {field!r} missing or unreadable") from None
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _first(row: dict[str, Any], *names: str) -> Any:
@@ -195,7 +191,7 @@ def svamp_rows(path: Path = SVAMP) -> list[dict[str, Any]]:
     """SVAMP's rows as prompt/completion samples: `Body` + `Question` with the boxed-answer instruction, the gold
     answer `Answer` (a float with an integer value) as an integer."""
     out = []
-    for row in _jsonl(path):
+    for row in read_jsonl(path):
         gold = _number(row["Answer"])
         body = row["Body"].strip()
         problem = f"{body}{'' if body.endswith(('.', '?', '!')) else '.'} {row['Question'].strip()}"
