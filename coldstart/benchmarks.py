@@ -231,8 +231,12 @@ def load_set(cfg: Config, name: str, num_problems: int):
         one_file = Path(name).expanduser().is_file()  # a single file is the set itself: data loading calls its one split 'train'
         data = dataclasses.replace(cfg.data, source=name, test_split="train" if one_file else cfg.data.test_split)
         problems, _ = load_samples(data, "test", cfg.seed)
+    return first_problems(problems, num_problems, f"problems of {name}")
+
+
+def first_problems(problems, num_problems: int, what: str):
+    """The first `num_problems` of a `datasets.Dataset` (all with 0), saying so when that is a cut."""
     if num_problems and num_problems < len(problems):
-        logger.info("eval: the first %d of %d problems of %s (eval.num_problems; 0 takes all)", num_problems,
-                    len(problems), name)
+        logger.info("eval: the first %d of %d %s (eval.num_problems; 0 takes all)", num_problems, len(problems), what)
         problems = problems.select(range(num_problems))
     return problems

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from transformers import AutoTokenizer
 
 from coldstart import cards, tracking
-from coldstart.benchmarks import load_set
+from coldstart.benchmarks import first_problems, load_set
 from coldstart.config import Config, settings
 from coldstart.data import load_samples
 from coldstart.eval.evaluate import evaluate
@@ -56,11 +56,7 @@ def run_models(cfg: Config, run_dir: RunDir) -> dict[str, tuple[str, Path]]:
 def held_out(cfg: Config):
     """The held-out problems: the first `eval.num_problems` of the test split (all with 0), saying so when cut."""
     test, stats = load_samples(cfg.data, "test", cfg.seed)
-    if cfg.eval.num_problems and cfg.eval.num_problems < len(test):
-        logger.info("eval: the first %d of %d held-out problems (eval.num_problems; 0 takes all)",
-                    cfg.eval.num_problems, len(test))
-        test = test.select(range(cfg.eval.num_problems))
-    return test, stats
+    return first_problems(test, cfg.eval.num_problems, "held-out problems"), stats
 
 
 @contextmanager
