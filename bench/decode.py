@@ -82,23 +82,19 @@ def path(model, tokenizer, prompts, params: int, matmul_flops: float, batch_size
     n = kwargs.get("num_samples", 1)
     texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(n)]
     flat = [c for completions in out for c in completions]
-    bare, useful = 0.0, 0
+    batches = []  # (the batch as generate padded it, the steps generate ran: until every row had stopped)
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True, padding_side="left",
                         add_special_tokens=False)
-        done = flat[i: i + batch_size]
-        steps = max(c.num_tokens + (1 if c.finished else 0) for c in done)  # generate stops when every row has
-        bare += bare_loop(model, enc["input_ids"], enc["attention_mask"], steps)
-        useful += int(enc["attention_mask"].sum()) + sum(c.num_tokens for c in done)
+        batches.append((enc, max(c.num_tokens + (1 if c.finished else 0) for c in flat[i: i + batch_size])))
+    bare = sum(bare_loop(model, enc["input_ids"], enc["attention_mask"], steps) for enc, steps in batches)
     generated = sum(c.num_tokens for c in flat)
+    useful = sum(int(enc["attention_mask"].sum()) for enc, _ in batches) + generated
     out = {"seconds": took, "tokens_per_s": generated / took, "of_bare_forward": bare / took,
            "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": batch_size}
     if kwargs.get("temperature"):  # the same batches with transformers' own sampling, for the sampler's speed-up
         hf = 0.0
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True, padding_side="left",
-                            add_special_tokens=False)
-            steps = max(c.num_tokens + (1 if c.finished else 0) for c in flat[i: i + batch_size])
+        for enc, steps in batches:
             start = time.perf_counter()
             with torch.no_grad():  # the same number of steps, so that only the sampling differs
                 model.generate(**enc, do_sample=True, temperature=kwargs["temperature"], top_p=kwargs.get("top_p", 1.0),
