@@ -90,6 +90,10 @@ def decode() -> dict[str, float]:
     return worker("decode")
 
 
+def options() -> dict[str, float]:
+    return {f"options_{k}": v for k, v in worker("decode_options").items()}
+
+
 def grpo() -> dict[str, float]:
     runs = {v: worker("grpo_step", "--logprobs", v) for v in ("fused", "logits")}
     return {"grpo_logits_over_fused_step_time": runs["logits"]["step_s"] / runs["fused"]["step_s"],
@@ -102,8 +106,8 @@ def quickstart(fresh: bool) -> dict[str, float]:
             "quickstart_run": r["run"]}
 
 
-GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "decode": decode, "grpo": grpo,
-          "quickstart": quickstart}
+GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "decode": decode, "options": options,
+          "grpo": grpo, "quickstart": quickstart}
 
 
 def machine() -> dict[str, str]:
