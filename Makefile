@@ -28,7 +28,7 @@ demo: model
 test: model
 	$(BIN)/python -m pytest -q
 
-# Side-by-side measurements (ratios, ~20 minutes on 2 cores): prints a table, writes bench/results.json.
+# Side-by-side measurements (ratios, ~40 minutes on 2 cores): prints a table, writes bench/results.json.
 bench: model
 	$(BIN)/python -m bench
 
