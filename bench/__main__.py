@@ -2,7 +2,7 @@
 
 Prints a table (metric, value, target) and writes `bench/results.json`: a flat mapping of metric name to value,
 with the machine and the library versions. Workers' logs go to `bench/logs/`. The end-to-end figures come from
-the demo's manifest when the demo ran with the current code, else from a fresh quickstart run (+10 minutes).
+the demo's manifest when the demo ran with the current code, else from a fresh quickstart run (+10-15 minutes).
 
     python -m bench                      # everything: ~40 minutes on 2 CPU cores after `make demo`
     python -m bench --only warmup,scoring   # re-measures these groups; the other figures in results.json stay

@@ -105,8 +105,9 @@ def path(model, tokenizer, prompts, params: int, matmul_flops: float, batch_size
     return out
 
 
-def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[str, float]:
-    """TRL's generation for one GRPO round, with the config the quickstart's GRPOTrainer builds."""
+def grpo_round(cfg, model, tokenizer):
+    """The quickstart's first GRPO generation round as its GRPOTrainer runs it: the trainer's generation config and
+    the round's prompts, tokenized (each repeated `rl.num_generations` times, left-padded)."""
     import tempfile
     from pathlib import Path
 
@@ -121,6 +122,12 @@ def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[s
     texts = [render_prompt(tokenizer, p) for p in chosen for _ in range(cfg.rl.num_generations)]
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     model.eval()
+    return generation_config, enc
+
+
+def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[str, float]:
+    """TRL's generation for one GRPO round, with the config the quickstart's GRPOTrainer builds."""
+    generation_config, enc = grpo_round(cfg, model, tokenizer)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     with torch.no_grad():
@@ -132,7 +139,7 @@ def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[s
     bare = bare_loop(model, enc["input_ids"], enc["attention_mask"], completions.shape[1])
     useful = int(enc["attention_mask"].sum()) + int(lengths.sum())
     return {"seconds": took, "tokens_per_s": int(lengths.sum()) / took, "of_bare_forward": bare / took,
-            "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": len(texts)}
+            "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": len(enc["input_ids"])}
 
 
 def main() -> None:
