@@ -160,16 +160,23 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
 
 
 def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
-    """The gradient noise scale per loss at each measured policy (the base model, then each start's checkpoints)."""
-    names = list(mechanism)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for loss in ("sft", "dft", "cadft", "cadft-weights"):
-        values = [mechanism[n]["losses"][loss]["noise_scale"] for n in names]
-        ax.plot(range(len(names)), [float("nan") if v is None else v for v in values], marker="o", label=loss)
-    ax.set_xticks(range(len(names)), names, rotation=30)
-    ax.set_ylabel("noise scale B tr(cov) / |G|^2")
-    ax.set_title("Gradient noise per loss at fixed policies")
-    ax.legend(fontsize=8)
+    """The gradient noise scale per loss over each start's warm-up: a panel per start, from the base model (step 0)
+    through that start's measured checkpoints (`<start>@step<N>`), so that no line joins two starts' policies."""
+    policies = [(name, *name.rsplit("@step", 1)) for name in mechanism]
+    base = [(0, name) for name, start, _ in policies if start == "base"]
+    starts = list(dict.fromkeys(start for _, start, _ in policies if start != "base")) or ["base"]
+    fig, axes = plt.subplots(1, len(starts), figsize=(3.5 * len(starts) + 1, 3.8), sharey=True, squeeze=False)
+    for ax, start in zip(axes[0], starts):
+        points = base + sorted((int(step), name) for name, s, step in policies if s == start and s != "base")
+        for loss in ("sft", "dft", "cadft", "cadft-weights"):
+            values = [mechanism[name]["losses"][loss]["noise_scale"] for _, name in points]
+            ax.plot([step for step, _ in points], [float("nan") if v is None else v for v in values], marker="o",
+                    label=loss)
+        ax.set_title(f"{start} warm-up" if start != "base" else "base model")
+        ax.set_xlabel("warm-up step")
+    axes[0][0].set_ylabel("noise scale B tr(cov) / |G|^2")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Gradient noise per loss at fixed policies")
     _save(fig, path)
 
 
