@@ -297,6 +297,8 @@ def test_rank_associations_by_hand():
     assert out["falls"]["rho"] == pytest.approx(-1.0) and out["falls"]["units"] == 4
     # mixed ranks 1..5 against gain ranks 5,2,3,1,4: d^2 = 16+0+0+9+1 = 26, rho = 1 - 6*26/(5*24)
     assert out["mixed"]["rho"] == pytest.approx(1 - 6 * 26 / 120)
+    # p-values count the orderings: 2 of the 120 of 5 runs are as extreme as a perfect one (either sign), 2 of 24 of 4
+    assert out["rises"]["p"] == pytest.approx(2 / 120) and out["falls"]["p"] == pytest.approx(2 / 24)
     # Benjamini-Hochberg by hand over the three p-values
     ps = sorted((t["p"], name) for name, t in out.items())
     m = len(ps)
