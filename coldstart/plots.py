@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -165,7 +166,8 @@ def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
     policies = [(name, *name.rsplit("@step", 1)) for name in mechanism]
     base = [(0, name) for name, start, _ in policies if start == "base"]
     starts = list(dict.fromkeys(start for _, start, _ in policies if start != "base")) or ["base"]
-    fig, axes = plt.subplots(1, len(starts), figsize=(3.5 * len(starts) + 1, 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(starts), figsize=(3.5 * len(starts) + 1, 3.8), sharex=True, sharey=True,
+                             squeeze=False)
     for ax, start in zip(axes[0], starts):
         points = base + sorted((int(step), name) for name, s, step in policies if s == start and s != "base")
         for loss in ("sft", "dft", "cadft", "cadft-weights"):
@@ -174,6 +176,7 @@ def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
                     label=loss)
         ax.set_title(f"{start} warm-up" if start != "base" else "base model")
         ax.set_xlabel("warm-up step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel("noise scale B tr(cov) / |G|^2")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Gradient noise per loss at fixed policies")

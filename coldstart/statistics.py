@@ -123,7 +123,12 @@ def rank_associations(diagnostics: dict[str, list[float | None]], outcome: list[
     `scipy.stats.false_discovery_control`). A unit where a diagnostic is missing is left out of that one; a
     diagnostic measured on fewer than 4 units, or with no spread there, is not tested."""
     import numpy as np
-    from scipy.stats import false_discovery_control, permutation_test, spearmanr
+    from scipy.stats import (
+        false_discovery_control,
+        permutation_test,
+        rankdata,
+        spearmanr,
+    )
 
     tested = {}
     for name, values in diagnostics.items():
@@ -132,8 +137,16 @@ def rank_associations(diagnostics: dict[str, list[float | None]], outcome: list[
         if len(pairs) < 4 or len(set(xs)) < 2 or len(set(ys)) < 2:
             continue
         # not spearmanr's own p-value: its t approximation calls a perfect ordering of 4 runs certain (p = 0), where
-        # 2 of the 24 orderings are as extreme
-        test = permutation_test((xs,), lambda x: spearmanr(x, ys).statistic, permutation_type="pairings",
+        # 2 of the 24 orderings are as extreme. Spearman's rho is Pearson's on the ranks, so the permutations
+        # reorder x's ranks against y's, centred and scaled once
+        ranks_y = rankdata(ys) - (len(ys) + 1) / 2
+        ranks_y /= np.linalg.norm(ranks_y)
+
+        def rho(ranks_x, axis=-1, ranks_y=ranks_y):
+            centred = ranks_x - ranks_x.mean(axis=axis, keepdims=True)
+            return (centred * ranks_y).sum(axis=axis) / np.linalg.norm(centred, axis=axis)
+
+        test = permutation_test((rankdata(xs),), rho, permutation_type="pairings", vectorized=True,
                                 n_resamples=9999, random_state=0)
         tested[name] = {"rho": float(spearmanr(xs, ys).statistic), "p": float(test.pvalue), "units": len(pairs)}
     if tested:

@@ -297,8 +297,8 @@ def render(results: dict[str, Any]) -> str:
     associations = results.get("associations") or {}
     if associations:
         lines += ["", "## Diagnostics and RL gain across runs", "",
-                  "Spearman's rank correlation between each run's diagnostic before GRPO and its RL gain; p-values "
-                  "adjusted for the diagnostics tested (Benjamini-Hochberg). The runs of every start are pooled: "
+                  "Spearman's rank correlation between each run's diagnostic before GRPO and its RL gain; permutation "
+                  "p-values, adjusted for the diagnostics tested (Benjamini-Hochberg). The runs of every start are pooled: "
                   "with few seeds per start, an association here mostly measures differences between the starts, "
                   "not what moves the RL gain within one start.", "",
                   "| diagnostic before GRPO | rho | p | adjusted p | runs |", "|---|---|---|---|---|"]
