@@ -10,8 +10,7 @@ when its interval excludes 0. Each run's diagnostics before GRPO (the handoff's 
 prompts) go with its RL gain across runs by Spearman's rank correlation (`statistics.rank_associations`). It also
 measures the paper's other two claims: the warm-up's stability (its curves per run, and `coldstart mechanism` at
 fixed policies with `compare.mechanism`) and generalization (the sets of `eval.benchmarks`, each out of the
-training distribution), and reads
-each claim's verdict off its interval (`claims`). `coldstart.eval.report` renders all of it.
+training distribution), and reads each claim's verdict off its interval (`claims`). `coldstart.eval.report` renders all of it.
 """
 
 from __future__ import annotations
