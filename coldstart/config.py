@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import dataclasses
 import difflib
 import types
@@ -624,6 +625,9 @@ def _check_values(cfg: Config, where: _Where) -> None:
     if cfg.handoff.select_checkpoint.enabled and not cfg.warmup.keep_checkpoints:
         raise ColdstartError(f"{where(('handoff', 'select_checkpoint', 'enabled'))}: the warm-up deletes its "
                              "checkpoints when it ends; set warmup.keep_checkpoints: true")
+    if cfg.warmup.cadft.normalize == "weights" and cfg.warmup.trainer.get("average_tokens_across_devices") is False:
+        raise ColdstartError(f"{where(('warmup', 'cadft', 'normalize'))}: weights divides by the step's weight x "
+                             "tokens over every process; it needs warmup.trainer.average_tokens_across_devices: true")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
     m = cfg.compare
@@ -637,11 +641,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
         if kept and not w.keep_checkpoints:
             raise ColdstartError(f"{where(('compare', 'mechanism'))}: checkpoints before the end are measured after the "
                                  "warm-up, which deletes them; set warmup.keep_checkpoints: true")
-        steps = [round(f * w.max_steps) for f in kept] if w.max_steps > 0 else []
-        if any(step % int(w.save_steps) for step in steps if w.save_steps >= 1):
-            raise ColdstartError(f"{where(('compare', 'mechanism'))}: steps {steps} of the warm-up's {w.max_steps} are "
-                                 f"not all saved (warmup.save_steps={w.save_steps:g}); choose fractions at multiples "
-                                 "of save_steps")
+        if kept and w.max_steps <= 0:
+            raise ColdstartError(f"{where(('compare', 'mechanism'))}: fractions below 1 need a warm-up counted in "
+                                 "steps; set warmup.max_steps")
+        if kept:
+            _check_kept_checkpoints(w, kept, where)
     for i, start in enumerate(cfg.compare.starts):
         if start not in ("none", "sft", "dft", "cadft"):
             raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not one of none, sft, dft, cadft")
@@ -652,6 +656,26 @@ def _check_values(cfg: Config, where: _Where) -> None:
         raise ColdstartError(f"{where(('data', 'arith', 'min_steps'))}: need 1 <= min_steps <= max_steps")
     if not 0.0 <= a.wrong_fraction <= 1.0:
         raise ColdstartError(f"{where(('data', 'arith', 'wrong_fraction'))}: must be within [0, 1]")
+
+
+def _check_kept_checkpoints(w: WarmupSection, fractions: list[float], where) -> None:
+    """The warm-up's checkpoints at these fractions of its steps are saved and still there when it ends (Trainer
+    saves every save_steps and at the last step, and deletes all but the last save_total_limit)."""
+    steps = [round(f * w.max_steps) for f in fractions]
+    if any(step < 1 for step in steps):
+        raise ColdstartError(f"{where(('compare', 'mechanism'))}: {min(fractions):g} of the warm-up's {w.max_steps} "
+                             "steps is step 0, before any training; choose a larger fraction")
+    every = math.ceil(w.save_steps * w.max_steps) if w.save_steps < 1 else int(w.save_steps)
+    saved = sorted(set(range(every, w.max_steps + 1, every)) | {w.max_steps})
+    if any(step not in saved for step in steps):
+        raise ColdstartError(f"{where(('compare', 'mechanism'))}: steps {steps} of the warm-up's {w.max_steps} are "
+                             f"not all saved (warmup.save_steps={w.save_steps:g}); choose fractions at multiples "
+                             "of save_steps")
+    limit = w.save_total_limit
+    if limit and limit > 0 and min(steps) not in saved[-limit:]:
+        raise ColdstartError(f"{where(('warmup', 'save_total_limit'))}: {limit} keeps only the checkpoints of steps "
+                             f"{saved[-limit:]}, and compare.mechanism measures step {min(steps)}; set it to "
+                             f"{len(saved) - saved.index(min(steps))} or more")
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

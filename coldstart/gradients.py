@@ -1,14 +1,16 @@
 """The mechanism behind CADFT's stability claim, measured at a fixed policy: does a sample's gradient grow as its
 compatibility falls (the paper's assumption), and does CADFT's update then vary less than DFT's?
 
-For each sample of K minibatches of B demonstrations, one forward and two backward passes give its gradient under
+For each sample of K minibatches of B demonstrations (after a batched forward per minibatch, without gradients,
+for the NLL statistics that set the weights), a forward and two backward passes of its own give its gradient under
 the SFT term `-sum_t l_t` and the DFT term `-sum_t sg(p_t) l_t`, each divided by the minibatch's mean completion
 length, so that a minibatch's update under TRL's token normalisation is the mean of its samples' gradients. CADFT's
 sample gradient is its weight times the DFT one (the weight carries no gradient), the weight from the minibatch's
-own NLL statistics (`cadft.stats: batch`, with the run's beta, gate and floor). Four updates are measured per minibatch: sft, dft, cadft (divided by the
-tokens, as trained by default) and cadft-weights (divided by the sum of weight x tokens: DFT's step size, the
-control for it). Nothing of size B x parameters is kept: per-sample gradient norms, and per loss the minibatch
-update and a running sum of them (`noise_statistics` turns those into the gradient noise).
+own NLL statistics (`cadft.stats: batch`, with the run's beta, gate and floor). Four updates are measured per
+minibatch: sft, dft, cadft (divided by the tokens, as trained by default) and cadft-weights (divided by the sum of
+weight x tokens: DFT's step size, the control for it). Nothing of size B x parameters is kept: per-sample gradient
+norms, and per loss the minibatch update and a running sum of them (`noise_statistics` turns those into the
+gradient noise).
 """
 
 from __future__ import annotations
@@ -127,18 +129,21 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
     with the gradient norm, and the least compatible decile's mean norm against the rest's. The norms are of each
     sample's contribution to the update (summed over its tokens), so longer demonstrations weigh more; `rho_tokens`
     is the correlation of the NLL with the token count, to read it by. `holds` only when the
-    correlation is positive with p < 0.05 and that decile's mean is the largest of the deciles; `fails` when the
-    correlation is negative with p < 0.05; otherwise neither is shown."""
-    from scipy.stats import spearmanr
+    correlation is positive with p < 0.05 (a permutation p-value: `statistics.spearman`) and that decile's mean is
+    the largest of the deciles; `fails` when the correlation is negative with p < 0.05; otherwise neither is shown.
+    `rho_tokens` is None when every sample has as many tokens."""
+    from coldstart.statistics import spearman
 
     records = list(records)
-    r = spearmanr([x["nll"] for x in records], [x[key] for x in records])
+    nll = [x["nll"] for x in records]
+    r = spearman(nll, [x[key] for x in records])
     deciles = by_decile(records, key)
     least = deciles[0]["value"]
     largest = max(d["value"] for d in deciles)
-    rho, p = float(r.statistic), float(r.pvalue)
+    rho, p = r["rho"], r["p"]
     holds = rho > 0 and p < 0.05 and least >= largest
-    lengths = spearmanr([x["nll"] for x in records], [x.get("tokens", 0) for x in records]).statistic
-    return {"rho": rho, "p": p, "rho_tokens": float(lengths), "least_compatible_decile": least, "largest_decile": largest,
+    tokens = [x.get("tokens", 0) for x in records]
+    lengths = spearman(nll, tokens)["rho"] if len(set(tokens)) > 1 else None
+    return {"rho": rho, "p": p, "rho_tokens": lengths, "least_compatible_decile": least, "largest_decile": largest,
             "verdict": "holds" if holds else "fails" if rho < 0 and p < 0.05 else "not shown",
             "deciles": deciles}

@@ -184,13 +184,13 @@ def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
 
 
 def ood_figure(results: dict[str, Any], path: Path) -> None:
-    """Per arm, held-out accuracy beside accuracy on the out-of-distribution sets pooled, with 95% intervals."""
+    """Per arm, held-out accuracy beside the out-of-distribution sets' average (each set weighing the same),
+    with 95% intervals."""
     names = list(results["arms"])
     fig, ax = plt.subplots(figsize=(8, 4))
     x = range(len(names))
-    for offset, (label, values) in zip((-0.2, 0.2), (("held-out", results["arms"]),
-                                                    ("out of distribution (" + ", ".join(results["ood"]["sets"]) + ")",
-                                                     results["ood"]["arms"]))):
+    ood = "out of distribution (average of " + ", ".join(results["ood"]["sets"]) + ")"
+    for offset, (label, values) in zip((-0.2, 0.2), (("held-out", results["arms"]), (ood, results["ood"]["arms"]))):
         centre = [100 * values[n]["accuracy"] for n in names]
         err = [[c - 100 * values[n]["ci_low"] for c, n in zip(centre, names)],
                [100 * values[n]["ci_high"] - c for c, n in zip(centre, names)]]

@@ -116,14 +116,24 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df)}
 
 
+def spearman(xs: list[float], ys: list[float]) -> dict[str, float]:
+    """Spearman's rank correlation with a permutation p-value (Pearson's on the ranks through `scipy.stats.pearsonr`
+    with a `PermutationMethod`: exact up to 7 pairs, 9,999 seeded pairings beyond). Not `spearmanr`'s own p-value:
+    its t approximation calls a perfect ordering of 4 runs certain (p = 0), where 2 of the 24 orderings are as
+    extreme."""
+    from scipy.stats import PermutationMethod, pearsonr, rankdata
+
+    r = pearsonr(rankdata(xs), rankdata(ys), method=PermutationMethod(n_resamples=9999, rng=0))
+    return {"rho": float(r.statistic), "p": float(r.pvalue)}
+
+
 def rank_associations(diagnostics: dict[str, list[float | None]], outcome: list[float]) -> dict[str, dict[str, float]]:
-    """Spearman's rank correlation of each diagnostic with `outcome` over the same units (e.g. runs), with a
-    permutation p-value (`scipy.stats.permutation_test` over the pairings: exact up to 7 units, 9,999 random
-    pairings beyond, seeded) adjusted for testing several diagnostics at once (Benjamini-Hochberg,
+    """Spearman's rank correlation of each diagnostic with `outcome` over the same units (e.g. runs), with its
+    permutation p-value (`spearman`) adjusted for testing several diagnostics at once (Benjamini-Hochberg,
     `scipy.stats.false_discovery_control`). A unit where a diagnostic is missing is left out of that one; a
     diagnostic measured on fewer than 4 units, or with no spread there, is not tested."""
     import numpy as np
-    from scipy.stats import false_discovery_control, permutation_test, rankdata
+    from scipy.stats import false_discovery_control
 
     tested = {}
     for name, values in diagnostics.items():
@@ -131,19 +141,7 @@ def rank_associations(diagnostics: dict[str, list[float | None]], outcome: list[
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         if len(pairs) < 4 or len(set(xs)) < 2 or len(set(ys)) < 2:
             continue
-        # not spearmanr's own p-value: its t approximation calls a perfect ordering of 4 runs certain (p = 0), where
-        # 2 of the 24 orderings are as extreme. Spearman's rho is Pearson's on the ranks, so the permutations
-        # reorder x's ranks against y's, centred and scaled once (the unpermuted statistic is rho itself)
-        ranks_y = rankdata(ys) - (len(ys) + 1) / 2
-        ranks_y /= np.linalg.norm(ranks_y)
-
-        def rho(ranks_x, axis=-1, ranks_y=ranks_y):
-            centred = ranks_x - ranks_x.mean(axis=axis, keepdims=True)
-            return (centred * ranks_y).sum(axis=axis) / np.linalg.norm(centred, axis=axis)
-
-        test = permutation_test((rankdata(xs),), rho, permutation_type="pairings", vectorized=True,
-                                n_resamples=9999, random_state=0)
-        tested[name] = {"rho": float(test.statistic), "p": float(test.pvalue), "units": len(pairs)}
+        tested[name] = {**spearman(xs, ys), "units": len(pairs)}
     if tested:
         adjusted = false_discovery_control(np.array([t["p"] for t in tested.values()]), method="bh")
         for t, p in zip(tested.values(), adjusted):

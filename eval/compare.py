@@ -24,6 +24,7 @@ from typing import Any
 
 from coldstart.config import Config, settings
 from coldstart.errors import ColdstartError
+from coldstart.gradients import assumption
 from coldstart.grading import is_correct
 from coldstart.models import model_fingerprint
 from coldstart.runs import RunDir, json_sha256, read_jsonl, versions
@@ -262,17 +263,27 @@ def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: l
                          arm) -> dict[str, Any] | None:
     """Accuracy per arm on each out-of-distribution set and on their average (the macro average of benchmark
     tables: every set weighs the same), and the target start against each other one on the average and on each
-    set, all with the seed-and-problem intervals."""
+    set, all with the seed-and-problem intervals; the average's counts the problems' spread within each set only
+    (stratified, as the sets are fixed), not the differences between the sets' means."""
     sets = sorted({key.split("@", 1)[1] for scores in correct.values() for key in scores if "@" in key})
     if not sets:
         return None
+    for (start, seed), scores in correct.items():
+        missing = [f"{model}@{name}" for model in models for name in sets if f"{model}@{name}" not in scores]
+        if missing:
+            raise ColdstartError(f"compare: the {start} start's run with seed {seed} was not graded on "
+                                 f"{', '.join(missing)}, which other runs were; run its eval stage again (--force eval)")
 
-    def average(start: str, model: str, seed: int) -> list[float]:
-        """Every set's problems, each scaled by total / (sets x its size): their mean is the mean of the sets'
-        means (equal sizes scale by 1)."""
-        per_set = [correct[(start, seed)][f"{model}@{name}"] for name in sets]
-        total = sum(len(scores) for scores in per_set)
-        return [x * total / (len(sets) * len(scores)) for scores in per_set for x in scores]
+    def average(scores_of) -> list[list[float]]:
+        """Per seed, every set's problems (`scores_of(seed, set)`) centred on that set's mean over seeds and
+        problems and scaled by total / (sets x its size), plus the mean of those set means: a seed's mean is its
+        macro average, and the problems' variance is within the sets."""
+        per_seed = [[scores_of(seed, name) for name in sets] for seed in seeds]
+        set_means = [statistics.fmean(x for seed_sets in per_seed for x in seed_sets[j]) for j in range(len(sets))]
+        macro = statistics.fmean(set_means)
+        total = sum(len(scores) for scores in per_seed[0])
+        return [[(x - set_means[j]) * total / (len(sets) * len(scores)) + macro
+                 for j, scores in enumerate(seed_sets) for x in scores] for seed_sets in per_seed]
 
     out: dict[str, Any] = {"sets": sets, "arms": {}}
     for start in starts:
@@ -280,47 +291,51 @@ def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: l
             for name in sets:
                 out["arms"][f"{arm(start, model)}@{name}"] = _interval(
                     [correct[(start, seed)][f"{model}@{name}"] for seed in seeds], "accuracy", 1.0)
-            out["arms"][arm(start, model)] = _interval([average(start, model, seed) for seed in seeds], "accuracy", 1.0)
+            out["arms"][arm(start, model)] = _interval(
+                average(lambda seed, name: correct[(start, seed)][f"{model}@{name}"]), "accuracy", 1.0)
     for other in [s for s in starts if s != target]:
         for model in models:
+            def difference(seed: int, s: str) -> list[float]:
+                return [a - b for a, b in zip(correct[(target, seed)][f"{model}@{s}"],
+                                              correct[(other, seed)][f"{model}@{s}"])]
+
             name = f"{arm(target, model)} vs {arm(other, model)}"
-            out[name] = _interval([[a - b for a, b in zip(average(target, model, seed), average(other, model, seed))]
-                                   for seed in seeds], "difference", 1.0)
-            out[name]["sets"] = {
-                s: _interval([[a - b for a, b in zip(correct[(target, seed)][f"{model}@{s}"],
-                                                      correct[(other, seed)][f"{model}@{s}"])] for seed in seeds],
-                             "difference", 1.0)
-                for s in sets
-            }
+            out[name] = _interval(average(difference), "difference", 1.0)
+            out[name]["sets"] = {s: _interval([difference(seed, s) for seed in seeds], "difference", 1.0) for s in sets}
     return out
 
 
 def _mechanism(folders: dict[str, Path]) -> dict[str, Any]:
-    """Each mechanism check's verdicts and update statistics (not its per-sample records), and where it is."""
+    """Each mechanism check's update statistics and the assumption's test, read again from its per-sample records
+    (so that a check measured before keeps up with the test), and where it is."""
     out = {}
     for name, folder in folders.items():
         r = json.loads((Path(folder) / "results.json").read_text())
+        tests = {loss: assumption(r["samples"], f"norm_{loss}") for loss in ("sft", "dft")}
         out[name] = {"dir": str(folder), "samples": len(r["samples"]), "losses": r["losses"],
-                     "assumption": {loss: {k: v for k, v in a.items() if k != "deciles"} for loss, a in r["assumption"].items()}}
+                     "assumption": {loss: {k: v for k, v in a.items() if k != "deciles"} for loss, a in tests.items()}}
     return out
 
 
 def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
     """The stability mechanism over the measured policies: where the paper's assumption holds (DFT's gradient norm
-    against the NLL) and the variance of CADFT's update (the trace of its covariance over minibatches) over DFT's,
-    with the step size controlled (normalised by weights). Supported when the assumption holds and the variance is
-    lower at every policy; contradicted when it fails somewhere or the variance is higher everywhere. Point
+    against the NLL, tested at each policy) and the variance of CADFT's update (the trace of its covariance over
+    minibatches) over DFT's, with the step size controlled (normalised by weights). Supported when the assumption
+    holds and the variance is lower at every policy; contradicted when the assumption fails somewhere and holds
+    nowhere, or the variance is higher at every policy; otherwise no difference shown. The variances are point
     estimates, one policy each: no interval."""
     verdicts = [m["assumption"]["dft"]["verdict"] for m in mechanism.values()]
-    ratios = [m["losses"]["cadft-weights"]["trace_cov"] / m["losses"]["dft"]["trace_cov"] for m in mechanism.values()]
-    if all(v == "holds" for v in verdicts) and all(r < 1 for r in ratios):
+    ratios = [m["losses"]["cadft-weights"]["trace_cov"] / m["losses"]["dft"]["trace_cov"]
+              for m in mechanism.values() if m["losses"]["dft"]["trace_cov"] > 0]
+    if ratios and len(ratios) == len(verdicts) and all(v == "holds" for v in verdicts) and all(r < 1 for r in ratios):
         verdict = "supported"
-    elif "fails" in verdicts or all(r > 1 for r in ratios):
+    elif ("fails" in verdicts and "holds" not in verdicts) or (ratios and all(r > 1 for r in ratios)):
         verdict = "contradicted"
     else:
         verdict = "no difference shown"
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "not measured (no variance in DFT's update)"
     text = (f"assumption holds at {verdicts.count('holds')} of {len(verdicts)} policies (fails at "
-            f"{verdicts.count('fails')}); variance ratio {min(ratios):.2f}-{max(ratios):.2f}")
+            f"{verdicts.count('fails')}); variance ratio {spread}")
     return {"claim": "stability (mechanism)", "vs": "dft", "figure": None, "text": text, "verdict": verdict,
             "measured": "at fixed policies (" + ", ".join(mechanism) + "): whether the least compatible "
                         "demonstrations carry the largest DFT gradients, and the variance of cadft's update over dft's "
@@ -352,8 +367,8 @@ def _verdict(d: dict[str, Any], lower_is_better: bool = False) -> str:
 
 # what each of the paper's claims is measured by here, for the target start against each other start
 CLAIMS = {
-    "stability": "coefficient of variation of the warm-up's gradient norm, {target} minus {other} (lower is stabler; "
-                 "over seeds)",
+    "stability": "coefficient of variation of the warm-up's gradient norm (its fall with the loss included), "
+                 "{target} minus {other} (lower is stabler; over seeds)",
     "generalization": "accuracy on the out-of-distribution sets, {target} minus {other} after warm-up",
     "cold-start RL": "RL gain (after GRPO minus after warm-up), {target} minus {other}",
 }

@@ -46,9 +46,9 @@ def render(results: dict[str, Any]) -> str:
              f"batch); CADFT weights from each minibatch's NLL statistics, beta = {results['beta']:g}.", "",
              "## The paper's assumption: the least compatible samples carry the largest gradients", "",
              "Spearman's rank correlation of each sample's NLL with its gradient norm; holds when it is positive "
-             "(p < 0.05) and the least compatible tenth has the largest mean norm. A norm is the sample's "
+             "(permutation p < 0.05) and the least compatible tenth has the largest mean norm. A norm is the sample's "
              "contribution to the update, summed over its tokens: longer demonstrations weigh more (NLL vs length: "
-             f"rho {results['assumption']['dft']['rho_tokens']:+.2f}).", "",
+             f"rho {number(results['assumption']['dft']['rho_tokens'], '+.2f')}).", "",
              "| loss | rho | p | least compatible decile | largest decile | verdict |", "|---|---|---|---|---|---|"]
     for loss, a in results["assumption"].items():
         lines.append(f"| {loss} | {a['rho']:+.2f} | {a['p']:.3g} | {a['least_compatible_decile']:.4g} | "

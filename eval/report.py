@@ -252,8 +252,8 @@ def render(results: dict[str, Any]) -> str:
              "difference within the difference's range); the t interval reached past it.",
              "", *claims_section(results), "## Findings", "",
              "What the 95% intervals support; \"no difference shown\" where an interval includes 0. Each interval "
-             f"holds on its own: the {_intervals_shown(results)} RL gains, paired comparisons and claims' intervals "
-             "below are not corrected for being several (with no real difference anywhere, about 1 in 20 would still "
+             f"holds on its own: the {_intervals_shown(results)} RL gains and paired comparisons below and the claims' "
+             "intervals above are not corrected for being several (with no real difference anywhere, about 1 in 20 would still "
              "exclude 0).", "",
              *findings(results),
              "", "## Accuracy per arm", "", "| arm | accuracy % | 95% CI |", "|---|---|---|"]

@@ -61,17 +61,14 @@ def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, 
     assert "svamp, 3 problems (greedy)" in report
 
 
-def test_the_comparison_averages_the_out_of_distribution_sets(tmp_path):
-    """Each set weighs the same in the average (sets of 2 and 4 problems), and each set gets its own comparison."""
-    from coldstart.eval.compare import analyse, study_of
-    from coldstart.eval.report import render
+def ood_runs(tmp_path, held, ood, seeds=(1, 2)):
+    """Finished comparison runs whose eval records hold `held` (start: scores on the held-out split) and `ood`
+    (start: set: scores), the same for every seed."""
     from coldstart.runs import RunDir, write_jsonl
 
-    held = {"sft": [1, 0, 1, 0], "cadft": [1, 1, 1, 0]}
-    ood = {"sft": {"a": [0, 0], "b": [1, 0, 1, 1]}, "cadft": {"a": [1, 0], "b": [1, 1, 1, 1]}}
     runs = {}
-    for start in ("sft", "cadft"):
-        for seed in (1, 2):
+    for start in held:
+        for seed in seeds:
             run = RunDir(tmp_path / f"{start}-seed{seed}")
             (run.root / "eval").mkdir(parents=True)
             lines = [{"model": "warmup", "id": f"p{i}", "correct": c} for i, c in enumerate(held[start])]
@@ -79,6 +76,17 @@ def test_the_comparison_averages_the_out_of_distribution_sets(tmp_path):
                       for name, scores in ood[start].items() for i, c in enumerate(scores)]
             write_jsonl(run.root / "eval" / "records.jsonl", lines)
             runs[f"{start}-seed{seed}"] = run
+    return runs
+
+
+def test_the_comparison_averages_the_out_of_distribution_sets(tmp_path):
+    """Each set weighs the same in the average (sets of 2 and 4 problems), and each set gets its own comparison."""
+    from coldstart.eval.compare import analyse, study_of
+    from coldstart.eval.report import render
+
+    held = {"sft": [1, 0, 1, 0], "cadft": [1, 1, 1, 0]}
+    ood = {"sft": {"a": [0, 0], "b": [1, 0, 1, 1]}, "cadft": {"a": [1, 0], "b": [1, 1, 1, 1]}}
+    runs = ood_runs(tmp_path, held, ood)
     cfg = load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1, 2]", "compare.rl=false"])
     results = analyse(study_of(cfg), runs)
     assert results["ood"]["sets"] == ["a", "b"]
@@ -93,6 +101,29 @@ def test_the_comparison_averages_the_out_of_distribution_sets(tmp_path):
     assert "## Out of distribution" in report and "| arm | held-out | a | b | average |" in report
     assert "- cadft vs sft, out of distribution (average of 2 sets): " in report
     json.dumps(results)
+
+
+def test_the_out_of_distribution_average_counts_the_spread_within_each_set(tmp_path):
+    """The sets are fixed: a difference between their means is no uncertainty. Every problem of set a right and
+    every one of b wrong, on every seed, is an average of exactly 1/2 (pooling the sets' problems would give it an
+    interval as wide as a coin's); a run not graded on a set the others were graded on is named."""
+    from coldstart.eval.compare import analyse, study_of
+    from coldstart.runs import read_jsonl, write_jsonl
+
+    held = {"sft": [1, 0, 1, 0], "cadft": [1, 1, 1, 0]}
+    ood = {"sft": {"a": [1, 1, 1], "b": [0, 0, 0]}, "cadft": {"a": [1, 1, 1], "b": [1, 1, 0]}}
+    cfg = load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1, 2, 3]", "compare.rl=false"])
+    results = analyse(study_of(cfg), ood_runs(tmp_path / "full", held, ood, seeds=(1, 2, 3)))
+    sft = results["ood"]["arms"]["sft"]
+    assert (sft["accuracy"], sft["ci_low"], sft["ci_high"]) == pytest.approx((0.5, 0.5, 0.5))
+    diff = results["ood"]["cadft vs sft"]
+    assert diff["difference"] == pytest.approx(1 / 3) and diff["ci_high"] - diff["ci_low"] > 0  # b's problems differ
+
+    runs = ood_runs(tmp_path / "gap", held, ood, seeds=(1, 2, 3))
+    lines = [r for r in read_jsonl(runs["sft-seed2"].root / "eval" / "records.jsonl") if r.get("set") != "b"]
+    write_jsonl(runs["sft-seed2"].root / "eval" / "records.jsonl", lines)
+    with pytest.raises(ColdstartError, match="the sft start's run with seed 2 was not graded on warmup@b"):
+        analyse(study_of(cfg), runs)
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"  # the evaluation repositories' files

@@ -8,7 +8,7 @@ from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
 from coldstart.stages.warmup import build_trainer
-from conftest import assert_same_loss_and_gradients, make_tiny_model
+from conftest import assert_same_loss_and_gradients, loss_and_gradients, make_tiny_model
 
 
 def test_weights_by_hand():
@@ -43,10 +43,10 @@ def test_identical_samples_give_finite_weights():
     assert torch.isfinite(w).all() and w.tolist() == [1.0] * 4
 
 
-def make_trainer(tokenizer, tmp_path, sets, seed=0):
+def make_trainer(tokenizer, tmp_path, sets, seed=0, ema_init=None):
     cfg = load_config(None, ["data.arith.num_train=8", "warmup.rewrite.enabled=false", *sets])
     train, _ = load_samples(cfg.data, "train", cfg.seed)
-    trainer = build_trainer(cfg, tmp_path, train, make_tiny_model(tokenizer, seed), tokenizer)
+    trainer = build_trainer(cfg, tmp_path, train, make_tiny_model(tokenizer, seed), tokenizer, ema_init=ema_init)
     rows = sorted(trainer.train_dataset, key=lambda r: r.get("sample_index", 0))
     return trainer, rows
 
@@ -99,12 +99,22 @@ def test_beta_zero_is_exactly_dft(tokenizer, tmp_path):
 
 
 def test_normalised_by_weights_with_equal_weights_is_exactly_dft(tokenizer, tmp_path):
-    cadft, rows = make_trainer(tokenizer, tmp_path / "c", ["warmup.loss=cadft", "warmup.cadft.beta=0",
-                                                           "warmup.cadft.normalize=weights"])
+    """Every weight 1/2 (an EMA whose mean NLL is 0 puts every sample far above it, so each is damped to the floor):
+    divided by the tokens, CADFT takes half of DFT's step; divided by weight x tokens, exactly DFT's."""
+    sets = ["warmup.loss=cadft", "warmup.cadft.stats=ema", "warmup.cadft.beta=5", "warmup.cadft.weight_floor=0.5"]
+    by_weights, rows = make_trainer(tokenizer, tmp_path / "w", [*sets, "warmup.cadft.normalize=weights"],
+                                    ema_init=(0.0, 1e-3))
+    by_tokens, _ = make_trainer(tokenizer, tmp_path / "t", [*sets, "warmup.cadft.normalize=tokens"], ema_init=(0.0, 1e-3))
     dft, _ = make_trainer(tokenizer, tmp_path / "d", ["warmup.loss=dft"])
-    batch = cadft.data_collator(rows)
+    batch = by_weights.data_collator(rows)
     plain = {k: v for k, v in batch.items() if k != "sample_index"}
-    assert_same_loss_and_gradients(cadft, batch, dft, plain, rel=1e-6, rtol=1e-5, atol=1e-10)
+    assert_same_loss_and_gradients(by_weights, batch, dft, plain, rel=1e-6, rtol=1e-5, atol=1e-10)
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    half, half_grads = loss_and_gradients(by_tokens, batch, n)
+    full, full_grads = loss_and_gradients(dft, plain, n)
+    assert half == pytest.approx(full / 2, rel=1e-6)
+    for a, b in zip(half_grads, full_grads):
+        torch.testing.assert_close(a, b / 2, rtol=1e-5, atol=1e-10)
 
 
 def test_normalised_by_weights_by_hand(tokenizer, tmp_path):

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from coldstart.config import dump_config, load_config, settings, trl_kwargs
@@ -86,3 +88,33 @@ def test_fingerprint_settings_hold_only_what_differs_from_the_defaults():
     assert settings(load_config(None).warmup) == {}
     # a value equal to its default is not recorded even when written out
     assert settings(load_config(None, ["rl.learning_rate=1e-6"]).rl) == {}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([], None),  # 16 steps saved every 8, two kept: 8 and 16
+    (["warmup.keep_checkpoints=false"], "set warmup.keep_checkpoints: true"),
+    (["compare.mechanism=[0.25, 1.0]"], "steps [4] of the warm-up's 16 are not all saved"),
+    (["compare.mechanism=[0.03, 1.0]"], "0.03 of the warm-up's 16 steps is step 0"),
+    (["warmup.save_steps=4", "compare.mechanism=[0.25, 1.0]"],
+     "warmup.save_total_limit: 2 keeps only the checkpoints of steps [12, 16], and compare.mechanism measures step 4; "
+     "set it to 4 or more"),
+    (["warmup.save_steps=4", "warmup.save_total_limit=4", "compare.mechanism=[0.25, 1.0]"], None),
+    (["warmup.save_steps=0.25", "warmup.save_total_limit=0", "compare.mechanism=[0.25, 1.0]"], None),
+    (["warmup.max_steps=-1"], "fractions below 1 need a warm-up counted in steps"),
+    (["warmup.max_steps=-1", "compare.mechanism=[1.0]"], None),  # the final model is always there
+])
+def test_the_mechanisms_checkpoints_are_checked_at_load(overrides, message):
+    """A checkpoint compare.mechanism measures must be saved and still there when the warm-up ends: a config that
+    would lose one fails at load, not after the study's runs."""
+    args = ["configs/compare_cpu.yaml", overrides]
+    if message is None:
+        load_config(*args)
+    else:
+        with pytest.raises(ColdstartError, match=re.escape(message)):
+            load_config(*args)
+
+
+def test_weights_normalisation_needs_the_token_count_of_every_process():
+    with pytest.raises(ColdstartError, match="average_tokens_across_devices: true"):
+        load_config(None, ["warmup.loss=cadft", "warmup.cadft.normalize=weights",
+                           "warmup.trainer={average_tokens_across_devices: false}"])

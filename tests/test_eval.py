@@ -358,6 +358,7 @@ def test_the_claims_table_from_hand_made_results():
         | {"cadft-seed2": {"grad_norm": {"cv": 0.33}}},
         "comparisons": {"RL gain of cadft vs sft": gain(-0.10, -0.15, -0.05),
                         "RL gain of cadft vs dft": gain(0.02, -0.03, 0.07)},
+        "ood": {"cadft vs sft": gain(0.04, 0.01, 0.07)},  # none against dft
     }
     rows = {(r["claim"], r["vs"]): r for r in claims(results)}
     assert rows[("stability", "dft")]["verdict"] == "supported"  # lower CV, interval below 0
@@ -365,7 +366,32 @@ def test_the_claims_table_from_hand_made_results():
     assert rows[("stability", "sft")]["verdict"] == "no difference shown"
     assert rows[("cold-start RL", "sft")]["verdict"] == "contradicted"
     assert rows[("cold-start RL", "dft")]["verdict"] == "no difference shown"
+    assert rows[("generalization", "sft")]["verdict"] == "supported"
     assert rows[("generalization", "dft")]["verdict"] == "not measured"
     table = "\n".join(claims_section({"claims": list(rows.values())}))
     assert "| cold-start RL | sft | RL gain (after GRPO minus after warm-up), cadft minus sft | -10.0 points | " \
            "[-15.0, -5.0] | contradicted |" in table
+
+
+@pytest.mark.parametrize("verdicts, ratios, expected", [
+    (["holds", "holds"], [0.8, 0.9], "supported"),
+    (["holds", "not shown"], [0.8, 0.9], "no difference shown"),  # not shown everywhere
+    (["holds", "holds"], [0.8, 1.1], "no difference shown"),  # not lower everywhere
+    (["fails", "not shown"], [0.8, 0.9], "contradicted"),  # reversed somewhere, shown nowhere
+    (["fails", "holds"], [0.8, 0.9], "no difference shown"),  # mixed
+    (["not shown", "not shown"], [1.2, 1.1], "contradicted"),  # the update varies more everywhere
+    (["holds", "holds"], [0.8, None], "no difference shown"),  # DFT's update did not vary at one policy
+])
+def test_the_mechanism_claim_from_hand_made_policies(verdicts, ratios, expected):
+    from coldstart.eval.compare import _mechanism_claim
+
+    mechanism = {f"p{i}": {"assumption": {"dft": {"verdict": v}},
+                           "losses": {"dft": {"trace_cov": 2.0 if r is not None else 0.0},
+                                      "cadft-weights": {"trace_cov": 2.0 * (r or 1.0)}}}
+                 for i, (v, r) in enumerate(zip(verdicts, ratios))}
+    row = _mechanism_claim(mechanism)
+    assert row["verdict"] == expected
+    assert row["text"].startswith(f"assumption holds at {verdicts.count('holds')} of 2 policies (fails at "
+                                  f"{verdicts.count('fails')})")
+    present = [r for r in ratios if r is not None]
+    assert row["text"].endswith(f"variance ratio {min(present):.2f}-{max(present):.2f}")
