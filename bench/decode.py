@@ -8,8 +8,9 @@ one token per row per step with the KV cache, at each batch size below.
 Each generation path runs as its stage runs it, and the same work (the same prompts, padded lengths and number of
 steps) runs again as a bare forward loop: the path's fraction of the bare forward is bare time / path time, its
 fraction of the compute bound is its useful FLOPs (prompt and generated tokens, 2 x parameters each) over time x
-the matmul rate. The sampled paths (handoff, rewriting) also run with transformers' own sampling for the same
-number of steps: the speed-up of coldstart's `TokenSampler`.
+the matmul rate (`generated_of_compute_bound` counts the generated tokens alone: decoding's share). The bare
+forward at batch 1 is also given as a fraction of the bandwidth bound. The sampled paths (handoff, rewriting) also
+run with transformers' own sampling for the same number of steps: the speed-up of coldstart's `TokenSampler`.
 
 - eval: greedy, `eval.batch_size`, `eval.max_new_tokens`, the first 100 held-out prompts
 - handoff: `handoff.report_prompts` RL prompts x `rl.num_generations` samples, `handoff.batch_size`
@@ -50,17 +51,19 @@ def machine_bounds() -> dict[str, float]:
 
 
 @torch.no_grad()
-def bare_loop(model, input_ids, attention_mask, steps: int) -> float:
-    """Seconds for a prefill of the batch and `steps` - 1 single-token forwards with the cache (greedy tokens)."""
+def bare_loop(model, input_ids, attention_mask, steps: int) -> tuple[float, float]:
+    """Seconds for a prefill of the batch, and for it and `steps` - 1 single-token forwards with the cache (greedy
+    tokens), timed in the same run."""
     start = time.perf_counter()
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
+    prefilled = time.perf_counter() - start
     cache, mask = out.past_key_values, attention_mask
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     for _ in range(steps - 1):
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
         out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
-    return time.perf_counter() - start
+    return prefilled, time.perf_counter() - start
 
 
 def forward_rates(model, tokenizer, prompts, batch: int, steps: int = 16) -> dict[str, float]:
@@ -68,8 +71,7 @@ def forward_rates(model, tokenizer, prompts, batch: int, steps: int = 16) -> dic
     texts = [render_prompt(tokenizer, p) for p in (prompts * batch)[:batch]]
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     bare_loop(model, enc["input_ids"], enc["attention_mask"], 2)  # warm
-    prefill = bare_loop(model, enc["input_ids"], enc["attention_mask"], 1)
-    total = bare_loop(model, enc["input_ids"], enc["attention_mask"], steps + 1)
+    prefill, total = bare_loop(model, enc["input_ids"], enc["attention_mask"], steps + 1)
     return {"prefill_tokens_per_s": int(enc["attention_mask"].sum()) / prefill,
             "decode_tokens_per_s": batch * steps / (total - prefill)}
 
@@ -87,11 +89,12 @@ def path(model, tokenizer, prompts, params: int, matmul_flops: float, batch_size
         enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True, padding_side="left",
                         add_special_tokens=False)
         batches.append((enc, max(c.num_tokens + (1 if c.finished else 0) for c in flat[i: i + batch_size])))
-    bare = sum(bare_loop(model, enc["input_ids"], enc["attention_mask"], steps) for enc, steps in batches)
+    bare = sum(bare_loop(model, enc["input_ids"], enc["attention_mask"], steps)[1] for enc, steps in batches)
     generated = sum(c.num_tokens for c in flat)
     useful = sum(int(enc["attention_mask"].sum()) for enc, _ in batches) + generated
     out = {"seconds": took, "tokens_per_s": generated / took, "of_bare_forward": bare / took,
-           "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": batch_size}
+           "of_compute_bound": 2 * params * useful / (took * matmul_flops),
+           "generated_of_compute_bound": 2 * params * generated / (took * matmul_flops), "batch_size": batch_size}
     if kwargs.get("temperature"):  # the same batches with transformers' own sampling, for the sampler's speed-up
         hf = 0.0
         for enc, steps in batches:
@@ -136,10 +139,12 @@ def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[s
     completions = ids[:, enc["input_ids"].shape[1]:]
     stop = torch.isin(completions, torch.tensor(generation_config.eos_token_id))
     lengths = torch.where(stop.any(1), stop.int().argmax(1), completions.shape[1])
-    bare = bare_loop(model, enc["input_ids"], enc["attention_mask"], completions.shape[1])
+    _, bare = bare_loop(model, enc["input_ids"], enc["attention_mask"], completions.shape[1])
     useful = int(enc["attention_mask"].sum()) + int(lengths.sum())
     return {"seconds": took, "tokens_per_s": int(lengths.sum()) / took, "of_bare_forward": bare / took,
-            "of_compute_bound": 2 * params * useful / (took * matmul_flops), "batch_size": len(enc["input_ids"])}
+            "of_compute_bound": 2 * params * useful / (took * matmul_flops),
+            "generated_of_compute_bound": 2 * params * int(lengths.sum()) / (took * matmul_flops),
+            "batch_size": len(enc["input_ids"])}
 
 
 def main() -> None:
@@ -148,10 +153,11 @@ def main() -> None:
     model, tokenizer = load_model(cfg.model, path_), load_tokenizer(path_, False)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bounds = machine_bounds()
     matmul = bounds["matmul_gflops"] * 1e9
     result: dict = {**bounds, "parameters": params,
-                    "bound_batch1_tokens_per_s": bounds["bandwidth_gbs"] * 1e9 / (4 * params),
+                    "bound_batch1_tokens_per_s": bounds["bandwidth_gbs"] * 1e9 / weight_bytes,
                     "bound_compute_tokens_per_s": matmul / (2 * params)}
     test, _ = load_samples(cfg.data, "test", cfg.seed)
     train, _ = load_samples(cfg.data, "train", cfg.seed)
@@ -160,6 +166,7 @@ def main() -> None:
     for batch in sorted({1, 16, cfg.handoff.batch_size, cfg.eval.batch_size, 64, 256}):
         for key, value in forward_rates(model, tokenizer, held_out, batch).items():
             result[f"forward_b{batch}_{key}"] = value
+    result["forward_b1_of_bandwidth_bound"] = result["forward_b1_decode_tokens_per_s"] / result["bound_batch1_tokens_per_s"]
     paths = {
         "eval": path(model, tokenizer, held_out, params, matmul, cfg.eval.batch_size,
                      max_new_tokens=cfg.eval.max_new_tokens),

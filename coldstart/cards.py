@@ -23,21 +23,24 @@ from coldstart.runs import RunDir, json_sha256
 logger = logging.getLogger(__name__)
 
 EXPORTS = {"warmup": "final", "handoff": "model", "rl": "final"}  # stage -> the folder it exports
-GRADED_AS = {"handoff": "warmup", "rl": "rl"}  # the eval arm that grades each exported folder
+GRADED_AS = {"warmup": "warmup", "handoff": "warmup", "rl": "rl"}  # the eval arm that may grade each folder
 METHOD = {"sft": "SFT (plain NLL)", "dft": "DFT (each token's NLL weighted by its detached probability)",
           "cadft": "CADFT (DFT with a per-demonstration compatibility weight)", "none": "no warm-up"}
 
 
-def base_model(cfg: Config) -> tuple[str, str | None]:
-    """The base model's id and licence: the embedded model's Hub id, else the config's name, with the licence its
-    own card states (None where it has none)."""
+def base_model(cfg: Config) -> tuple[str | None, str | None]:
+    """The base model's Hub id (None for a local folder: the Hub's metadata takes ids only) and the licence its own
+    card states (a local folder's, or a Hub model's card where it is cached; None where there is none). Never
+    downloads."""
     if cfg.model.name_or_path == EMBEDDED:
         return EMBEDDED_HUB_ID, EMBEDDED_LICENCE
-    from huggingface_hub import ModelCard
+    from huggingface_hub import ModelCard, try_to_load_from_cache
 
-    readme = Path(cfg.model.name_or_path) / "README.md"
-    licence = ModelCard.load(readme).data.license if readme.is_file() else None
-    return cfg.model.name_or_path, licence
+    local = Path(cfg.model.name_or_path).expanduser()
+    hub_id = None if local.exists() else cfg.model.name_or_path
+    readme = local / "README.md" if hub_id is None else try_to_load_from_cache(hub_id, "README.md")
+    licence = ModelCard.load(readme).data.license if isinstance(readme, (str, Path)) and Path(readme).is_file() else None
+    return hub_id, licence
 
 
 def hub_dataset(source: str) -> str | None:
@@ -124,14 +127,21 @@ def card(cfg: Config, run_dir: RunDir, stage: str):
     tags = ["coldstart", cfg.warmup.loss] + (["grpo"] if stage == "rl" else [])
     trainer = "GRPO (TRL's GRPOTrainer) after a coldstart warm-up" if stage == "rl" else \
         f"coldstart's {cfg.warmup.loss.upper()} warm-up on TRL's SFTTrainer"
-    made = generate_model_card(base_model=base, model_name=f"{cfg.name}/{stage}/{EXPORTS[stage]}",
+    made = generate_model_card(base_model=base or cfg.model.name_or_path, model_name=f"{cfg.name}/{stage}/{EXPORTS[stage]}",
                                hub_model_id=str(folder), dataset_name=hub_dataset(cfg.data.source),
                                tags=tags, wandb_url=None, trackio_url=None, trainer_name=trainer)
+    if base is None:  # TRL's card links the base model on the Hub: a local folder is named instead
+        path = cfg.model.name_or_path
+        made.text = made.text.replace(f"[{path}](https://huggingface.co/{path})", f"the local model folder `{path}`")
     sections = _training(cfg, stage, stages)
     evals = []
     results_file = run_dir.stage_dir("eval") / "results.json"
     arm = GRADED_AS.get(stage)
-    if arm and stages.get("eval", {}).get("status") == "done" and results_file.is_file():
+    graded = stages.get("eval", {})
+    # the results are this folder's only if eval graded it as it is now (not a model a --force re-run replaced,
+    # nor the warm-up's folder where the handoff's was graded)
+    this = arm and graded.get("fingerprint_data", {}).get("models", {}).get(arm) == stages.get(stage, {}).get("outputs_sha256")
+    if this and graded.get("status") == "done" and results_file.is_file():
         results = json.loads(results_file.read_text())
         if arm in results["models"]:
             table, evals = _results(results, arm)

@@ -74,15 +74,18 @@ class TokenSampler(LogitsProcessor):
         if 0 < self.top_k < logits.shape[-1]:
             logits = logits.masked_fill(logits < logits.topk(self.top_k).values[:, -1:], -math.inf)
         probs = logits.softmax(-1)
-        u = torch.rand(probs.shape[0], 1, device=probs.device)
+        # float64 for the running sum and the draw: in float32 the sum reaches 1 long before the last of tens of
+        # thousands of tokens, so that a token below ~6e-8 could never be drawn and the rest were rounded
+        u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)
         if self.top_p < 1.0:
             top, index = probs.topk(min(self.nucleus_k, probs.shape[-1]))
             if (top.sum(-1) < self.top_p).any():
                 top, index = probs.sort(-1, descending=True)
+            top = top.double()
             kept = top * ((top.cumsum(-1) - top) < self.top_p)  # a token stays while the mass before it is below top_p
             cumulative = kept.cumsum(-1)
         else:
-            index, cumulative = None, probs.cumsum(-1)
+            index, cumulative = None, probs.double().cumsum(-1)
         choice = torch.searchsorted(cumulative, u * cumulative[:, -1:], right=True).clamp(max=cumulative.shape[-1] - 1)
         token = choice if index is None else index.gather(1, choice)
         return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)

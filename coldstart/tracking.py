@@ -12,6 +12,7 @@ import difflib
 import importlib.util
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -71,13 +72,14 @@ def stage_env(cfg: Config, stage: str) -> Iterator[None]:
         env["WANDB_RUN_GROUP"] = cfg.name
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    failed = True
     try:
         yield
+        failed = False
     finally:
-        if "wandb" in chosen:  # transformers' callback leaves the run open: the next stage's would log into it
-            import wandb
-
-            wandb.finish()
+        wandb = sys.modules.get("wandb")  # imported by transformers' callback if the stage got as far as training
+        if "wandb" in chosen and wandb is not None:  # the callback leaves the run open: the next stage's would log into it
+            wandb.finish(exit_code=1 if failed else 0)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -145,5 +145,5 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         "eval": settings(cfg.eval),
     }
     entry = run_dir.run_stage("eval", fingerprint, body, force=force)
-    cards.refresh(cfg, run_dir, ("handoff", "rl"))  # the graded folders' cards with their results
+    cards.refresh(cfg, run_dir)  # the graded folders' cards with their results
     return entry

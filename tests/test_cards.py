@@ -17,7 +17,9 @@ def test_every_exported_folder_has_a_card_with_its_training_and_results(tmp_path
     manifest = json.loads((run / "manifest.json").read_text())
     for folder, arm in (("warmup/final", None), ("handoff/model", "warmup"), ("rl/final", "rl")):
         card = ModelCard.load(run / folder / "README.md")
-        assert card.data.base_model == str(tmp_path / "tiny") and "coldstart" in card.data.tags
+        # a local base model: no Hub id in the metadata, its folder named in the text
+        assert card.data.base_model is None and "coldstart" in card.data.tags
+        assert f"fine-tuned version of the local model folder `{tmp_path / 'tiny'}`" in card.text
         assert "CADFT (DFT with a per-demonstration compatibility weight), learning rate 3e-05, 2 steps" in card.text
         assert "(8 demonstrations)" in card.text
         assert f"- Command: `{manifest['stages'][folder.split('/')[0]]['command']}`" in card.text
@@ -32,3 +34,20 @@ def test_every_exported_folder_has_a_card_with_its_training_and_results(tmp_path
         assert "Handoff checks: passed" in card.text
     assert "GRPO (TRL): rewards accuracy x 1, format x 0.2; 2 steps" in ModelCard.load(run / "rl/final/README.md").text
     assert not (run / "rl" / "README.md").exists() and not (run / "warmup" / "README.md").exists()  # TRL's own
+
+
+def test_a_card_shows_no_results_eval_did_not_grade_that_model_for(tmp_path, tokenizer):
+    """After `--force rl` the eval stage is still done, but it graded the model GRPO wrote before: the new
+    folder's card must not carry those results until eval grades it."""
+    from coldstart.cards import refresh
+    from coldstart.config import load_config
+    from coldstart.runs import RunDir
+
+    assert main(tiny_run_args("run", tmp_path, tokenizer, "c")) == 0
+    run = tmp_path / "c"
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"]["rl"]["outputs_sha256"] = "0" * 64  # what a re-run of GRPO would have written
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    refresh(load_config(run / "config.yaml"), RunDir(run), ("handoff", "rl"))
+    assert ModelCard.load(run / "rl/final/README.md").data.eval_results is None
+    assert ModelCard.load(run / "handoff/model/README.md").data.eval_results is not None

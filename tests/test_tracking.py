@@ -74,3 +74,21 @@ def test_a_tracker_that_is_not_installed_is_refused_with_its_extra(tiny_dir, mon
     assert [f.message for f in run_checks(cfg) if f.check == "tracking"] == [
         "report_to: 'trakio' is not a tracker coldstart groups runs for (trackio, tensorboard, wandb or none); "
         "did you mean 'trackio'?"]
+
+
+def test_a_wandb_run_ends_with_its_stage_and_says_whether_it_failed(monkeypatch):
+    """transformers' callback leaves wandb's run open: the stage closes it, with exit code 1 when the stage raised
+    (wandb would show a crashed stage as finished otherwise)."""
+    import types
+
+    from coldstart.tracking import stage_env
+
+    finished = []
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(finish=lambda exit_code=None: finished.append(exit_code)))
+    cfg = load_config(None, ["report_to=wandb"])
+    with stage_env(cfg, "warmup"):
+        assert os.environ["WANDB_RUN_GROUP"] == cfg.name
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with stage_env(cfg, "rl"):
+            raise RuntimeError("out of memory")
+    assert finished == [0, 1]
