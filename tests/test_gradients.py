@@ -66,15 +66,19 @@ def test_measured_updates_and_norms_are_the_exact_gradients(tokenizer):
     row = tokenize_sample(tokenizer, first["prompt"], first["completion"], None)
     tokens = [len([t for t in tokenize_sample(tokenizer, s["prompt"], s["completion"], None)["labels"] if t != -100])
               for s in samples[:4]]
-    model.zero_grad()
     batch = pad_batch([row], tokenizer.pad_token_id)
-    lp, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], False)
-    (-(lp * mask * lp.detach().exp()).sum() / (sum(tokens) / 4)).backward()
-    norm = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in model.parameters()))
+    norms = {}
+    for loss, token_weight in (("sft", lambda lp: 1.0), ("dft", lambda lp: lp.detach().exp())):
+        model.zero_grad()
+        lp, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], False)
+        (-(lp * mask * token_weight(lp)).sum() / (sum(tokens) / 4)).backward()
+        norms[loss] = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in model.parameters()))
     record = out["samples"][0]
-    assert record["norm_dft"] == pytest.approx(norm, rel=1e-4)
-    assert record["norm_cadft"] == pytest.approx(record["weight"] * norm, rel=1e-4)
-    assert {"id", "style", "nll", "compatibility", "norm_sft"} <= set(record)
+    assert record["norm_sft"] == pytest.approx(norms["sft"], rel=1e-4)
+    assert record["norm_dft"] == pytest.approx(norms["dft"], rel=1e-4)
+    assert record["norm_sft"] > record["norm_dft"]  # DFT's token weights are probabilities below 1
+    assert record["norm_cadft"] == pytest.approx(record["weight"] * norms["dft"], rel=1e-4)
+    assert {"id", "style", "nll", "compatibility"} <= set(record)
 
 
 def _constructed(norm_of_nll, seed=0, n=200, dim=20, batch=8):
