@@ -388,7 +388,10 @@ def write_compare(out: Path, results: dict[str, Any], runs: dict[str, RunDir]) -
 def rerender(path: Path, regrade: bool = False) -> list[Path]:
     """Re-render the reports found under `path` (a comparison's folder or a run directory) from their JSON; a
     comparison is analysed again from its runs' per-problem records and manifests (with `regrade`, their saved
-    completions graded again; the records themselves stay as they are)."""
+    completions graded again; the records themselves stay as they are), its mechanism checks' tests from their
+    per-sample records."""
+    from coldstart.eval.mechanism import retest  # it renders with this module's helpers
+
     path = Path(path)
     written = []
     compare = path if (path / "results.json").is_file() and path.name == "compare" else path / "compare"
@@ -400,6 +403,8 @@ def rerender(path: Path, regrade: bool = False) -> list[Path]:
             "rl": bool(results["rl_gain"]), "handoff": results.get("handoff", {"curate": False, "select_checkpoint": False}),
         }
         mechanism = {name: Path(m["dir"]) for name, m in (results.get("mechanism") or {}).items()}
+        for folder in mechanism.values():
+            retest(folder)
         results = analyse(study, runs, regrade, mechanism)
         write_compare(compare, results, runs)
         written.append(compare / "report.md")

@@ -129,9 +129,16 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
         assert json.loads((tmp_path / "c" / f"{start}-seed42" / "manifest.json").read_text())["stages"]["rl"]["ended"] == when
     assert (out / "report.md").read_text() == report
 
+    # a mechanism check measured before a change to the assumption's test is tested again from its records
+    folder = tmp_path / "c" / "mechanism" / "cadft-step1"
+    measured = json.loads((folder / "results.json").read_text())
+    stale = {loss: {**a, "p": 2.0, "verdict": "stale"} for loss, a in measured["assumption"].items()}
+    (folder / "results.json").write_text(json.dumps({**measured, "assumption": stale}))
     (out / "report.md").unlink()
     assert main(["report", str(tmp_path / "c")]) == 0
     assert (out / "report.md").read_text() == report
+    assert json.loads((folder / "results.json").read_text())["assumption"] == measured["assumption"]
+    assert "stale" not in (folder / "report.md").read_text()
     # `report` analyses the study again from the runs' saved records: regraded records change the figures
     records = tmp_path / "c" / "sft-seed42" / "eval" / "records.jsonl"
     rows = [json.loads(line) for line in records.read_text().splitlines()]
