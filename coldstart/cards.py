@@ -36,9 +36,14 @@ def base_model(cfg: Config) -> tuple[str | None, str | None]:
         return EMBEDDED_HUB_ID, EMBEDDED_LICENCE
     from huggingface_hub import ModelCard, try_to_load_from_cache
 
+    from huggingface_hub.errors import HFValidationError
+
     local = Path(cfg.model.name_or_path).expanduser()
     hub_id = None if local.exists() else cfg.model.name_or_path
-    readme = local / "README.md" if hub_id is None else try_to_load_from_cache(hub_id, "README.md")
+    try:
+        readme = local / "README.md" if hub_id is None else try_to_load_from_cache(hub_id, "README.md")
+    except HFValidationError:  # neither a folder here nor a Hub id
+        return None, None
     licence = ModelCard.load(readme).data.license if isinstance(readme, (str, Path)) and Path(readme).is_file() else None
     return hub_id, licence
 

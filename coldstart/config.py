@@ -661,6 +661,10 @@ def _check_values(cfg: Config, where: _Where) -> None:
 def _check_kept_checkpoints(w: WarmupSection, fractions: list[float], where) -> None:
     """The warm-up's checkpoints at these fractions of its steps are saved and still there when it ends (Trainer
     saves every save_steps and at the last step, and deletes all but the last save_total_limit)."""
+    for key, refused in (("save_strategy", lambda v: v not in (None, "steps")), ("load_best_model_at_end", bool)):
+        if refused(w.trainer.get(key)):
+            raise ColdstartError(f"{where(('warmup', 'trainer', key))}: compare.mechanism measures checkpoints saved "
+                                 "every warmup.save_steps and kept newest first; leave it unset")
     steps = [round(f * w.max_steps) for f in fractions]
     if any(step < 1 for step in steps):
         raise ColdstartError(f"{where(('compare', 'mechanism'))}: {min(fractions):g} of the warm-up's {w.max_steps} "

@@ -79,7 +79,7 @@ class TokenSampler(LogitsProcessor):
         u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)
         if self.top_p < 1.0:
             top, index = probs.topk(min(self.nucleus_k, probs.shape[-1]))
-            if (top.sum(-1) < self.top_p).any():
+            if (top.double().sum(-1) < self.top_p).any():
                 top, index = probs.sort(-1, descending=True)
             top = top.double()
             kept = top * ((top.cumsum(-1) - top) < self.top_p)  # a token stays while the mass before it is below top_p

@@ -131,7 +131,7 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
     is the correlation of the NLL with the token count, to read it by. `holds` only when the
     correlation is positive with p < 0.05 (a permutation p-value: `statistics.spearman`) and that decile's mean is
     the largest of the deciles; `fails` when the correlation is negative with p < 0.05; otherwise neither is shown.
-    `rho_tokens` is None when every sample has as many tokens."""
+    A rho is None where either side has no spread (`rho_tokens` when every sample has as many tokens)."""
     from coldstart.statistics import spearman
 
     records = list(records)
@@ -141,9 +141,9 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
     least = deciles[0]["value"]
     largest = max(d["value"] for d in deciles)
     rho, p = r["rho"], r["p"]
-    holds = rho > 0 and p < 0.05 and least >= largest
+    holds = rho is not None and rho > 0 and p < 0.05 and least >= largest
     tokens = [x.get("tokens", 0) for x in records]
-    lengths = spearman(nll, tokens)["rho"] if len(set(tokens)) > 1 else None
+    lengths = spearman(nll, tokens)["rho"]
     return {"rho": rho, "p": p, "rho_tokens": lengths, "least_compatible_decile": least, "largest_decile": largest,
-            "verdict": "holds" if holds else "fails" if rho < 0 and p < 0.05 else "not shown",
+            "verdict": "holds" if holds else "fails" if rho is not None and rho < 0 and p < 0.05 else "not shown",
             "deciles": deciles}

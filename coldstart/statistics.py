@@ -120,9 +120,11 @@ def spearman(xs: list[float], ys: list[float]) -> dict[str, float]:
     """Spearman's rank correlation with a permutation p-value (Pearson's on the ranks through `scipy.stats.pearsonr`
     with a `PermutationMethod`: exact up to 7 pairs, 9,999 seeded pairings beyond). Not `spearmanr`'s own p-value:
     its t approximation calls a perfect ordering of 4 runs certain (p = 0), where 2 of the 24 orderings are as
-    extreme."""
+    extreme. Where either has no spread there is no correlation to test: rho None, p 1."""
     from scipy.stats import PermutationMethod, pearsonr, rankdata
 
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return {"rho": None, "p": 1.0}
     r = pearsonr(rankdata(xs), rankdata(ys), method=PermutationMethod(n_resamples=9999, rng=0))
     return {"rho": float(r.statistic), "p": float(r.pvalue)}
 

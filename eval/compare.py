@@ -106,9 +106,7 @@ def run_mechanism(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
                            "model_settings": settings(cfg.model), "warmup": settings(cfg.warmup),
                            "versions": versions()})
         done = target / "results.json"
-        if done.is_file() and json.loads(done.read_text()).get("key") == key:
-            mechanism.retest(target)
-        else:
+        if not (done.is_file() and json.loads(done.read_text()).get("key") == key):
             mechanism.run(seed_cfg, str(folder), target, cfg.compare.mechanism_minibatches, key=key)
         out[name] = target
     return out
@@ -326,13 +324,16 @@ def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
     verdicts = [m["assumption"]["dft"]["verdict"] for m in mechanism.values()]
     ratios = [m["losses"]["cadft-weights"]["trace_cov"] / m["losses"]["dft"]["trace_cov"]
               for m in mechanism.values() if m["losses"]["dft"]["trace_cov"] > 0]
-    if ratios and len(ratios) == len(verdicts) and all(v == "holds" for v in verdicts) and all(r < 1 for r in ratios):
+    everywhere = len(ratios) == len(verdicts)
+    if everywhere and all(v == "holds" for v in verdicts) and all(r < 1 for r in ratios):
         verdict = "supported"
-    elif ("fails" in verdicts and "holds" not in verdicts) or (ratios and all(r > 1 for r in ratios)):
+    elif ("fails" in verdicts and "holds" not in verdicts) or (everywhere and all(r > 1 for r in ratios)):
         verdict = "contradicted"
     else:
         verdict = "no difference shown"
-    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "not measured (no variance in DFT's update)"
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "not measured"
+    if ratios and not everywhere:
+        spread += f" ({len(verdicts) - len(ratios)} policies without variance in DFT's update)"
     text = (f"assumption holds at {verdicts.count('holds')} of {len(verdicts)} policies (fails at "
             f"{verdicts.count('fails')}); variance ratio {spread}")
     return {"claim": "stability (mechanism)", "vs": "dft", "figure": None, "text": text, "verdict": verdict,

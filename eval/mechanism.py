@@ -15,7 +15,7 @@ from coldstart.lengths import apply_length_policy
 from coldstart.eval.report import number
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.plots import gradient_deciles
-from coldstart.runs import folder_in_place
+from coldstart.runs import atomic_write_text, folder_in_place
 
 
 def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | None = None) -> dict[str, Any]:
@@ -43,8 +43,8 @@ def retest(out: Path) -> dict[str, Any]:
     change to the test), written back to its results and report."""
     results = json.loads((out / "results.json").read_text())
     results["assumption"] = _tests(results["samples"])
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(render(results))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "report.md", render(results))
     return results
 
 
@@ -65,7 +65,7 @@ def render(results: dict[str, Any]) -> str:
              f"rho {number(results['assumption']['dft']['rho_tokens'], '+.2f')}).", "",
              "| loss | rho | p | least compatible decile | largest decile | verdict |", "|---|---|---|---|---|---|"]
     for loss, a in results["assumption"].items():
-        lines.append(f"| {loss} | {a['rho']:+.2f} | {a['p']:.3g} | {a['least_compatible_decile']:.4g} | "
+        lines.append(f"| {loss} | {number(a['rho'], '+.2f')} | {a['p']:.3g} | {a['least_compatible_decile']:.4g} | "
                      f"{a['largest_decile']:.4g} | {a['verdict']} |")
     lines += ["", "## The update per loss", "",
               "Over the minibatches: the mean squared norm of the update, the trace of its covariance, the squared "

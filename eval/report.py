@@ -201,8 +201,8 @@ def mechanism_section(results: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in mechanism.items():
         a = m["assumption"]
-        lines.append(f"| {name} | {m['samples']} | {a['dft']['rho']:+.2f} | {a['dft']['verdict']} | "
-                     f"{a['sft']['rho']:+.2f} | {_ratio(m, 'cadft')} | {_ratio(m, 'cadft-weights')} | "
+        lines.append(f"| {name} | {m['samples']} | {number(a['dft']['rho'], '+.2f')} | {a['dft']['verdict']} | "
+                     f"{number(a['sft']['rho'], '+.2f')} | {_ratio(m, 'cadft')} | {_ratio(m, 'cadft-weights')} | "
                      f"{_ratio(m, 'cadft-weights', 'trace_cov')} | {number(m['losses']['dft']['noise_scale'], '.3g')} | "
                      f"{number(m['losses']['cadft-weights']['noise_scale'], '.3g')} |")
     return lines

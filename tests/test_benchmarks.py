@@ -63,7 +63,7 @@ def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, 
 
 def ood_runs(tmp_path, held, ood, seeds=(1, 2)):
     """Finished comparison runs whose eval records hold `held` (start: scores on the held-out split) and `ood`
-    (start: set: scores), the same for every seed."""
+    (start: set: scores, the same for every seed; or a function of the seed giving that)."""
     from coldstart.runs import RunDir, write_jsonl
 
     runs = {}
@@ -72,8 +72,9 @@ def ood_runs(tmp_path, held, ood, seeds=(1, 2)):
             run = RunDir(tmp_path / f"{start}-seed{seed}")
             (run.root / "eval").mkdir(parents=True)
             lines = [{"model": "warmup", "id": f"p{i}", "correct": c} for i, c in enumerate(held[start])]
+            sets = (ood(seed) if callable(ood) else ood)[start]
             lines += [{"model": "warmup", "set": name, "id": f"{name}{i}", "correct": c}
-                      for name, scores in ood[start].items() for i, c in enumerate(scores)]
+                      for name, scores in sets.items() for i, c in enumerate(scores)]
             write_jsonl(run.root / "eval" / "records.jsonl", lines)
             runs[f"{start}-seed{seed}"] = run
     return runs
@@ -107,6 +108,10 @@ def test_the_out_of_distribution_average_counts_the_spread_within_each_set(tmp_p
     """The sets are fixed: a difference between their means is no uncertainty. Every problem of set a right and
     every one of b wrong, on every seed, is an average of exactly 1/2 (pooling the sets' problems would give it an
     interval as wide as a coin's); a run not graded on a set the others were graded on is named."""
+    import statistics
+
+    from scipy.stats import t
+
     from coldstart.eval.compare import analyse, study_of
     from coldstart.runs import read_jsonl, write_jsonl
 
@@ -118,6 +123,19 @@ def test_the_out_of_distribution_average_counts_the_spread_within_each_set(tmp_p
     assert (sft["accuracy"], sft["ci_low"], sft["ci_high"]) == pytest.approx((0.5, 0.5, 0.5))
     diff = results["ood"]["cadft vs sft"]
     assert diff["difference"] == pytest.approx(1 / 3) and diff["ci_high"] - diff["ci_low"] > 0  # b's problems differ
+
+    # seeds that differ, sets of 2 and 4 problems, every problem of a set alike within a seed: the problems add no
+    # variance, so the interval is the t interval of the seeds' macro averages (0.5, 0.5, 0.5, 1), not of their
+    # pooled means (1/3, 1/3, 2/3, 1)
+    by_seed = {1: (1, 0), 2: (1, 0), 3: (0, 1), 4: (1, 1)}
+    seed_cfg = load_config(None, ["compare.starts=[sft, cadft]", "compare.seeds=[1, 2, 3, 4]", "compare.rl=false"])
+    sft = analyse(study_of(seed_cfg), ood_runs(tmp_path / "seeds", held, lambda seed: {
+        start: {"a": [by_seed[seed][0]] * 2, "b": [by_seed[seed][1]] * 4} for start in held},
+        seeds=(1, 2, 3, 4)))["ood"]["arms"]["sft"]
+    macro = [0.5, 0.5, 0.5, 1.0]
+    half = t.ppf(0.975, 3) * statistics.stdev(macro) / 2
+    assert sft["accuracy"] == pytest.approx(0.625) and sft["ci_low"] == pytest.approx(0.625 - half)
+    assert sft["clipped"] == ["high"]  # 0.625 + half is above 1
 
     runs = ood_runs(tmp_path / "gap", held, ood, seeds=(1, 2, 3))
     lines = [r for r in read_jsonl(runs["sft-seed2"].root / "eval" / "records.jsonl") if r.get("set") != "b"]

@@ -102,6 +102,8 @@ def test_fingerprint_settings_hold_only_what_differs_from_the_defaults():
     (["warmup.save_steps=0.25", "warmup.save_total_limit=0", "compare.mechanism=[0.25, 1.0]"], None),
     (["warmup.max_steps=-1"], "fractions below 1 need a warm-up counted in steps"),
     (["warmup.max_steps=-1", "compare.mechanism=[1.0]"], None),  # the final model is always there
+    (["warmup.trainer={save_strategy: epoch}"], "save_strategy: compare.mechanism measures checkpoints saved every"),
+    (["warmup.trainer={load_best_model_at_end: true}"], "load_best_model_at_end: compare.mechanism measures"),
 ])
 def test_the_mechanisms_checkpoints_are_checked_at_load(overrides, message):
     """A checkpoint compare.mechanism measures must be saved and still there when the warm-up ends: a config that

@@ -381,6 +381,7 @@ def test_the_claims_table_from_hand_made_results():
     (["fails", "holds"], [0.8, 0.9], "no difference shown"),  # mixed
     (["not shown", "not shown"], [1.2, 1.1], "contradicted"),  # the update varies more everywhere
     (["holds", "holds"], [0.8, None], "no difference shown"),  # DFT's update did not vary at one policy
+    (["holds", "holds"], [1.1, None], "no difference shown"),  # higher where measured, but not everywhere
 ])
 def test_the_mechanism_claim_from_hand_made_policies(verdicts, ratios, expected):
     from coldstart.eval.compare import _mechanism_claim
@@ -394,4 +395,5 @@ def test_the_mechanism_claim_from_hand_made_policies(verdicts, ratios, expected)
     assert row["text"].startswith(f"assumption holds at {verdicts.count('holds')} of 2 policies (fails at "
                                   f"{verdicts.count('fails')})")
     present = [r for r in ratios if r is not None]
-    assert row["text"].endswith(f"variance ratio {min(present):.2f}-{max(present):.2f}")
+    missing = f" ({len(ratios) - len(present)} policies without variance in DFT's update)" if None in ratios else ""
+    assert row["text"].endswith(f"variance ratio {min(present):.2f}-{max(present):.2f}{missing}")
