@@ -641,9 +641,6 @@ def _check_values(cfg: Config, where: _Where) -> None:
         if kept and not w.keep_checkpoints:
             raise ColdstartError(f"{where(('compare', 'mechanism'))}: checkpoints before the end are measured after the "
                                  "warm-up, which deletes them; set warmup.keep_checkpoints: true")
-        if kept and w.max_steps <= 0:
-            raise ColdstartError(f"{where(('compare', 'mechanism'))}: fractions below 1 need a warm-up counted in "
-                                 "steps; set warmup.max_steps")
         if kept:
             _check_kept_checkpoints(w, kept, where)
     for i, start in enumerate(cfg.compare.starts):
@@ -665,6 +662,9 @@ def _check_kept_checkpoints(w: WarmupSection, fractions: list[float], where) -> 
         if refused(w.trainer.get(key)):
             raise ColdstartError(f"{where(('warmup', 'trainer', key))}: compare.mechanism measures checkpoints saved "
                                  "every warmup.save_steps and kept newest first; leave it unset")
+    if w.max_steps <= 0:
+        raise ColdstartError(f"{where(('compare', 'mechanism'))}: fractions below 1 need a warm-up counted in "
+                             "steps; set warmup.max_steps")
     steps = [round(f * w.max_steps) for f in fractions]
     if any(step < 1 for step in steps):
         raise ColdstartError(f"{where(('compare', 'mechanism'))}: {min(fractions):g} of the warm-up's {w.max_steps} "
