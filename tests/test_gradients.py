@@ -1,10 +1,13 @@
 """The stability mechanism at a fixed policy (`coldstart.gradients`): per-sample gradient norms and the minibatch
 updates against the exact batched computation on a tiny model, the noise statistics against the sample covariance,
-and the verdict on the paper's assumption from constructed gradients."""
+the verdict on the paper's assumption from constructed gradients, and the whole measurement on constructed
+demonstrations where the assumption holds and where it fails."""
 
 from __future__ import annotations
 
 import math
+import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -119,6 +122,61 @@ def test_where_the_assumption_fails_the_measurement_says_so():
     assert stats["cadft-weights"]["trace_cov"] > stats["dft"]["trace_cov"]
     flat, _ = _constructed(lambda nll: 1.0)
     assert assumption(flat)["verdict"] == "not shown"
+
+
+class _PredictedRow(torch.nn.Module):
+    """A toy policy that gives each token the probability `p[token]` wherever it is the label: a position's logits are
+    the row of the token it predicts (the model reads ahead, which a measurement of gradients at a fixed policy
+    allows), so each token's gradient lies in its own row and has the size its probability sets."""
+
+    def __init__(self, vocab: int, p: dict[int, float]):
+        super().__init__()
+        self.register_buffer("row_of", torch.zeros(vocab, dtype=torch.long))
+        table = torch.full((len(p) + 1, vocab), 1.0 / vocab)
+        for row, (token, q) in enumerate(p.items(), start=1):
+            self.row_of[token] = row
+            table[row] = (1 - q) / (vocab - 1)
+            table[row, token] = q
+        self.logits = torch.nn.Parameter(table.log())
+
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=None, **_):
+        predicted = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=0)
+        return SimpleNamespace(logits=self.logits[self.row_of[predicted]][logits_to_keep])
+
+
+def _measured(tokenizer, p_incompatible: float, p_compatible: float):
+    """`measure` on 24 demonstrations of 4-12 tokens drawn from " c" / " d" (probability `p_incompatible` each) and
+    24 of " b" (`p_compatible`), shuffled into 6 minibatches of 8; each ends with eos at 0.97."""
+    b, c, d = (tokenizer(f" {x}")["input_ids"][0] for x in "bcd")
+    rng = random.Random(0)
+    samples = [{"prompt": "Say:", "completion": "".join(rng.choice([" c", " d"]) for _ in range(rng.randint(4, 12)))}
+               for _ in range(24)]
+    samples += [{"prompt": "Say:", "completion": " b" * rng.randint(4, 12)} for _ in range(24)]
+    rng.shuffle(samples)
+    p = {c: p_incompatible, d: p_incompatible, b: p_compatible, tokenizer.eos_token_id: 0.97}
+    return measure(_PredictedRow(len(tokenizer), p), tokenizer, samples, batch_size=8, progress=False)
+
+
+def test_measured_on_data_where_incompatible_samples_carry_the_largest_gradients(tokenizer):
+    # a DFT token term's gradient is p (e_y - softmax): 0.25 at p = 0.5, 0.03 at p = 0.97, so the long, less
+    # compatible c/d demonstrations carry the largest gradients
+    out = _measured(tokenizer, 0.5, 0.97)
+    a = assumption(out["samples"])
+    assert a["verdict"] == "holds" and a["rho"] > 0.9
+    losses = out["losses"]
+    assert losses["cadft-weights"]["mean_sq_update"] < 0.6 * losses["dft"]["mean_sq_update"]
+    assert losses["cadft"]["mean_sq_update"] < losses["cadft-weights"]["mean_sq_update"]  # and smaller steps besides
+
+
+def test_measured_on_data_where_the_assumption_fails(tokenizer):
+    # at p = 0.01 the incompatible tokens' DFT gradients are 0.01: the least compatible carry the smallest
+    out = _measured(tokenizer, 0.01, 0.5)
+    a = assumption(out["samples"])
+    assert a["verdict"] == "fails" and a["rho"] < -0.4
+    losses = out["losses"]
+    # damping samples whose gradients are small already leaves the others more of the step
+    assert losses["cadft-weights"]["mean_sq_update"] > 1.5 * losses["dft"]["mean_sq_update"]
+    assert losses["cadft-weights"]["trace_cov"] > losses["dft"]["trace_cov"]
 
 
 def test_the_mechanism_command_writes_its_report(tmp_path, tiny_dir, capsys):
