@@ -158,6 +158,7 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         ood_figure(results, out / "ood.png")
     if results.get("mechanism"):
         mechanism_figure(results["mechanism"], out / "noise_scale.png")
+        policy_deciles_figure(results["mechanism"], out / "gradients.png")
 
 
 def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
@@ -248,18 +249,39 @@ def diagnostic_figures(results: dict[str, Any], labels: dict[str, str], out: Pat
     _save(fig, out / "gain_vs_diagnostics.png")
 
 
-def gradient_deciles(results: dict[str, Any], path: Path) -> None:
-    """Mean per-sample gradient norm per compatibility decile, one line per loss (the least compatible left)."""
-    from coldstart.gradients import by_decile
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for loss in ("sft", "dft", "cadft"):
-        deciles = by_decile(results["samples"], f"norm_{loss}")
-        ax.plot([d["decile"] for d in deciles], [d["value"] for d in deciles], marker="o", label=loss)
+def _decile_lines(ax, deciles: dict[str, list[dict[str, float]]]) -> None:
+    """One line per loss: the mean per-sample gradient norm per compatibility decile (the least compatible left)."""
+    for loss, rows in deciles.items():
+        ax.plot([d["decile"] for d in rows], [d["value"] for d in rows], marker="o", label=loss)
     ax.set_yscale("log")  # SFT's norms are several times DFT's
     ax.set_xticks(range(1, 11))
     ax.set_xlabel("compatibility decile (1: least compatible)")
+
+
+def gradient_deciles(results: dict[str, Any], path: Path) -> None:
+    """One policy's mean per-sample gradient norm per compatibility decile, a line per loss."""
+    from coldstart.gradients import by_decile
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _decile_lines(ax, {loss: by_decile(results["samples"], f"norm_{loss}") for loss in ("sft", "dft", "cadft")})
     ax.set_ylabel("mean per-sample gradient norm (log)")
     ax.set_title(f"{results['model']}: {len(results['samples'])} demonstrations")
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def policy_deciles_figure(mechanism: dict[str, Any], path: Path) -> None:
+    """The mean per-sample gradient norm per compatibility decile and loss, a panel per measured policy."""
+    columns = min(4, len(mechanism))
+    rows = -(-len(mechanism) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.0 * rows), sharey=True, squeeze=False)
+    for ax, (name, m) in zip(axes.flat, mechanism.items()):
+        _decile_lines(ax, m["deciles"])
+        ax.set_title(f"{name} ({m['samples']} demonstrations)", fontsize=9)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean gradient norm (log)")
+    for ax in list(axes.flat)[len(mechanism):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Per-sample gradient norm by compatibility decile at fixed policies", fontsize=10)
     _save(fig, path)

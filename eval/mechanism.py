@@ -15,7 +15,7 @@ from coldstart.lengths import apply_length_policy
 from coldstart.eval.report import number
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.plots import gradient_deciles
-from coldstart.runs import atomic_write_text, folder_in_place
+from coldstart.runs import STAGES, atomic_write_text, folder_in_place
 
 
 def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | None = None) -> dict[str, Any]:
@@ -29,7 +29,10 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | No
     train = train.shuffle(seed=cfg.seed).select(range(min(len(train), minibatches * batch)))
     model = load_model(cfg.model, path)
     results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft, cfg.warmup.max_length)
-    results = {"model": Path(path).name, "data": cfg.data.source, "key": key, **results,
+    folder = Path(path)
+    # a stage's checkpoint is named by its run and stage too: "final" alone says nothing
+    name = "/".join(folder.parts[-3:]) if folder.parent.name in STAGES else folder.name
+    results = {"model": name, "data": cfg.data.source, "key": key, **results,
                "assumption": _tests(results["samples"])}
     with folder_in_place(out) as tmp:
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")

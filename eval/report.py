@@ -195,7 +195,8 @@ def mechanism_section(results: dict[str, Any]) -> list[str]:
              "Spearman's rho of each sample's NLL with its gradient norm and the verdict on the paper's assumption "
              "(the least compatible carry the largest gradients); each update's mean squared norm over dft's "
              "(cadft as trained, and normalised by weights: the step-size control); the gradient noise scale "
-             "B tr(cov) / |G|^2. Each policy's `gradients.png` shows the norms by compatibility decile.", "",
+             "B tr(cov) / |G|^2. `gradients.png` shows each policy's norms by compatibility decile and loss, "
+             "`noise_scale.png` the noise scale over each warm-up.", "",
              "| policy | samples | dft rho | dft verdict | sft rho | cadft / dft | cadft-weights / dft | "
              "tr(cov) cadft-weights / dft | noise scale dft | noise scale cadft-weights |",
              "|---|---|---|---|---|---|---|---|---|---|"]

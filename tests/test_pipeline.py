@@ -97,6 +97,10 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     results = json.loads((out / "results.json").read_text())
     assert list(results["mechanism"]) == ["base@step0", "sft@step1", "sft@step2", "cadft@step1", "cadft@step2"]
     assert (tmp_path / "c" / "mechanism" / "cadft-step1" / "gradients.png").is_file()
+    checkpoint = json.loads((tmp_path / "c" / "mechanism" / "cadft-step1" / "results.json").read_text())
+    assert checkpoint["model"] == "cadft-seed42/warmup/checkpoint-1"
+    deciles = results["mechanism"]["cadft@step2"]["deciles"]
+    assert set(deciles) == {"sft", "dft", "cadft"} and sum(d["samples"] for d in deciles["dft"]) == 8  # 2 minibatches of 4
     assert [r["claim"] for r in results["claims"]][:4] == ["stability (mechanism)", "stability", "generalization",
                                                            "cold-start RL"]
     assert results["ood"]["sets"] == ["arith-ood"] and "cadft vs sft" in results["ood"]
@@ -105,7 +109,7 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert set(results["rl_gain"]) == {"base", "sft", "cadft"}
     assert {"cadft vs sft", "cadft+grpo vs sft+grpo", "RL gain of cadft vs sft"} <= set(results["comparisons"])
     for name in ("report.md", "accuracy.png", "rl_gain.png", "rewards.png", "compatibility.png", "diagnostics.png",
-                 "gain_vs_diagnostics.png", "ood.png", "noise_scale.png"):
+                 "gain_vs_diagnostics.png", "ood.png", "noise_scale.png", "gradients.png"):
         assert (out / name).is_file(), name
     for arm in results["arms"].values():
         assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"]
