@@ -83,7 +83,9 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     interval is mean +- t * sqrt of it, with Satterthwaite's degrees of freedom for that combination of the three
     mean squares (each with its own degrees of freedom), never below S - 1: the t quantile over S - 1 when the seeds
     dominate, about the normal one when the problems do. When the problems' part is not above the interaction (MS_P <= MS_I), or there
-    is one problem, the seeds' part alone, with S - 1. A bootstrap over three seeds would be too narrow (it sees
+    is one problem, the seeds' part alone, with S - 1. The interval is never narrower than the interaction's own
+    variance makes it, MS_I / (S P) with its (S - 1)(P - 1) degrees of freedom: seeds whose means agree more closely
+    than the interaction would let them (two seeds with equal means) do not make it a point. A bootstrap over three seeds would be too narrow (it sees
     three values), which this avoids. One seed: the bootstrap over problems.
     """
     import numpy as np
@@ -110,9 +112,14 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
             # Satterthwaite's approximation breaks down where MS_P - MS_I is small against either: its degrees of
             # freedom then fall towards 0 though the variance is mostly the seeds' (S - 1 degrees of freedom)
             df = max(df, num_seeds - 1.0)
-    if total == 0:
+    half = float(t.ppf((1 + level) / 2, df) * total**0.5) if total > 0 else 0.0
+    if num_problems > 1:
+        floor_df = (num_seeds - 1.0) * (num_problems - 1.0)
+        floor = float(t.ppf((1 + level) / 2, floor_df) * (ms_interaction / (num_seeds * num_problems)) ** 0.5)
+        if floor > half:
+            half, df = floor, floor_df
+    if half == 0:
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "seeds": num_seeds, "df": float("inf")}
-    half = float(t.ppf((1 + level) / 2, df) * total**0.5)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df)}
 
 

@@ -72,6 +72,10 @@ def test_seed_problem_interval_by_hand():
     df = 0.5**2 / ((1 / 6) ** 2 / 1 + 0.5**2 / 2 + (1 / 6) ** 2 / 2)
     assert df == pytest.approx(1.5) and s["df"] == pytest.approx(df)
     assert s["ci_high"] - 0.5 == pytest.approx(t.ppf(0.975, df) * variance**0.5)
+    # two seeds that each solve one problem, not the same one: equal means (MS_S = 0) and MS_P = 1/6 below MS_I = 1/3;
+    # the interaction's own variance, with its 3 degrees of freedom, keeps the interval from being a point
+    even = seed_problem_interval([[1, 0, 0, 0], [0, 1, 0, 0]])
+    assert even["df"] == 3 and even["ci_high"] - 0.25 == pytest.approx(t.ppf(0.975, 3) * (1 / 3 / 8) ** 0.5)
     # one problem: the seeds alone, t over S - 1
     one = seed_problem_interval([[1], [0], [1]])
     assert one["df"] == 2 and one["ci_high"] - 2 / 3 == pytest.approx(t.ppf(0.975, 2) * (1 / 3 / 3) ** 0.5)
