@@ -157,11 +157,11 @@ def _mechanism(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from coldstart.config import load_config
-    from coldstart.eval.mechanism import run
+    from coldstart.eval.mechanism import policy_name, run
 
     cfg = load_config(args.config, args.overrides)
     model = args.model or cfg.model.name_or_path
-    out = Path(args.out or Path(cfg.output_dir) / "mechanism" / Path(model).name)
+    out = Path(args.out or Path(cfg.output_dir) / "mechanism" / policy_name(model))
     results = run(cfg, model, out, args.minibatches)
     print(f"\n{(out / 'report.md').read_text()}\nmechanism: {out}/ ({len(results['samples'])} demonstrations)")
 

@@ -18,6 +18,13 @@ from coldstart.plots import gradient_deciles
 from coldstart.runs import STAGES, atomic_write_text, folder_in_place
 
 
+def policy_name(model: str) -> str:
+    """A measured policy's name (its report's title and default folder): a stage's checkpoint by its run, stage and
+    folder (`final` alone says nothing, and two runs' would share a folder), any other model by its folder."""
+    folder = Path(model)
+    return "/".join(folder.parts[-3:]) if folder.parent.name in STAGES else folder.name
+
+
 def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | None = None) -> dict[str, Any]:
     """Measure `model_path` on `minibatches` minibatches of the training split (shuffled by the run's seed) and
     write the results to `out` (with `key`, what they were measured from, for callers that skip a repeat)."""
@@ -29,10 +36,7 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | No
     train = train.shuffle(seed=cfg.seed).select(range(min(len(train), minibatches * batch)))
     model = load_model(cfg.model, path)
     results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft, cfg.warmup.max_length)
-    folder = Path(path)
-    # a stage's checkpoint is named by its run and stage too: "final" alone says nothing
-    name = "/".join(folder.parts[-3:]) if folder.parent.name in STAGES else folder.name
-    results = {"model": name, "data": cfg.data.source, "key": key, **results,
+    results = {"model": policy_name(path), "data": cfg.data.source, "key": key, **results,
                "assumption": _tests(results["samples"])}
     with folder_in_place(out) as tmp:
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")

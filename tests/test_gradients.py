@@ -194,3 +194,11 @@ def test_the_mechanism_command_writes_its_report(tmp_path, tiny_dir, capsys):
     report = (out / "report.md").read_text()
     assert "## The paper's assumption" in report and "| cadft-weights |" in report
     assert capsys.readouterr().out.strip().endswith(f"mechanism: {out}/ (12 demonstrations)")
+
+
+def test_a_checkpoint_is_named_by_its_run_and_stage():
+    from coldstart.eval.mechanism import policy_name
+
+    assert policy_name("runs/study/cadft-seed7/warmup/checkpoint-8") == "cadft-seed7/warmup/checkpoint-8"
+    assert policy_name("runs/quickstart/rl/final") == "quickstart/rl/final"
+    assert policy_name("/models/SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
