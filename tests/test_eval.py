@@ -391,8 +391,8 @@ def test_the_mechanism_claim_from_hand_made_policies(verdicts, ratios, expected)
     from coldstart.eval.compare import _mechanism_claim
 
     mechanism = {f"p{i}": {"assumption": {"dft": {"verdict": v}},
-                           "losses": {"dft": {"trace_cov": 2.0 if r is not None else 0.0},
-                                      "cadft-weights": {"trace_cov": 2.0 * (r or 1.0)}}}
+                           "losses": {"dft": {"trace_cov": 2.0 if r is not None else 0.0, "mean_sq_update": 4.0},
+                                      "cadft-weights": {"trace_cov": 2.0 * (r or 1.0), "mean_sq_update": 2.0 + i}}}
                  for i, (v, r) in enumerate(zip(verdicts, ratios))}
     row = _mechanism_claim(mechanism)
     assert row["verdict"] == expected
@@ -400,4 +400,5 @@ def test_the_mechanism_claim_from_hand_made_policies(verdicts, ratios, expected)
                                   f"{verdicts.count('fails')})")
     present = [r for r in ratios if r is not None]
     missing = f" ({len(ratios) - len(present)} policies without variance in DFT's update)" if None in ratios else ""
-    assert row["text"].endswith(f"variance ratio {min(present):.2f}-{max(present):.2f}{missing}")
+    assert row["text"].endswith(f"variance ratio {min(present):.2f}-{max(present):.2f}{missing}; mean squared "
+                                "update ratio 0.50-0.75")  # (2 + i) / 4 at policies 0 and 1
