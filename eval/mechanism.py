@@ -21,7 +21,8 @@ from coldstart.runs import STAGES, atomic_write_text, folder_in_place
 def policy_name(model: str) -> str:
     """A measured policy's name (its report's title and default folder): a stage's checkpoint by its run, stage and
     folder (`final` alone says nothing, and two runs' would share a folder), any other model by its folder."""
-    folder = Path(model)
+    folder = Path(model).expanduser()
+    folder = folder.resolve() if folder.exists() else folder  # "rl/final" run from inside two runs is two folders
     return "/".join(folder.parts[-3:]) if folder.parent.name in STAGES else folder.name
 
 

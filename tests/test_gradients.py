@@ -140,6 +140,7 @@ class _PredictedRow(torch.nn.Module):
         self.logits = torch.nn.Parameter(table.log())
 
     def forward(self, input_ids, attention_mask=None, logits_to_keep=None, **_):
+        assert logits_to_keep.dtype == torch.bool  # the labelled positions, as the measurement asks for them
         predicted = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=0)
         return SimpleNamespace(logits=self.logits[self.row_of[predicted]][logits_to_keep])
 
@@ -196,9 +197,13 @@ def test_the_mechanism_command_writes_its_report(tmp_path, tiny_dir, capsys):
     assert capsys.readouterr().out.strip().endswith(f"mechanism: {out}/ (12 demonstrations)")
 
 
-def test_a_checkpoint_is_named_by_its_run_and_stage():
+def test_a_checkpoint_is_named_by_its_run_and_stage(tmp_path, monkeypatch):
     from coldstart.eval.mechanism import policy_name
 
     assert policy_name("runs/study/cadft-seed7/warmup/checkpoint-8") == "cadft-seed7/warmup/checkpoint-8"
     assert policy_name("runs/quickstart/rl/final") == "quickstart/rl/final"
     assert policy_name("/models/SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
+    run = tmp_path / "quickstart" / "rl" / "final"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "quickstart")
+    assert policy_name("rl/final") == "quickstart/rl/final"  # a relative path, resolved
