@@ -124,6 +124,11 @@ def by_decile(records: list[dict[str, Any]], key: str) -> list[dict[str, float]]
     return out
 
 
+def norm_deciles(records: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """`by_decile` of each per-sample gradient norm the records keep (sft, dft, cadft)."""
+    return {loss: by_decile(records, f"norm_{loss}") for loss in ("sft", "dft", "cadft")}
+
+
 def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict[str, Any]:
     """Whether the least compatible samples carry the largest gradients: Spearman's rank correlation of the NLL
     with the gradient norm, and the least compatible decile's mean norm against the rest's. The norms are of each

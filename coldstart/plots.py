@@ -260,10 +260,10 @@ def _decile_lines(ax, deciles: dict[str, list[dict[str, float]]]) -> None:
 
 def gradient_deciles(results: dict[str, Any], path: Path) -> None:
     """One policy's mean per-sample gradient norm per compatibility decile, a line per loss."""
-    from coldstart.gradients import by_decile
+    from coldstart.gradients import norm_deciles
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    _decile_lines(ax, {loss: by_decile(results["samples"], f"norm_{loss}") for loss in ("sft", "dft", "cadft")})
+    _decile_lines(ax, norm_deciles(results["samples"]))
     ax.set_ylabel("mean per-sample gradient norm (log)")
     ax.set_title(f"{results['model']}: {len(results['samples'])} demonstrations")
     ax.legend(fontsize=8)

@@ -307,14 +307,14 @@ def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: l
 def _mechanism(folders: dict[str, Path]) -> dict[str, Any]:
     """Each mechanism check's verdicts, update statistics and mean gradient norm per compatibility decile and loss
     (not its per-sample records), and where it is."""
-    from coldstart.gradients import by_decile
+    from coldstart.gradients import norm_deciles
 
     out = {}
     for name, folder in folders.items():
         r = json.loads((Path(folder) / "results.json").read_text())
         out[name] = {"dir": str(folder), "samples": len(r["samples"]), "losses": r["losses"],
                      "assumption": {loss: {k: v for k, v in a.items() if k != "deciles"} for loss, a in r["assumption"].items()},
-                     "deciles": {loss: by_decile(r["samples"], f"norm_{loss}") for loss in ("sft", "dft", "cadft")}}
+                     "deciles": norm_deciles(r["samples"])}
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from coldstart.config import Config
 from coldstart.data import load_samples
-from coldstart.gradients import LOSSES, assumption, by_decile, measure
+from coldstart.gradients import LOSSES, assumption, measure, norm_deciles
 from coldstart.lengths import apply_length_policy
 from coldstart.eval.report import number
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
@@ -89,7 +89,7 @@ def render(results: dict[str, Any]) -> str:
                      f"{number(s['sq_mean_gradient'], '.4g')} | {number(s['noise_scale'], '.4g')} |")
     lines += ["", "## Gradient norm by compatibility decile", "", "| decile | compatibility | sft | dft | cadft |",
               "|---|---|---|---|---|"]
-    per_loss = {loss: by_decile(results["samples"], f"norm_{loss}") for loss in ("sft", "dft", "cadft")}
+    per_loss = norm_deciles(results["samples"])
     for row in zip(*per_loss.values()):
         lines.append(f"| {row[0]['decile']} | {row[0]['compatibility']:.3f} | "
                      + " | ".join(f"{d['value']:.4g}" for d in row) + " |")
