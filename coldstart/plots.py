@@ -112,6 +112,15 @@ def _interval_bars(ax, names: list[str], values: list[dict[str, Any]], key: str,
     ax.tick_params(axis="x", rotation=30)
 
 
+def _by_start(per_run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A comparison's per-run values (`<start>-seed<N>`, or a bare run name) grouped by start, then seed."""
+    by_start: dict[str, dict[str, Any]] = defaultdict(dict)
+    for name, value in per_run.items():
+        start, _, seed = name.rpartition("-")
+        by_start[start or name][seed] = value
+    return dict(by_start)
+
+
 def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]],
                     compat: dict[str, list[float]], out: Path, diagnostics: dict[str, str] | None = None) -> None:
     """accuracy.png (per arm, 95% CI), rl_gain.png (per start), rewards.png (GRPO curves), compatibility.png, and
@@ -128,10 +137,7 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         ax.set_title("What GRPO added to each start")
         _save(fig, out / "rl_gain.png")
     if curves:
-        by_start: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
-        for name, metrics in curves.items():
-            start, _, seed = name.rpartition("-")
-            by_start[start or name][seed] = metrics
+        by_start = _by_start(curves)
         fig, axes = plt.subplots(1, len(by_start), figsize=(3.6 * len(by_start), 3.6), sharey=True, squeeze=False)
         for ax, (start, runs) in zip(axes[0], by_start.items()):
             for seed, metrics in runs.items():
@@ -144,13 +150,19 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         fig.suptitle("GRPO reward per start, one line per seed", fontsize=10)
         _save(fig, out / "rewards.png")
     if compat:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        # a panel per start, seeds as outlines: twenty filled histograms on one axis hide each other
+        by_start = _by_start(compat)
+        fig, axes = plt.subplots(1, len(by_start), figsize=(3.6 * len(by_start), 3.6), sharex=True, sharey=True,
+                                 squeeze=False)
         bins = [i / 40 for i in range(41)]
-        for name, values in compat.items():
-            ax.hist(values, bins=bins, alpha=0.45, label=name)
-        ax.set_xlabel("demonstration compatibility under the warmed policy")
-        ax.set_ylabel("demonstrations")
-        ax.legend(fontsize=8)
+        for ax, (start, runs) in zip(axes[0], by_start.items()):
+            for seed, values in runs.items():
+                ax.hist(values, bins=bins, histtype="step", linewidth=1.2, label=seed)
+            ax.set_xlabel("compatibility")
+            ax.set_title(start)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("demonstrations")
+        fig.suptitle("Demonstration compatibility under the warmed policy, one line per seed", fontsize=10)
         _save(fig, out / "compatibility.png")
     if diagnostics and results.get("signal"):
         diagnostic_figures(results, diagnostics, out)
