@@ -242,7 +242,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
     ood = _out_of_distribution(correct, starts, seeds, models, target, arm)
-    stability = {f"{start}-seed{seed}": _stability(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds
+    stability = {f"{start}-seed{seed}": warmup_stability(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds
                  if start != "base"}
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
               for name in accuracy}
@@ -353,7 +353,7 @@ def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
                         "normalised by weights (point estimates, one policy each: no interval)"}
 
 
-def _stability(run_dir: RunDir) -> dict[str, Any]:
+def warmup_stability(run_dir: RunDir) -> dict[str, Any]:
     """The warm-up's gradient norm and loss per step, as `coldstart.stability.curve_stability` reads them."""
     path = run_dir.stage_dir("warmup") / "metrics.jsonl"
     if not path.is_file():
