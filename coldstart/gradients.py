@@ -125,7 +125,8 @@ def by_decile(records: list[dict[str, Any]], key: str) -> list[dict[str, float]]
 
 
 def norm_deciles(records: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
-    """`by_decile` of each per-sample gradient norm the records keep (sft, dft, cadft)."""
+    """`by_decile` of each per-sample gradient norm the records keep (sft, dft, cadft; `cadft-weights` differs
+    from cadft only by a minibatch's normaliser, so it has no per-sample norm of its own)."""
     return {loss: by_decile(records, f"norm_{loss}") for loss in ("sft", "dft", "cadft")}
 
 

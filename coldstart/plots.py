@@ -113,11 +113,11 @@ def _interval_bars(ax, names: list[str], values: list[dict[str, Any]], key: str,
 
 
 def _by_start(per_run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A comparison's per-run values (`<start>-seed<N>`, or a bare run name) grouped by start, then seed."""
+    """A comparison's per-run values (`<start>-seed<N>`, or a bare run name) grouped by start, then `seed<N>`."""
     by_start: dict[str, dict[str, Any]] = defaultdict(dict)
     for name, value in per_run.items():
-        start, _, seed = name.rpartition("-")
-        by_start[start or name][seed] = value
+        start, _, seed = name.rpartition("-seed")
+        by_start[start or name][f"seed{seed}" if start else name] = value
     return dict(by_start)
 
 

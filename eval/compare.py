@@ -385,26 +385,32 @@ CLAIMS = {
 }
 
 
+def cv_difference(stability: dict[str, dict[str, Any]], target: str, other: str,
+                  seeds: list[int]) -> dict[str, Any] | None:
+    """The warm-up's gradient-norm coefficient of variation, `target` minus `other` paired by seed, over the seeds
+    where both have one (`stability`: `warmup_stability` by run name, `<start>-seed<N>`): a t interval over seeds,
+    the figure alone with one seed, None with none."""
+    per_seed = []
+    for seed in seeds:
+        mine = stability.get(f"{target}-seed{seed}", {}).get("grad_norm", {}).get("cv")
+        theirs = stability.get(f"{other}-seed{seed}", {}).get("grad_norm", {}).get("cv")
+        if mine is not None and theirs is not None:
+            per_seed.append([mine - theirs])
+    if len(per_seed) > 1:
+        return {**_interval(per_seed, "difference", math.inf), "unit": "cv"}
+    if per_seed:
+        return {"difference": per_seed[0][0], "ci_low": None, "ci_high": None, "significant": False, "unit": "cv"}
+    return None
+
+
 def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any]]:
     """One row per claim and other start (sft, dft): what was measured, the figure with its interval, and the
     verdict (supported / no difference shown / contradicted). A claim without its measurement says so."""
     starts = results["study"]["starts"]
     rows = []
     for other in [s for s in starts if s not in (target, "base")]:
-        per_seed = []
-        for seed in results["seeds"]:
-            mine = results["stability"].get(f"{target}-seed{seed}", {}).get("grad_norm", {}).get("cv")
-            theirs = results["stability"].get(f"{other}-seed{seed}", {}).get("grad_norm", {}).get("cv")
-            if mine is not None and theirs is not None:
-                per_seed.append([mine - theirs])
-        stability = None
-        if len(per_seed) > 1:
-            stability = {**_interval(per_seed, "difference", math.inf), "unit": "cv"}
-        elif per_seed:  # one seed: the figure without an interval
-            stability = {"difference": per_seed[0][0], "ci_low": None, "ci_high": None, "significant": False,
-                         "unit": "cv"}
         figures = {
-            "stability": stability,
+            "stability": cv_difference(results["stability"], target, other, results["seeds"]),
             "generalization": results.get("ood", {}).get(f"{target} vs {other}"),
             "cold-start RL": results["comparisons"].get(f"RL gain of {target} vs {other}"),
         }

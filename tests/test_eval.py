@@ -377,6 +377,31 @@ def test_the_claims_table_from_hand_made_results():
            "[-15.0, -5.0] | contradicted |" in table
 
 
+def test_cv_difference_pairs_seeds_and_gives_an_interval_from_two():
+    from coldstart.eval.compare import cv_difference
+
+    def cv(value):
+        return {"grad_norm": {"cv": value}}
+
+    stability = {"cadft-seed1": cv(0.40), "dft-seed1": cv(0.50), "cadft-seed2": cv(0.45), "dft-seed2": cv(0.50),
+                 "cadft-seed3": cv(0.30), "dft-seed3": cv(None), "dft-seed4": cv(0.2)}  # seeds 3, 4: one side only
+    both = cv_difference(stability, "cadft", "dft", [1, 2, 3, 4])
+    assert both["difference"] == pytest.approx(-0.075) and both["seeds"] == 2
+    assert both["ci_low"] < -0.075 < both["ci_high"]  # a t interval over 2 seeds: -0.075 +- 12.7 x 0.025
+    assert both["ci_high"] - both["ci_low"] == pytest.approx(2 * 12.706 * 0.025, rel=1e-3)
+    one = cv_difference(stability, "cadft", "dft", [1])
+    assert one["difference"] == pytest.approx(-0.10) and one["ci_low"] is None and not one["significant"]
+    assert cv_difference(stability, "cadft", "dft", [3, 4]) is None
+
+
+def test_runs_are_grouped_by_start_then_seed():
+    from coldstart.plots import _by_start
+
+    grouped = _by_start({"cadft-weights-seed7": 1, "cadft-seed42": 2, "cadft-seed7": 3, "quickstart": 4})
+    assert grouped == {"cadft-weights": {"seed7": 1}, "cadft": {"seed42": 2, "seed7": 3},
+                       "quickstart": {"quickstart": 4}}
+
+
 @pytest.mark.parametrize("verdicts, ratios, expected", [
     (["holds", "holds"], [0.8, 0.9], "supported"),
     (["holds", "not shown"], [0.8, 0.9], "no difference shown"),  # not shown everywhere

@@ -16,7 +16,7 @@ import torch
 from coldstart.compatibility import pad_batch, sequence_nll, token_logprobs, tokenize_sample
 from coldstart.config import load_config
 from coldstart.data import load_samples
-from coldstart.gradients import assumption, by_decile, measure, noise_statistics
+from coldstart.gradients import assumption, by_decile, measure, noise_statistics, norm_deciles
 from coldstart.losses import batch_moments, cadft_weights, mean_std, token_loss
 from conftest import make_tiny_model
 
@@ -112,6 +112,16 @@ def test_where_incompatible_samples_carry_the_largest_gradients_cadft_moves_less
     assert a["least_compatible_decile"] == a["largest_decile"] == by_decile(records, "norm_dft")[0]["value"]
     assert stats["cadft-weights"]["mean_sq_update"] < stats["dft"]["mean_sq_update"]
     assert stats["cadft-weights"]["trace_cov"] < stats["dft"]["trace_cov"]
+
+
+def test_norm_deciles_by_hand():
+    # 20 samples, compatibility i/20: each decile holds two, and each loss's norm is a fixed multiple of i
+    records = [{"compatibility": i / 20, "norm_sft": float(i), "norm_dft": 2.0 * i, "norm_cadft": 3.0 * i}
+               for i in range(20)]
+    deciles = norm_deciles(records)
+    assert set(deciles) == {"sft", "dft", "cadft"}
+    assert [d["value"] for d in deciles["dft"]] == [2.0 * (2 * d + 0.5) for d in range(10)]
+    assert deciles["cadft"][0] == {"decile": 1, "compatibility": 0.025, "value": 1.5, "samples": 2}
 
 
 def test_where_the_assumption_fails_the_measurement_says_so():
