@@ -83,11 +83,11 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     interval is mean +- t * sqrt of it, with Satterthwaite's degrees of freedom for that combination of the three
     mean squares (each with its own degrees of freedom), never below S - 1: the t quantile over S - 1 when the seeds
     dominate, about the normal one when the problems do. When the problems' part is not above the interaction
-    (MS_P <= MS_I), or there is one problem, the seeds' part alone, with S - 1. The interval is never narrower than the interaction's own
-    variance makes it, MS_I / (S P) with its (S - 1)(P - 1) degrees of freedom: seeds whose means agree more
-    closely than the interaction would let them (two seeds with equal means) do not make it a point. A bootstrap
-    over three seeds would be too narrow (it sees three values), which this avoids. One seed: the bootstrap over
-    problems.
+    (MS_P <= MS_I), or there is one problem, the seeds' part alone, with S - 1. The interval is never narrower
+    than the interaction's own variance makes it, MS_I / (S P) with its (S - 1)(P - 1) degrees of freedom: seeds
+    whose means agree more closely than the interaction would let them (two seeds with equal means) do not make it
+    a point. A bootstrap over three seeds would be too narrow (it sees three values), which this avoids. One seed:
+    the bootstrap over problems.
     """
     import numpy as np
     from scipy.stats import t

@@ -242,8 +242,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
     ood = _out_of_distribution(correct, starts, seeds, models, target, arm)
-    stability = {f"{start}-seed{seed}": warmup_stability(runs[f"{start}-seed{seed}"]) for start in starts for seed in seeds
-                 if start != "base"}
+    stability = {f"{start}-seed{seed}": warmup_stability(runs[f"{start}-seed{seed}"])
+                 for start in starts for seed in seeds if start != "base"}
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
               for name in accuracy}
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
