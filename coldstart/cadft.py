@@ -30,7 +30,7 @@ from accelerate.utils import send_to_device
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
-from coldstart import distributed, faults
+from coldstart import faults, runtime
 from coldstart.compatibility import sequence_nll, use_fused_head
 from coldstart.config import CadftSection, RewriteSection, WarmupSection, section_problem
 from coldstart.errors import ColdstartError
@@ -244,7 +244,7 @@ class CADFTTrainer(WarmupTrainer):
         if checkpoint is True:
             checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says none was found
         # the main process's answer, on every process: restoring is a collective
-        checkpoint = distributed.from_main(str(checkpoint) if checkpoint else None)
+        checkpoint = runtime.from_main(str(checkpoint) if checkpoint else None)
         if checkpoint:
             self.restore_state(checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
@@ -422,17 +422,17 @@ class CADFTTrainer(WarmupTrainer):
         """Before resuming from `checkpoint`: the moving statistics and the per-sample state, as the main process
         reads them (every process gets the same), and the rewriting log cut back to the checkpoint's step."""
         path = Path(checkpoint) / STATE_FILE
-        state = json.loads(path.read_text()) if distributed.is_main() and path.is_file() else None
+        state = json.loads(path.read_text()) if runtime.is_main() and path.is_file() else None
         if state is not None and "rewriter" in state:
             state["samples"] = self._first_release_samples(state.pop("rewriter") or {}, checkpoint)
-        state = distributed.from_main(state)
+        state = runtime.from_main(state)
         if state is None:
             return
         self.ema = tuple(state["ema"]) if state.get("ema") else None
         moments = state.get("step_moments")
         self._step_moments = torch.tensor(moments, dtype=torch.float64) if moments else None
         self.store.load_state(state.get("samples") or {})
-        if self.rewriter is not None and distributed.is_main():
+        if self.rewriter is not None and runtime.is_main():
             self.rewriter.truncate_log(_global_step(checkpoint))
 
     def _first_release_samples(self, saved: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.config import Config
-from coldstart.distributed import is_main
+from coldstart.runtime import is_main
 from coldstart.models import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_LICENCE
 from coldstart.runs import RunDir, json_sha256
 

@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
-from coldstart.distributed import is_main
+from coldstart.runtime import is_main
 from coldstart.errors import ColdstartError
 
 STAGE_HELP = {
@@ -53,6 +53,13 @@ def _summary(run_dir, entries: dict[str, dict[str, Any]]) -> None:
         print(f"\n{report.read_text()}")
 
 
+def _runtime(cfg):
+    """This process's runtime (and, in a launch of several processes, the process group) for the config."""
+    from coldstart.runtime import Runtime
+
+    return Runtime.start(cfg.runtime.timeout_minutes)
+
+
 def _preflight(cfg, stages: list[str]) -> None:
     """The checks, before any stage that trains; the first error stops the run before it starts."""
     if cfg.check.skip or not {"score", "warmup", "rl"} & set(stages):
@@ -80,6 +87,7 @@ def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
     from coldstart.runs import RunDir
 
     cfg = load_config(args.config, args.overrides)
+    runtime = _runtime(cfg)
     _preflight(cfg, stages)
     run_dir = RunDir(cfg.run_dir)
     runners = _stage_runners()
@@ -90,7 +98,7 @@ def _run_stages(args: argparse.Namespace, stages: list[str]) -> None:
     forced = False
     for stage in stages:
         forced = forced or stage in args.force  # a redone stage changes the inputs of every later one
-        entries[stage] = runners[stage](cfg, run_dir, force=forced)
+        entries[stage] = runners[stage](cfg, run_dir, runtime, force=forced)
     _summary(run_dir, entries)
 
 
@@ -111,20 +119,23 @@ def _eval(args: argparse.Namespace) -> None:
     from coldstart.stages.evaluation import evaluate_with, generator
 
     cfg = load_config(args.config, args.overrides)
+    runtime = _runtime(cfg)
     names = [n.strip() for n in (args.benchmark or cfg.data.source).split(",") if n.strip()]
     sets = {name: load_set(cfg, name, cfg.eval.num_problems) for name in names}  # a bad name fails before the model loads
     model = resolve_model_path(args.model)
     out = Path(args.out or Path(cfg.output_dir) / "eval" / f"{Path(model).name}-{'+'.join(Path(n).stem for n in names)}")
     results: dict = {"model": model, "benchmarks": {}}
     records_by_set, lines = {}, []
-    with generator(cfg, Path(model)) as generate_fn:
+    with generator(cfg, Path(model), runtime) as generate_fn:
         for name, problems in sets.items():
-            records, metrics = evaluate_with(cfg, generate_fn, problems)
+            records, metrics = evaluate_with(cfg, generate_fn, problems, runtime)
             results["benchmarks"][name] = metrics
             records_by_set[name] = records
             lines += [{"set": name, **r} for r in records]
     if len(names) > 1:
         results["average"] = suite_average(records_by_set)
+    if not runtime.is_main:  # every process generated its share; the main one writes
+        return
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "records.jsonl", lines)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -141,13 +152,17 @@ def _compare(args: argparse.Namespace) -> None:
     from coldstart.eval.report import write_compare
 
     cfg = load_config(args.config, args.overrides)
+    runtime = _runtime(cfg)
     for start in cfg.compare.starts:  # each start trains and hands over differently (the base model has no warm-up)
         try:
             _preflight(start_config(cfg, start, cfg.compare.seeds[0]), arm_stages(cfg))
         except ColdstartError as e:
             raise ColdstartError(f"compare.starts: {start}: {e}") from e
-    runs = run_matrix(cfg, _stage_runners(), args.force)
-    results = analyse(study_of(cfg), runs, mechanism=run_mechanism(cfg, runs))
+    runs = run_matrix(cfg, _stage_runners(), runtime, args.force)
+    mechanism = run_mechanism(cfg, runs, runtime)
+    if not runtime.is_main:  # the runs are done on every process; the main one analyses and writes
+        return
+    results = analyse(study_of(cfg), runs, mechanism=mechanism)
     out = compare_dir(cfg)
     write_compare(out, results, runs)
     print(f"\n{(out / 'report.md').read_text()}\ncomparison: {out}/")
@@ -160,9 +175,14 @@ def _mechanism(args: argparse.Namespace) -> None:
     from coldstart.eval.mechanism import policy_name, run
 
     cfg = load_config(args.config, args.overrides)
+    runtime = _runtime(cfg)
     model = args.model or cfg.model.name_or_path
     out = Path(args.out or Path(cfg.output_dir) / "mechanism" / policy_name(model))
-    results = run(cfg, model, out, args.minibatches)
+    if runtime.is_main:  # one policy: measured by one process (a comparison gives each process its own policies)
+        results = run(cfg, model, out, args.minibatches, runtime)
+    runtime.wait()
+    if not runtime.is_main:
+        return
     print(f"\n{(out / 'report.md').read_text()}\nmechanism: {out}/ ({len(results['samples'])} demonstrations)")
 
 

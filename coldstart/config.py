@@ -364,6 +364,16 @@ class CheckSection:
 
 
 @dataclass
+class RuntimeSection:
+    timeout_minutes: float = option(
+        180.0,
+        "How long a process waits for the others at a collective (the process group's timeout, set where it is "
+        "created; the trainers' ddp_timeout follows it). Long enough for the longest step one process takes alone: "
+        "saving a checkpoint, writing a report. NCCL's own default is 10 minutes.",
+    )
+
+
+@dataclass
 class Config:
     name: str = option("quickstart", "Run name: outputs go to <output_dir>/<name>/.")
     output_dir: str = option("runs", "Folder that holds the run directories.")
@@ -381,6 +391,7 @@ class Config:
     eval: EvalSection = option(EvalSection(), "Evaluation on held-out problems.")
     compare: CompareSection = option(CompareSection(), "`coldstart compare`: the start x RL matrix.")
     check: CheckSection = option(CheckSection(), "Preflight checks before training.")
+    runtime: RuntimeSection = option(RuntimeSection(), "Devices and processes (`accelerate launch`).")
 
     @property
     def run_dir(self) -> Path:
@@ -580,6 +591,7 @@ def _check_values(cfg: Config, where: _Where) -> None:
         ("warmup", "per_device_train_batch_size"): w.per_device_train_batch_size,
         ("warmup", "gradient_accumulation_steps"): w.gradient_accumulation_steps,
         ("warmup", "max_length"): w.max_length,
+        ("runtime", "timeout_minutes"): cfg.runtime.timeout_minutes,
     }
     for path, value in positive.items():
         if value <= 0:

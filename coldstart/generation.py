@@ -3,12 +3,13 @@ and evaluation."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from coldstart.checkpoint import stop_token_ids
 
@@ -18,6 +19,58 @@ class Completion:
     text: str
     num_tokens: int
     finished: bool  # ended on a stop token rather than at max_new_tokens
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are drawn: the run's settings, the one description HF `generate` and vLLM are both built
+    from. Nothing comes from a checkpoint's `generation_config` (its `repetition_penalty`, `no_repeat_ngram_size`,
+    `suppress_tokens`, ...), which vLLM's `SamplingParams` and TRL's GRPO do not apply either. `temperature = 0`
+    is greedy; sampling keeps every token unless `top_k` > 0, as GRPO (TRL's `top_k=0`) and the paper's nucleus
+    rule do."""
+
+    max_new_tokens: int = 256
+    num_samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    def hf_kwargs(self, stop_ids: list[int], pad_token_id: int) -> dict[str, Any]:
+        """`model.generate` keyword arguments (inside `run_settings_only`); greedy over the `TokenSampler`'s
+        scores samples."""
+        kwargs: dict[str, Any] = {"do_sample": False, "max_new_tokens": self.max_new_tokens, "eos_token_id": stop_ids,
+                                  "pad_token_id": pad_token_id}
+        if self.temperature > 0:
+            kwargs["logits_processor"] = LogitsProcessorList([TokenSampler(self.temperature, self.top_p, self.top_k)])
+        return kwargs
+
+    def vllm_params(self, stop_ids: list[int]):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=self.num_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or -1,
+            max_tokens=self.max_new_tokens, seed=self.seed, stop_token_ids=stop_ids, skip_special_tokens=True,
+        )
+
+
+def clean_generation_config(config: GenerationConfig | None) -> GenerationConfig:
+    """A generation config with only a checkpoint's token ids (bos, eos, pad): no sampling setting or logits
+    processor of its own for `generate` to merge into the run's."""
+    ids = {k: getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    return GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+
+
+@contextlib.contextmanager
+def run_settings_only(model) -> Iterator[None]:
+    """`model.generate` inside sees a `clean_generation_config` (transformers fills every setting a call leaves
+    unset from the model's own config); the model's config is put back after."""
+    own = model.generation_config
+    model.generation_config = clean_generation_config(own)
+    try:
+        yield
+    finally:
+        model.generation_config = own
 
 
 def render_prompt(tokenizer, prompt: Any) -> str:
@@ -40,17 +93,15 @@ def generate(
     seed: int | None = None,
     top_k: int = 0,
 ) -> list[list[Completion]]:
-    """`num_samples` completions for each prompt; `temperature = 0` is greedy decoding. Sampling (`TokenSampler`)
-    keeps every token unless `top_k` > 0, as GRPO (TRL's `top_k=0`) and the paper's nucleus rule do; the model's
-    generation config adds no warper of its own."""
-    args = (model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, batch_size, top_k)
+    """`num_samples` completions for each prompt, drawn as `Sampling` says (the arguments are its fields)."""
+    sampling = Sampling(max_new_tokens, num_samples, temperature, top_p, top_k, seed)
     if seed is None:
-        return _generate(*args)
+        return _generate(model, tokenizer, prompts, sampling, batch_size)
     # a seeded call must not move the caller's random state (a training run's, during a rewriting round); the seed
     # reaches every CUDA device, so all of them are restored
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)
-        return _generate(*args)
+        return _generate(model, tokenizer, prompts, sampling, batch_size)
 
 
 class TokenSampler(LogitsProcessor):
@@ -91,45 +142,41 @@ class TokenSampler(LogitsProcessor):
         return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
 
 
-def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, batch_size, top_k):
+def _generate(model, tokenizer, prompts, sampling: Sampling, batch_size: int) -> list[list[Completion]]:
     stop_ids = set(stop_token_ids(tokenizer, model.generation_config))
-    texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
+    k = sampling.num_samples
+    texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(k)]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    sampling: dict[str, Any] = {"do_sample": False}  # greedy over the TokenSampler's scores samples
-    if temperature > 0:
-        sampling["logits_processor"] = LogitsProcessorList([TokenSampler(temperature, top_p, top_k)])
+    kwargs = sampling.hf_kwargs(sorted(stop_ids), tokenizer.pad_token_id)
     from tqdm.auto import tqdm
 
     flat: list[Completion] = []
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="generating", unit="batch", disable=len(starts) < 2, leave=False):
-        enc = tokenizer(
-            texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left",
-            add_special_tokens=False,
-        ).to(device)
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, eos_token_id=sorted(stop_ids), pad_token_id=tokenizer.pad_token_id,
-            **sampling,
-        )
-        for row in out[:, enc["input_ids"].shape[1] :].tolist():
-            end = next((i for i, t in enumerate(row) if t in stop_ids), None)
-            tokens = row if end is None else row[:end]
-            flat.append(Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None))
+    with run_settings_only(model):
+        for start in tqdm(starts, desc="generating", unit="batch", disable=len(starts) < 2, leave=False):
+            enc = tokenizer(
+                texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                add_special_tokens=False,
+            ).to(device)
+            out = model.generate(**enc, **kwargs)
+            for row in out[:, enc["input_ids"].shape[1] :].tolist():
+                end = next((i for i, t in enumerate(row) if t in stop_ids), None)
+                tokens = row if end is None else row[:end]
+                flat.append(Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None))
     model.train(was_training)
-    return [flat[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+    return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 class VllmGenerator:
     """`generate` for one model folder on a GPU with vLLM: the same rendered prompts (no added special tokens), the
     same stop tokens and the same `Completion`s. The engine loads once, for all calls; `close()` frees the GPU."""
 
-    def __init__(self, model_dir: str, gpu_memory_utilization: float, seed: int, dtype: str = "auto"):
-        from transformers import AutoTokenizer, GenerationConfig
+    def __init__(self, model_dir: str, tokenizer, gpu_memory_utilization: float, seed: int, dtype: str = "auto"):
         from vllm import LLM
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = tokenizer
         try:
             generation_config = GenerationConfig.from_pretrained(model_dir)
         except OSError:  # no generation_config.json: the tokenizer's end-of-sequence token alone
@@ -138,13 +185,8 @@ class VllmGenerator:
         self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization)
 
     def __call__(self, prompts: list[Any], num_samples: int = 1, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(
-            n=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
-            stop_token_ids=sorted(self.stop_ids), skip_special_tokens=True,
-        )
+                 top_p: float = 1.0, seed: int | None = None, top_k: int = 0) -> list[list[Completion]]:
+        params = Sampling(max_new_tokens, num_samples, temperature, top_p, top_k, seed).vllm_params(sorted(self.stop_ids))
         inputs = [
             {"prompt_token_ids": self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]}
             for p in prompts

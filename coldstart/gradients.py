@@ -2,15 +2,17 @@
 compatibility falls (the paper's assumption), and does CADFT's update then vary less than DFT's?
 
 For each sample of K minibatches of B demonstrations (after a batched forward per minibatch, without gradients,
-for the NLL statistics that set the weights), a forward and two backward passes of its own give its gradient under
-the SFT term `-sum_t l_t` and the DFT term `-sum_t sg(p_t) l_t`, each divided by the minibatch's mean completion
-length, so that a minibatch's update under TRL's token normalisation is the mean of its samples' gradients. CADFT's
-sample gradient is its weight times the DFT one (the weight carries no gradient), the weight from the minibatch's
-own NLL statistics (`cadft.stats: batch`, with the run's beta, gate and floor). Four updates are measured per
+for the NLL statistics that set the weights), a forward and backward pass of its own give its gradient under the
+SFT term `-sum_t l_t`, another under the DFT term `-sum_t sg(p_t) l_t`, and a third under the term CADFT weighs,
+each divided by the minibatch's mean completion length, so that a minibatch's update under TRL's token
+normalisation is the mean of its samples' gradients. One gradient at a time (`PASSES`): a 7B model's parameters
+fit a few times on a GPU, not ten. CADFT's sample gradient is its weight times the DFT one (the weight carries no
+gradient), the weight from the minibatch's own NLL statistics (`cadft.stats: batch`, with the run's beta, gate
+and floor). Four updates are measured per
 minibatch: sft, dft, cadft (divided by the tokens, as trained by default) and cadft-weights (divided by the sum of
 weight x tokens: DFT's step size, the control for it). Nothing of size B x parameters is kept: per-sample gradient
-norms, and per loss the minibatch update and a running sum of them (`noise_statistics` turns those into the
-gradient noise).
+norms, and per loss the minibatch updates' squared norms and their running sum (`noise_statistics` turns those into
+the gradient noise).
 """
 
 from __future__ import annotations
@@ -42,7 +44,14 @@ def noise_statistics(sq_norms: list[float], mean_sq_norm: float, batch_size: int
 
 
 def _sq(vectors: list[torch.Tensor]) -> float:
-    return float(sum((v.double() ** 2).sum() for v in vectors))
+    """The squared norm of a list of tensors taken as one vector (per-tensor norms: no copy of the tensors)."""
+    return float(sum(float(torch.linalg.vector_norm(v)) ** 2 for v in vectors))
+
+
+# The gradient passes: which per-sample gradient each takes, and the updates it builds from it. Losses that share
+# a per-sample gradient share a pass (cadft and cadft-weights weigh the same term and differ by a minibatch's
+# normaliser); a pass holds the gradient, one minibatch update and a running sum per update, at most 4 copies.
+PASSES = (("sft", ("sft",)), ("dft", ("dft",)), ("own", ("cadft", "cadft-weights")))
 
 
 def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, cadft: CadftSection | None = None,
@@ -50,7 +59,11 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
     """Per-sample gradient norms (sft, dft; cadft's is its weight times the gradient of its token term, dft's or,
     with `token_weighting: none`, sft's) and each loss's minibatch update statistics over
     `len(samples) // batch_size` minibatches taken in order. `samples`: prompt/completion rows (extra fields such
-    as `id` and `style` are carried into the per-sample records). Sums are kept in fp32."""
+    as `id` and `style` are carried into the per-sample records). Sums are kept in the parameters' dtype.
+
+    Memory: beyond the model, at most 4 parameter-sized buffers at once (one pass per gradient, `PASSES`), at the
+    cost of a forward per sample per pass; tied input and output embeddings add, for a moment, two more of the
+    shared matrix while autograd sums its two gradients."""
     from tqdm.auto import tqdm
 
     c = cadft or CadftSection()
@@ -58,50 +71,65 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
     if k < 1:
         raise ColdstartError(f"mechanism: {len(samples)} demonstrations do not make one minibatch of {batch_size}")
     params = [p for p in model.parameters() if p.requires_grad]
+    minibatches = [samples[b * batch_size:(b + 1) * batch_size] for b in range(k)]
+    rows = [[tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in chunk] for chunk in minibatches]
     was_training = model.training
     model.eval()  # dropout off: the gradient of the policy as it is
-    sums = {loss: [torch.zeros_like(p, dtype=torch.float32) for p in params] for loss in LOSSES}
-    sq_norms: dict[str, list[float]] = {loss: [] for loss in LOSSES}
-    records = []
     try:
-        for b in tqdm(range(k), desc="gradients", unit="minibatch", disable=not progress):
-            chunk = samples[b * batch_size:(b + 1) * batch_size]
-            rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in chunk]
+        stats = []  # per minibatch: each sample's NLL, tokens and weight, from one batched forward without gradients
+        for chunk in rows:
             with torch.no_grad():
-                log_probs, mask = _logprobs(model, tokenizer, rows, fused)
+                log_probs, mask = _logprobs(model, tokenizer, chunk, fused)
                 nll, tokens = sequence_nll(log_probs.float(), mask)
             weights = cadft_weights(nll, *mean_std(batch_moments(nll)), c.beta, c.gate_min, c.weight_floor)
-            mean_tokens = float(tokens.float().mean())
-            updates = {loss: [torch.zeros_like(p, dtype=torch.float32) for p in params] for loss in LOSSES}
-            weighted_tokens = float((weights * tokens).sum())
-            for i, row in enumerate(rows):
-                lp, m = _logprobs(model, tokenizer, [row], fused)
-                lp, m = lp[0], m[0]
-                sft = -(lp * m).sum() / mean_tokens
-                dft = -(lp * m * lp.detach().exp()).sum() / mean_tokens
-                g_sft = torch.autograd.grad(sft, params, retain_graph=True, allow_unused=True)
-                g_dft = torch.autograd.grad(dft, params, allow_unused=True)
-                g_sft = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() for g, p in zip(g_sft, params)]
-                g_dft = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() for g, p in zip(g_dft, params)]
-                g_own = g_dft if c.token_weighting == "dft" else g_sft  # the term CADFT weighs
-                w = float(weights[i])
-                torch._foreach_add_(updates["sft"], g_sft, alpha=1 / len(rows))
-                torch._foreach_add_(updates["dft"], g_dft, alpha=1 / len(rows))
-                torch._foreach_add_(updates["cadft"], g_own, alpha=w / len(rows))
-                # divided by the sum of weight x tokens instead of the tokens: sum_i w_i raw_i / sum_i w_i T_i
-                torch._foreach_add_(updates["cadft-weights"], g_own, alpha=w * mean_tokens / max(weighted_tokens, 1e-12))
-                norm_sft, norm_dft = math.sqrt(_sq(g_sft)), math.sqrt(_sq(g_dft))
-                records.append({**{f: chunk[i][f] for f in ("id", "style") if f in chunk[i]}, "minibatch": b,
-                                "nll": float(nll[i]), "compatibility": math.exp(-float(nll[i])),
-                                "tokens": int(tokens[i]), "weight": w, "norm_sft": norm_sft, "norm_dft": norm_dft,
-                                "norm_cadft": w * (norm_dft if c.token_weighting == "dft" else norm_sft)})
-            for loss in LOSSES:
-                sq_norms[loss].append(_sq(updates[loss]))
-                torch._foreach_add_(sums[loss], updates[loss])
+            stats.append((nll, tokens, weights))
+        own = "dft" if c.token_weighting == "dft" else "sft"
+        norms: dict[str, list[list[float]]] = {}
+        updates_stats = {}
+        bar = tqdm(total=k * len(PASSES), desc="gradients", unit="minibatch", disable=not progress)
+        for term, losses in PASSES:
+            sums = {loss: [torch.zeros_like(p) for p in params] for loss in losses}
+            sq_norms: dict[str, list[float]] = {loss: [] for loss in losses}
+            norms[term] = []
+            for chunk, (nll, tokens, weights) in zip(rows, stats):
+                mean_tokens = float(tokens.float().mean())
+                update = [torch.zeros_like(p) for p in params]  # sum_i coefficient_i x gradient_i
+                chunk_norms = []
+                for i, row in enumerate(chunk):
+                    lp, m = _logprobs(model, tokenizer, [row], fused)
+                    lp, m = lp[0], m[0]
+                    token_weight = lp.detach().exp() if (own if term == "own" else term) == "dft" else 1.0
+                    grads = torch.autograd.grad(-(lp * m * token_weight).sum() / mean_tokens, params, allow_unused=True)
+                    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+                    chunk_norms.append(math.sqrt(_sq(grads)))
+                    coefficient = float(weights[i]) if term == "own" else 1.0
+                    torch._foreach_add_(update, grads, alpha=coefficient / len(chunk))
+                    del grads
+                norms[term].append(chunk_norms)
+                # cadft divides by the tokens (the update as built); cadft-weights by the sum of weight x tokens:
+                # sum_i w_i raw_i / sum_i w_i T_i, the same update rescaled
+                scale = {"cadft-weights": mean_tokens * len(chunk) / max(float((weights * tokens).sum()), 1e-12)}
+                for loss in losses:
+                    sq_norms[loss].append(scale.get(loss, 1.0) ** 2 * _sq(update))
+                    torch._foreach_add_(sums[loss], update, alpha=scale.get(loss, 1.0))
+                del update
+                bar.update()
+            for loss in losses:
+                updates_stats[loss] = noise_statistics(sq_norms[loss], _sq([s / k for s in sums[loss]]), batch_size)
+            del sums
+        bar.close()
     finally:
         model.train(was_training)
-    updates_stats = {loss: noise_statistics(sq_norms[loss], _sq([s / k for s in sums[loss]]), batch_size)
-                     for loss in LOSSES}
+    records = []
+    for b, (chunk, (nll, tokens, weights)) in enumerate(zip(minibatches, stats)):
+        for i, sample in enumerate(chunk):
+            w = float(weights[i])
+            norm_sft, norm_dft = norms["sft"][b][i], norms["dft"][b][i]
+            records.append({**{f: sample[f] for f in ("id", "style") if f in sample}, "minibatch": b,
+                            "nll": float(nll[i]), "compatibility": math.exp(-float(nll[i])),
+                            "tokens": int(tokens[i]), "weight": w, "norm_sft": norm_sft, "norm_dft": norm_dft,
+                            "norm_cadft": w * (norm_dft if own == "dft" else norm_sft)})
+    updates_stats = {loss: updates_stats[loss] for loss in LOSSES}
     return {"minibatches": k, "batch_size": batch_size, "beta": c.beta, "samples": records, "losses": updates_stats}
 
 

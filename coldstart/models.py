@@ -102,17 +102,46 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_model(section: ModelSection, path: str | None = None):
-    """Load a causal LM for training or generation from `path` (default: the section's model)."""
+def has_adapters(folder: str | Path) -> bool:
+    """Whether a folder holds LoRA adapters (peft) rather than a whole model."""
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def load_model(section: ModelSection, path: str | None = None, merge_adapters: bool = True):
+    """Load a causal LM for training or generation from `path` (default: the section's model); a folder of LoRA
+    adapters is loaded onto the section's base model and, with `merge_adapters`, merged into it. Stages load
+    through `coldstart.runtime.Runtime.load_model`, which puts the model on the process's device."""
     from transformers import AutoModelForCausalLM
 
     path = path or resolve_model_path(section.name_or_path)
+    if has_adapters(path):
+        from peft import PeftModel
+
+        base = load_model(section, resolve_model_path(section.name_or_path))
+        model = PeftModel.from_pretrained(base, str(path))
+        return model.merge_and_unload() if merge_adapters else model
     if section.trust_remote_code:
         warnings.warn(f"model.trust_remote_code is on: code from {path} will run on this machine", stacklevel=2)
     dtype = "auto" if section.dtype == "auto" else getattr(torch, section.dtype)
     return AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, trust_remote_code=section.trust_remote_code, use_safetensors=True
     )
+
+
+def weights_bytes(path: str, dtype: str) -> int | None:
+    """The bytes a local model folder's weights take once loaded in `dtype` (their files' size, rescaled from the
+    stored dtype), or None when that is not known (a Hub id, a folder without a config)."""
+    import json
+
+    folder = Path(path)
+    files = list(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files or not (folder / "config.json").is_file():
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    size = {"float32": 4, "bfloat16": 2, "float16": 2}
+    scale = size.get(dtype, size.get(stored, 4)) / size.get(stored, 4)
+    return int(sum(f.stat().st_size for f in files) * scale)
 
 
 def lora_config(section: ModelSection):

@@ -329,7 +329,8 @@ def lengths(ctx: Context) -> list[Finding]:
             out.append(Finding("lengths", "ok", f"all {len(found)} demonstrations fit {where} (longest {longest})"))
     positions = getattr(ctx.text_config, "max_position_embeddings", None)
     limit = cfg.rl.trainer.get("vllm_max_model_length") or positions
-    if limit:
+    # RL prompts are rolled out by the handoff and trained on by GRPO: a stage list without either does not need them
+    if limit and (ctx.stages is None or {"handoff", "rl"} & set(ctx.stages)):
         prompt_tokens = [_prompt_tokens(ctx.tokenizer, p) for p in ctx.prompts["prompt"]]
         room = [n for n in prompt_tokens if n + cfg.rl.max_completion_length > limit]
         what = f"rl.max_completion_length={cfg.rl.max_completion_length}"

@@ -29,7 +29,7 @@ from typing import Any
 from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from coldstart import distributed, faults, generation
+from coldstart import faults, runtime, generation
 from coldstart.compatibility import score
 from coldstart.config import RewriteSection
 from coldstart.errors import ColdstartError
@@ -106,7 +106,7 @@ class Rewriter(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         """Write into each accepted attempt how many times training drew its rewrite."""
-        if not distributed.is_main() or not self.log_path.is_file():
+        if not runtime.is_main() or not self.log_path.is_file():
             return
         records = [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines()]
         for r in records:
@@ -146,18 +146,18 @@ class Rewriter(TrainerCallback):
         s = self.section
         rng = random.Random(f"rewrite-{self.seed}-{step}")
         ranked = self.candidates(step, total_steps)
-        picked = distributed.from_main(pick({i: v[0] for i, v in ranked.items()}, num_picks(s.fraction, len(self.store))))
+        picked = runtime.from_main(pick({i: v[0] for i, v in ranked.items()}, num_picks(s.fraction, len(self.store))))
         chosen = [i for i in picked if rng.random() < s.replace_prob]
         records = [self._record(step, i, ranked[i], accepted=False, reason="not drawn (replace_prob)")
                    for i in picked if i not in chosen]
         if chosen:
             records += self._attempt(step, chosen, ranked)
-        records = distributed.from_main(records)
+        records = runtime.from_main(records)
         for r in records:
             if r["accepted"]:
                 self.store.accept(r["index"], r["new"], step, r["new_nll"])
         faults.reach("rewrite")
-        if distributed.is_main():
+        if runtime.is_main():
             with self.log_path.open("a", encoding="utf-8") as handle:
                 for r in records:
                     handle.write(json.dumps(r) + "\n")
@@ -180,7 +180,7 @@ class Rewriter(TrainerCallback):
                 model, self.tokenizer, prompts, num_samples=s.num_candidates, max_new_tokens=s.max_new_tokens,
                 temperature=s.temperature, top_p=s.top_p, seed=self.seed + step,
             )
-            outputs = distributed.from_main(outputs)
+            outputs = runtime.from_main(outputs)
             finished = {i: [c.text for c in completions if c.finished and c.text.strip()]
                         for i, completions in zip(chosen, outputs)}
             texts = {i: [t for t in ts if self._fits(i, t)] for i, ts in finished.items()}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from coldstart import distributed, faults
+from coldstart import faults, runtime
 from coldstart.errors import ColdstartError
 
 logger = logging.getLogger(__name__)
@@ -203,18 +203,17 @@ class RunDir:
         force: bool = False,
         config_text: str | None = None,
         keep: Callable[[Path], bool] = lambda rel: True,
-        every_process: bool = False,
     ) -> dict[str, Any]:
         """Run `body(work_dir)` unless the stage already finished with this fingerprint; returns its manifest entry.
 
         `body` writes into `work_dir` (kept across interruptions, so it can resume) and returns metrics. When it
         returns, top-level entries for which `keep(name)` is False are removed and the folder is renamed into place.
-        In several processes, a training stage (`every_process`) runs `body` in each, and the main process's
-        metrics are recorded; any other stage runs it in the main process while the others wait.
+        In several processes every process runs `body` (a trainer's ranks train together; other stages split their
+        work with `Runtime.map`), the main process alone writes the folder's files, and its metrics are recorded.
         """
         digest = json_sha256(fingerprint)
         final, work = self.stage_dir(stage), self.partial_dir(stage)
-        main = distributed.is_main()
+        main = runtime.is_main()
         if main:
             for stale in self.root.glob(".*.tmp"):  # left by a crash in the middle of an atomic write
                 stale.unlink()
@@ -225,7 +224,7 @@ class RunDir:
                 if main and entry.get("status") != "done":  # renamed into place, the manifest write interrupted
                     self.update_stage(stage, status="done")
                 logger.info("%s: finished with the same config and inputs, skipped", stage)
-                distributed.wait()
+                runtime.wait()
                 return self.manifest()["stages"][stage]
             if not force:
                 changes = _diff(entry.get("fingerprint_data", {}), fingerprint)
@@ -235,17 +234,20 @@ class RunDir:
                     "or --set name=<new run> to keep both"
                 )
         started = time.time()
+        runtime.take_loads()
+        runtime.reset_peak_memory()
         if main:
             self._prepare(stage, digest, fingerprint, redo, config_text)
-        distributed.wait()
+        runtime.wait()
         try:
-            metrics = body(work) if main or every_process else None
+            metrics = body(work)
         except BaseException as e:
             if main:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 self.update_stage(stage, status=status, error=str(e)[:500])
             raise
-        distributed.wait()
+        loads = runtime.take_loads()  # where the main process's models ran
+        runtime.wait()
         if main:
             for path in work.iterdir():
                 if path.name != FINGERPRINT_FILE and not keep(Path(path.name)):
@@ -259,8 +261,10 @@ class RunDir:
                 outputs_sha256=tree_sha256(final, skip=is_checkpoint),
                 metrics=metrics,
                 error=None,
+                models_on=loads,
+                peak_memory_gib=round(runtime.peak_memory_gib(), 3),
             )
-        distributed.wait()
+        runtime.wait()
         return self.manifest()["stages"][stage]
 
     def _prepare(self, stage: str, digest: str, fingerprint: dict[str, Any], redo: bool, config_text: str | None):

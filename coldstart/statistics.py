@@ -157,3 +157,9 @@ def rank_associations(diagnostics: dict[str, list[float | None]], outcome: list[
         for t, p in zip(tested.values(), adjusted):
             t["p_adjusted"] = float(p)
     return tested
+
+
+def mean_present(values: list[float | None]) -> float | None:
+    """The mean of the values that are there (None when none is)."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None

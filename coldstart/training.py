@@ -20,9 +20,12 @@ from coldstart.runs import is_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
+def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str, Any] | None = None,
+                   timeout_minutes: float | None = None) -> dict[str, Any]:
     """Keyword arguments for a TRL config: the section's TRL fields, with `None` precision settings resolved, and
-    `tracking` (`coldstart.tracking.trainer_args`: report_to, run_name, project) where the section sets none.
+    `tracking` (`coldstart.tracking.trainer_args`: report_to, run_name, project) where the section sets none, and
+    `ddp_timeout` from the runtime's `timeout_minutes` (the process group exists by then with that timeout; the
+    Trainer's value would otherwise say another).
 
     TRL turns bf16 and gradient checkpointing on by default; on a CPU both make a small model slower (bf16
     autocast without AMX, recomputation with plenty of memory), so `None` means on for CUDA only.
@@ -33,6 +36,8 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str
         if kwargs.get(key) is None:
             kwargs[key] = cuda
     kwargs.setdefault("use_cpu", not cuda)
+    if timeout_minutes is not None:
+        kwargs.setdefault("ddp_timeout", round(timeout_minutes * 60))
     # every parameter takes part in every forward: DDP's search for unused ones is a wasted graph traversal
     kwargs.setdefault("ddp_find_unused_parameters", False)
     for key, value in (tracking or {"report_to": "none"}).items():

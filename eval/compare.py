@@ -28,7 +28,7 @@ from coldstart.grading import is_correct
 from coldstart.models import model_fingerprint
 from coldstart.runs import RunDir, json_sha256, read_jsonl, versions
 from coldstart.stability import curve_stability
-from coldstart.statistics import paired_difference, rank_associations, seed_problem_interval
+from coldstart.statistics import mean_present, paired_difference, rank_associations, seed_problem_interval
 
 ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
 
@@ -52,7 +52,7 @@ def arm_stages(cfg: Config) -> list[str]:
     return ["warmup", "handoff"] + (["rl"] if cfg.compare.rl else []) + ["eval"]
 
 
-def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict[str, RunDir]:
+def run_matrix(cfg: Config, run_stage: dict[str, Any], runtime, force: list[str]) -> dict[str, RunDir]:
     """Run (or skip, when finished) every start x seed through warm-up, handoff, RL and eval."""
     runs = {}
     for seed in cfg.compare.seeds:
@@ -62,7 +62,7 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], force: list[str]) -> dict
             forced = False
             for stage in arm_stages(cfg):
                 forced = forced or stage in force
-                run_stage[stage](sub, run_dir, force=forced)
+                run_stage[stage](sub, run_dir, runtime, force=forced)
             runs[f"{ARM_NAMES[start]}-seed{seed}"] = run_dir
     return runs
 
@@ -90,25 +90,31 @@ def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
     return out
 
 
-def run_mechanism(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
+def run_mechanism(cfg: Config, runs: dict[str, RunDir], runtime) -> dict[str, Path]:
     """`coldstart mechanism` on every model of `mechanism_models` (skipped when the same folder was measured
-    with the same settings); the folders of their results by name."""
+    with the same settings); the folders of their results by name. In several processes each measures its own
+    share of the policies, into their own folders, and all wait for the last."""
     from coldstart.eval import mechanism
 
     if not cfg.compare.mechanism:
         return {}
     seed_cfg = start_config(cfg, cfg.compare.starts[0], cfg.compare.seeds[0])
+    models = mechanism_models(cfg, runs)
+    mine = set(runtime.mine_of(list(models)))
     out = {}
-    for name, folder in mechanism_models(cfg, runs).items():
+    for name, folder in models.items():
         target = compare_dir(cfg).parent / "mechanism" / name.replace("@", "-")
+        out[name] = target
+        if name not in mine:
+            continue
         key = json_sha256({"model": model_fingerprint(str(folder)), "seed": seed_cfg.seed,
                            "minibatches": cfg.compare.mechanism_minibatches, "data": settings(cfg.data),
                            "model_settings": settings(cfg.model), "warmup": settings(cfg.warmup),
                            "versions": versions()})
         done = target / "results.json"
         if not (done.is_file() and json.loads(done.read_text()).get("key") == key):
-            mechanism.run(seed_cfg, str(folder), target, cfg.compare.mechanism_minibatches, key=key)
-        out[name] = target
+            mechanism.run(seed_cfg, str(folder), target, cfg.compare.mechanism_minibatches, runtime, key=key)
+    runtime.wait()
     return out
 
 
@@ -421,12 +427,6 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
     if results.get("mechanism"):
         rows.insert(0, _mechanism_claim(results["mechanism"]))
     return rows
-
-
-def mean_present(values: list[float | None]) -> float | None:
-    """The mean of the values that are there (None when none is)."""
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
 
 
 def _signal(run_dir: RunDir) -> dict[str, Any]:

@@ -18,7 +18,15 @@ from coldstart.statistics import bootstrap_ci, macro_mean_ci, pass_at_k
 
 def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
              temperature: float = 1.0, seed: int = 0, top_p: float = 1.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics).
+    """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics)."""
+    records = grade(generate, samples, max_new_tokens, num_samples, temperature, seed, top_p)
+    return records, summarize_records(records)
+
+
+def grade(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
+          temperature: float = 1.0, seed: int = 0, top_p: float = 1.0) -> list[dict[str, Any]]:
+    """One record per sample: its greedy completion graded, and with `num_samples` k, how many of k sampled
+    completions are right.
 
     `generate(prompts, num_samples=, max_new_tokens=, temperature=, top_p=, seed=)` makes the completions: HF
     `generate` bound to a model (`coldstart.generation.generate`) or a `VllmGenerator`.
@@ -46,7 +54,7 @@ def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_t
             record["samples_correct"] = sum(is_correct(sample["answer"], c.text) for c in sampled[i])
             record["num_samples"] = num_samples
         records.append(record)
-    return records, summarize_records(records)
+    return records
 
 
 def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:

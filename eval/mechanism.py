@@ -13,7 +13,7 @@ from coldstart.data import load_samples
 from coldstart.gradients import LOSSES, assumption, measure, norm_deciles
 from coldstart.lengths import apply_length_policy
 from coldstart.eval.report import number
-from coldstart.models import load_model, load_tokenizer, resolve_model_path
+from coldstart.models import resolve_model_path
 from coldstart.plots import gradient_deciles
 from coldstart.runs import STAGES, atomic_write_text, folder_in_place
 
@@ -26,16 +26,24 @@ def policy_name(model: str) -> str:
     return "/".join(folder.parts[-3:]) if folder.parent.name in STAGES else folder.name
 
 
-def run(cfg: Config, model_path: str, out: Path, minibatches: int, key: str | None = None) -> dict[str, Any]:
-    """Measure `model_path` on `minibatches` minibatches of the training split (shuffled by the run's seed) and
-    write the results to `out` (with `key`, what they were measured from, for callers that skip a repeat)."""
+def global_batch(cfg: Config, processes: int) -> int:
+    """The warm-up's global batch: what CADFT's batch statistics z-score over (`cadft.stats: batch`) and B of the
+    noise scale."""
+    return cfg.warmup.per_device_train_batch_size * cfg.warmup.gradient_accumulation_steps * processes
+
+
+def run(cfg: Config, model_path: str, out: Path, minibatches: int, runtime,
+        key: str | None = None) -> dict[str, Any]:
+    """Measure `model_path` on `minibatches` minibatches of the warm-up's global batch (the launch's processes
+    count in it) from the training split (shuffled by the run's seed), on this process's device, and write the
+    results to `out` (with `key`, what they were measured from, for callers that skip a repeat)."""
     path = resolve_model_path(model_path)
-    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
+    tokenizer = runtime.load_tokenizer(path, cfg.model.trust_remote_code)
     train, _ = load_samples(cfg.data, "train", cfg.seed)
     train, _ = apply_length_policy(train, tokenizer, cfg.warmup.max_length, "drop")
-    batch = cfg.warmup.per_device_train_batch_size * cfg.warmup.gradient_accumulation_steps
+    batch = global_batch(cfg, runtime.num_processes)
     train = train.shuffle(seed=cfg.seed).select(range(min(len(train), minibatches * batch)))
-    model = load_model(cfg.model, path)
+    model = runtime.load_model(cfg.model, path)
     results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft, cfg.warmup.max_length)
     results = {"model": policy_name(path), "data": cfg.data.source, "key": key, **results,
                "assumption": _tests(results["samples"])}

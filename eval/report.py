@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from coldstart.errors import ColdstartError
-from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse, mean_present
+from coldstart.eval.compare import BEFORE_RL, DURING_RL, analyse
 from coldstart.mismatch import render_markdown
 from coldstart.plots import compare_figures
 from coldstart.runs import RunDir, folder_in_place, read_jsonl
+from coldstart.statistics import mean_present
 
 
 # -- the comparison -------------------------------------------------------------------------------------------

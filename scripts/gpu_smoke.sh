@@ -4,7 +4,8 @@
 #   scripts/gpu_smoke.sh            (writes $OUT/gpu_smoke.md, else runs/gpu-smoke/gpu_smoke.md; ~3-5 minutes)
 # It installs the carried wheels and the project into /tmp/site, runs the tests marked `gpu`, then a tiny
 # `coldstart run` (a 2-layer random model with the embedded tokenizer: score, warm-up, handoff, GRPO, eval) on CUDA,
-# and reports what ran, how long each part took and what the run recorded. COLDSTART_SMOKE_CPU=1 runs it on a CPU
+# and reports what ran, how long each part took, the device every stage's models were on and its peak memory
+# ($OUT/stages.json; a model off the GPU fails the check), and what the run recorded. COLDSTART_SMOKE_CPU=1 runs it on a CPU
 # with WHEELS=none and PYTHON=.venv/bin/python (to try the script itself; the gpu tests are then skipped).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -78,19 +79,30 @@ say "## tiny coldstart run on $("$PY" -c 'import torch; print("CUDA" if torch.cu
 say '```'
 grep -v -E "it/s\]|s/it\]|examples/s\]" "$WORK/run.log" | tail -n 40 | tee -a "$REPORT"
 say '```'
-"$PY" - "$WORK/runs/smoke" <<'PY' | tee -a "$REPORT"
-import json, sys
+"$PY" - "$WORK/runs/smoke" "$REPORT_DIR/stages.json" <<'PY' | tee -a "$REPORT" || status=1
+import json, os, sys
 from pathlib import Path
 run = Path(sys.argv[1])
 if not (run / "manifest.json").is_file():
     raise SystemExit("no manifest: the run did not start")
 stages = json.loads((run / "manifest.json").read_text())["stages"]
-print("\n| stage | status | seconds | recorded |\n| --- | --- | --- | --- |")
+print("\n| stage | status | seconds | models on | peak memory (GiB) | recorded |\n| --- | --- | --- | --- | --- | --- |")
 keep = ("steps", "first_loss", "last_loss", "finished_rate", "checks_failed", "zero_variance_share_mean")
+per_stage, off_device = {}, []
 for name, entry in stages.items():
-    metrics = entry.get("metrics", {})
+    metrics = entry.get("metrics") or {}
     shown = {k: metrics[k] for k in keep if k in metrics}
-    print(f"| {name} | {entry.get('status')} | {entry.get('seconds', 0):.0f} | {json.dumps(shown)} |")
+    on = entry.get("models_on", [])
+    per_stage[name] = {"status": entry.get("status"), "seconds": entry.get("seconds"), "models_on": on,
+                       "peak_memory_gib": entry.get("peak_memory_gib")}
+    print(f"| {name} | {entry.get('status')} | {entry.get('seconds', 0):.0f} | {', '.join(on) or '-'} | "
+          f"{entry.get('peak_memory_gib', 0):.2f} | {json.dumps(shown)} |")
+    # every model a stage loads must be on the GPU (the eval stage may read cached grades and load none)
+    off_device += [f"{name}: {d}" for d in on if not d.startswith("cuda") and os.environ.get("COLDSTART_SMOKE_CPU") != "1"]
+Path(sys.argv[2]).write_text(json.dumps(per_stage, indent=2) + "\n")
+if off_device:
+    raise SystemExit(f"\nmodels off the GPU: {'; '.join(off_device)}")
+print(f"\nevery model on the GPU; per stage: {sys.argv[2]}")
 PY
 cp "$WORK/pytest.log" "$WORK/run.log" "$REPORT_DIR/" 2>/dev/null
 say ""

@@ -20,17 +20,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from transformers import AutoTokenizer
-
 from coldstart import cards, tracking
 from coldstart.benchmarks import first_problems, load_set
 from coldstart.config import Config, settings
 from coldstart.data import load_samples
-from coldstart.eval.evaluate import evaluate
+from coldstart.eval.evaluate import grade, summarize_records
 from coldstart.eval.report import results_table
 from coldstart.generation import VllmGenerator, generate
-from coldstart.models import load_model, model_fingerprint, resolve_model_path
+from coldstart.models import model_fingerprint, resolve_model_path
 from coldstart.runs import RunDir, atomic_write_text, json_sha256, versions, write_jsonl
+from coldstart.runtime import Runtime
 from coldstart.statistics import paired_difference
 
 logger = logging.getLogger(__name__)
@@ -60,54 +59,63 @@ def held_out(cfg: Config):
 
 
 @contextmanager
-def generator(cfg: Config, model_dir: Path) -> Iterator[Callable[..., list]]:
-    """A model folder's generator for `evaluate`: vLLM (`eval.use_vllm`; the engine is freed on exit) or HF
-    `generate` on the loaded model."""
+def generator(cfg: Config, model_dir: Path, runtime: Runtime) -> Iterator[Callable[..., list]]:
+    """A model folder's generator for `evaluate`, on this process's device: vLLM (`eval.use_vllm`; the engine is
+    freed on exit) or HF `generate` on the loaded model."""
     e = cfg.eval
+    tokenizer = runtime.load_tokenizer(model_dir, cfg.model.trust_remote_code)
     if e.use_vllm:
-        vllm = VllmGenerator(str(model_dir), e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
+        vllm = VllmGenerator(str(model_dir), tokenizer, e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
         try:
             yield vllm
         finally:
             vllm.close()
         return
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    yield functools.partial(generate, load_model(cfg.model, str(model_dir)), tokenizer, batch_size=e.batch_size)
+    yield functools.partial(generate, runtime.load_model(cfg.model, model_dir), tokenizer, batch_size=e.batch_size)
 
 
-def evaluate_with(cfg: Config, generate_fn: Callable[..., list], problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`evaluate` with the eval section's settings."""
+def evaluate_with(cfg: Config, generate_fn: Callable[..., list], problems,
+                  runtime: Runtime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`evaluate` with the eval section's settings, each process grading its share of the problems."""
     e = cfg.eval
-    return evaluate(generate_fn, problems, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p)
+
+    records = runtime.map(
+        lambda part: grade(generate_fn, part, e.max_new_tokens, e.num_samples, e.temperature, cfg.seed, e.top_p),
+        problems,
+    )
+    return records, summarize_records(records)
 
 
-def evaluate_folder(cfg: Config, model_dir: Path, problems) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Evaluate one model folder on `problems`."""
-    with generator(cfg, model_dir) as generate_fn:
-        return evaluate_with(cfg, generate_fn, problems)
-
-
-def evaluate_cached(cfg: Config, model_dir: Path, problems,
-                    reuse: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`evaluate_folder`, read back from the eval cache when the same model was graded on the same problems with
-    the same settings and code (unless `reuse` is off: `--force eval` grades again, and replaces the entry)."""
+def cache_key(cfg: Config, model_dir: Path, problems) -> str:
+    """What a model's grades on `problems` depend on: its files, the problems, how it is loaded (`model`:
+    dtype, remote code), the eval settings, the code and library versions, and the seed when sampling."""
     eval_settings = {k: v for k, v in settings(cfg.eval).items() if k not in ("base", "benchmarks")}  # not the set
-    key = json_sha256({
-        "model": model_fingerprint(str(model_dir)), "problems": problems.to_list(), "eval": eval_settings,
-        "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
+    return json_sha256({
+        "model": model_fingerprint(str(model_dir)), "loaded": settings(cfg.model), "problems": problems.to_list(),
+        "eval": eval_settings, "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
     })
-    cached = cfg.run_dir.parent / ".eval-cache" / f"{key}.json"
-    if reuse and cached.is_file():
+
+
+def evaluate_cached(cfg: Config, model_dir: Path, problems, runtime: Runtime,
+                    reuse: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`evaluate_with` on one model folder, read back from the eval cache when the same model was graded on the
+    same problems with the same settings and code (unless `reuse` is off: `--force eval` grades again, and
+    replaces the entry). The main process decides and writes; every process grades its share."""
+    cached = cfg.run_dir.parent / ".eval-cache" / f"{cache_key(cfg, model_dir, problems)}.json"
+    saved = json.loads(cached.read_text()) if runtime.is_main and reuse and cached.is_file() else None
+    saved = runtime.from_main(saved)
+    if saved is not None:
         logger.info("eval: %s was graded on these problems before (%s), reused", model_dir, cached)
-        saved = json.loads(cached.read_text())
         return saved["records"], saved["metrics"]
-    records, metrics = evaluate_folder(cfg, model_dir, problems)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cached, json.dumps({"model": str(model_dir), "records": records, "metrics": metrics}) + "\n")
+    with generator(cfg, model_dir, runtime) as generate_fn:
+        records, metrics = evaluate_with(cfg, generate_fn, problems, runtime)
+    if runtime.is_main:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cached, json.dumps({"model": str(model_dir), "records": records, "metrics": metrics}) + "\n")
     return records, metrics
 
 
-def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     models = run_models(cfg, run_dir)
     if "warmup" not in models:
         run_dir.require("warmup", "eval")
@@ -117,7 +125,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         results: dict[str, Any] = {"models": {}, "data": stats.to_dict()}
         correct, lines = {}, []
         for arm, (_, model_dir) in models.items():
-            records, metrics = evaluate_cached(cfg, model_dir, problems, reuse=not force)
+            records, metrics = evaluate_cached(cfg, model_dir, problems, runtime, reuse=not force)
             results["models"][arm] = {"path": str(model_dir), **metrics}
             correct[arm] = [float(r["correct"]) for r in records]
             lines += [{"model": arm, **r} for r in records]
@@ -125,9 +133,11 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             benchmark = load_set(cfg, name, cfg.eval.num_problems)
             results.setdefault("benchmarks", {})[name] = {}
             for arm, (_, model_dir) in models.items():
-                records, metrics = evaluate_cached(cfg, model_dir, benchmark, reuse=not force)
+                records, metrics = evaluate_cached(cfg, model_dir, benchmark, runtime, reuse=not force)
                 results["benchmarks"][name][arm] = metrics
                 lines += [{"model": arm, "set": name, **r} for r in records]
+        if not runtime.is_main:
+            return {}
         write_jsonl(work / "records.jsonl", lines)
         if "base" in correct:
             results["warmup_gain"] = paired_difference(correct["warmup"], correct["base"])

@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from coldstart import cards, tracking
 from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
@@ -28,27 +26,18 @@ from coldstart.generation import generate
 from coldstart.grading import has_boxed_answer, is_correct
 from coldstart.lengths import apply_length_policy
 from coldstart.mismatch import build_report, render_markdown, rollout_stats
-from coldstart.models import load_model, resolve_model_path
+from coldstart.models import has_adapters, resolve_model_path
 from coldstart.plots import mismatch_figure, pass_rate_histogram
 from coldstart.runs import RunDir, read_jsonl, tree_sha256, write_jsonl
+from coldstart.runtime import Runtime
 from coldstart.training import checkpoint_step, sealed_checkpoints
 
 
-def load_warmed(cfg: Config, folder: Path) -> tuple[Any, bool]:
-    """The model in a warm-up folder (`final/` or a checkpoint), LoRA adapters merged; and whether there were any."""
-    if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = load_model(cfg.model, resolve_model_path(cfg.model.name_or_path))
-        return PeftModel.from_pretrained(base, str(folder)).merge_and_unload(), True
-    return load_model(cfg.model, str(folder)), False
-
-
-def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
+def export(cfg: Config, runtime: Runtime, final: Path, out: Path) -> dict[str, Any]:
     """Write the warmed model in `final` (LoRA adapters are merged) to `out` as a self-contained HF checkpoint;
     returns what was changed."""
-    tokenizer = AutoTokenizer.from_pretrained(final)
-    model, merged = load_warmed(cfg, final)
+    tokenizer = runtime.load_tokenizer(final, cfg.model.trust_remote_code)
+    model = runtime.load_model(cfg.model, final)
     model.config.use_cache = True
     model.generation_config.use_cache = True
     added: list[int] = []
@@ -60,10 +49,18 @@ def export(cfg: Config, final: Path, out: Path) -> dict[str, Any]:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    return {"merged_lora": merged, "added_stop_ids": added}
+    return {"merged_lora": has_adapters(final), "added_stop_ids": added}
 
 
-def _rollouts(cfg: Config, model, tokenizer, prompts, seed: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+def _rollouts(cfg: Config, runtime: Runtime, model, tokenizer, prompts,
+              seed: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Each prompt's group of GRPO-sampled completions, graded (each process rolls out its share of the prompts)."""
+    groups = runtime.map(lambda part: _rollout_groups(cfg, model, tokenizer, part, seed), prompts)
+    records = [{"id": sample_id, **r} for sample_id, group in zip(prompts["id"], groups) for r in group]
+    return [[{k: v for k, v in r.items() if k != "completion"} for r in group] for group in groups], records
+
+
+def _rollout_groups(cfg: Config, model, tokenizer, prompts, seed: int) -> list[list[dict[str, Any]]]:
     rl = cfg.rl
     outputs = generate(
         model, tokenizer, prompts["prompt"], num_samples=rl.num_generations, max_new_tokens=rl.max_completion_length,
@@ -75,16 +72,12 @@ def _rollouts(cfg: Config, model, tokenizer, prompts, seed: int) -> tuple[list[l
          "completion": [{"role": "assistant", "content": c.text}] if isinstance(sample["prompt"], list) else c.text}
         for sample, completions in zip(prompts, outputs) for c in completions
     ], batch_size=cfg.handoff.batch_size))
-    groups, records = [], []
-    for sample, completions in zip(prompts, outputs):
-        group = []
-        for c in completions:
-            r = {"correct": is_correct(sample["answer"], c.text, rl.reward_timeout), "boxed": has_boxed_answer(c.text),
-                 "finished": c.finished, "num_tokens": c.num_tokens, "entropy": next(entropy)}
-            group.append(r)
-            records.append({"id": sample["id"], "completion": c.text, **r})
-        groups.append(group)
-    return groups, records
+    return [
+        [{"completion": c.text, "correct": is_correct(sample["answer"], c.text, rl.reward_timeout),
+          "boxed": has_boxed_answer(c.text), "finished": c.finished, "num_tokens": c.num_tokens,
+          "entropy": next(entropy)} for c in completions]
+        for sample, completions in zip(prompts, outputs)
+    ]
 
 
 def selection_seed(cfg: Config) -> int:
@@ -106,7 +99,8 @@ def rollout_prompts(cfg: Config, train):
     return report, pool.select(range(first, min(first + s.prompts, len(pool))))
 
 
-def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -> tuple[Path, list[dict[str, Any]]]:
+def select_checkpoint(cfg: Config, runtime: Runtime, warmup_dir: Path, final_step: int,
+                      prompts) -> tuple[Path, list[dict[str, Any]]]:
     """The warm-up folder GRPO starts from, by `curation.pick_checkpoint` over the last saved checkpoints and the
     final model, each rolled out on `prompts`; and the table of candidates."""
     s = cfg.handoff.select_checkpoint
@@ -114,8 +108,8 @@ def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -
     folders = [*(saved[-s.candidates:] if s.candidates else saved), warmup_dir / "final"]
     table = []
     for folder in folders:
-        model, _ = load_warmed(cfg, folder)
-        groups, _ = _rollouts(cfg, model, AutoTokenizer.from_pretrained(folder), prompts, selection_seed(cfg))
+        model, tokenizer = runtime.load_model(cfg.model, folder), runtime.load_tokenizer(folder, cfg.model.trust_remote_code)
+        groups, _ = _rollouts(cfg, runtime, model, tokenizer, prompts, selection_seed(cfg))
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         step = final_step if folder.name == "final" else checkpoint_step(folder)
         table.append({"name": folder.name, "step": step, "pass@1": stats["pass@1"], "pass@k": stats[f"pass@{stats['k']}"],
@@ -126,18 +120,24 @@ def select_checkpoint(cfg: Config, warmup_dir: Path, final_step: int, prompts) -
     return folders[picked], table
 
 
-def curate_prompts(cfg: Config, model, tokenizer, pool, seen: dict[str, int], work: Path) -> dict[str, Any]:
-    """Roll out the pool prompts the report did not cover, choose the prompts GRPO trains on, and write
-    `prompts.jsonl` (each prompt's correct count, pass rate and why it is kept or dropped) and `pass_rates.png`."""
+def curate_prompts(cfg: Config, runtime: Runtime, model, tokenizer, pool,
+                   seen: dict[str, int]) -> tuple[list[int], list[str]]:
+    """Roll out the pool prompts the report did not cover and choose the prompts GRPO trains on: each pool
+    prompt's correct count and why it is kept or dropped (`write_curation` writes them)."""
     c, k = cfg.handoff.curate, cfg.rl.num_generations
     rest = [i for i, sample_id in enumerate(pool["id"]) if sample_id not in seen]
     counts = dict(seen)
     if rest:
         more = pool.select(rest)
-        groups, _ = _rollouts(cfg, model, tokenizer, more, cfg.seed)
+        groups, _ = _rollouts(cfg, runtime, model, tokenizer, more, cfg.seed)
         counts.update(zip(more["id"], rollout_stats(groups, cfg.rl.max_completion_length)["correct_per_prompt"]))
     correct = [counts[i] for i in pool["id"]]
-    reasons = curate(correct, k, c.pass_rate_above, c.pass_rate_below, c.keep_rest, cfg.seed)
+    return correct, curate(correct, k, c.pass_rate_above, c.pass_rate_below, c.keep_rest, cfg.seed)
+
+
+def write_curation(cfg: Config, pool, correct: list[int], reasons: list[str], work: Path) -> dict[str, Any]:
+    """`prompts.jsonl` (each prompt's correct count, pass rate and why it is kept or dropped) and `pass_rates.png`."""
+    k = cfg.rl.num_generations
     write_jsonl(work / "prompts.jsonl", [
         {"id": i, "correct": n, "k": k, "pass_rate": n / k, "kept": r in KEPT, "reason": r}
         for i, n, r in zip(pool["id"], correct, reasons)
@@ -146,7 +146,7 @@ def curate_prompts(cfg: Config, model, tokenizer, pool, seen: dict[str, int], wo
     return curation_summary(correct, k, reasons)
 
 
-def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer, train):
+def _demonstrations(cfg: Config, runtime: Runtime, run_dir: RunDir, model, tokenizer, train):
     """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now), for
     the loaded training split `train`."""
     # the demonstrations the warm-up trained on ('error' stopped the warm-up at any longer one)
@@ -155,17 +155,21 @@ def _demonstrations(cfg: Config, run_dir: RunDir, model, tokenizer, train):
     if cfg.handoff.report_demos:
         train = train.select(range(min(cfg.handoff.report_demos, len(train))))
     fused = use_fused_head(cfg.warmup.logprobs)
-    warmed = score_records(model, tokenizer, train, cfg.warmup.max_length, fused)
+
+    def scores(model, tokenizer):
+        return runtime.map(lambda part: score_records(model, tokenizer, part, cfg.warmup.max_length, fused), train)
+
+    warmed = scores(model, tokenizer)
     if run_dir.finished("score"):
         by_id = {r["id"]: r for r in read_jsonl(run_dir.stage_dir("score") / "scores.jsonl")}
         base = [by_id[i] for i in train["id"] if i in by_id]
     else:
         path = resolve_model_path(cfg.model.name_or_path)
-        base = score_records(load_model(cfg.model, path), AutoTokenizer.from_pretrained(path), train, cfg.warmup.max_length, fused)
+        base = scores(runtime.load_model(cfg.model, path), runtime.load_tokenizer(path, cfg.model.trust_remote_code))
     return base, warmed
 
 
-def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     warmup_dir = run_dir.require("warmup", "handoff")
     score_dir = run_dir.stage_dir("score") if run_dir.finished("score") else None
 
@@ -176,28 +180,22 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         candidates = None
         prompts, selection = rollout_prompts(cfg, train)
         if selection is not None:
-            source, candidates = select_checkpoint(cfg, warmup_dir, run_dir.finished("warmup")["metrics"]["steps"],
-                                                   selection)
-        changes = export(cfg, source, work / "model")
-        tokenizer = AutoTokenizer.from_pretrained(work / "model")
-        model = AutoModelForCausalLM.from_pretrained(work / "model", use_safetensors=True)  # as a user loads it
+            source, candidates = select_checkpoint(cfg, runtime, warmup_dir,
+                                                   run_dir.finished("warmup")["metrics"]["steps"], selection)
+        changes = export(cfg, runtime, source, work / "model") if runtime.is_main else None
+        changes = runtime.from_main(changes)  # every process loads the exported folder once it is written
+        tokenizer = runtime.load_tokenizer(work / "model", cfg.model.trust_remote_code)
+        model = runtime.load_model(cfg.model, work / "model")  # reloaded from the folder, as RL and users load it
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
-        groups, rollouts = _rollouts(cfg, model, tokenizer, prompts, cfg.seed)
+        groups, rollouts = _rollouts(cfg, runtime, model, tokenizer, prompts, cfg.seed)
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
-        curated = None
+        curated = pool = None
         if cfg.handoff.curate.enabled:
             pool = rl_pool(train, cfg.data, cfg.rl.num_prompts, cfg.seed)
             seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
-            curated = curate_prompts(cfg, model, tokenizer, pool, seen, work)
-        base, warmed = _demonstrations(cfg, run_dir, model, tokenizer, train)
-        report = build_report(base, warmed, stats, curated, candidates)
-        (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
-        (work / "mismatch.md").write_text(render_markdown(report))
-        mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"], work / "mismatch.png")
-        write_jsonl(work / "rollouts.jsonl", rollouts)
-        write_jsonl(work / "demonstrations.jsonl", [{"policy": "warmed", **r} for r in warmed]
-                    + [{"policy": "base", **r} for r in base])
-        finished = 1 - report["rollouts"]["truncated"]
+            curated = curate_prompts(cfg, runtime, model, tokenizer, pool, seen)
+        base, warmed = _demonstrations(cfg, runtime, run_dir, model, tokenizer, train)
+        finished = 1 - stats["truncated"]
         if finished < cfg.handoff.min_finished:
             failures.append(
                 f"smoke test: only {finished:.0%} of the rollouts ended by themselves within "
@@ -205,11 +203,25 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
                 f"{cfg.handoff.min_finished}); check that the warm-up trained on the end-of-turn token, or raise "
                 "rl.max_completion_length"
             )
-        summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures, "finished_rate": finished,
-                   "checkpoint": source.name, "checkpoints": candidates, "curation": curated}
-        (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if failures:
+        if runtime.is_main:
+            if curated is not None:
+                curated = write_curation(cfg, pool, *curated, work)
+            report = build_report(base, warmed, stats, curated, candidates)
+            (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
+            (work / "mismatch.md").write_text(render_markdown(report))
+            mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"],
+                            work / "mismatch.png")
+            write_jsonl(work / "rollouts.jsonl", rollouts)
+            write_jsonl(work / "demonstrations.jsonl", [{"policy": "warmed", **r} for r in warmed]
+                        + [{"policy": "base", **r} for r in base])
+            summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures,
+                       "finished_rate": finished, "checkpoint": source.name, "checkpoints": candidates,
+                       "curation": curated}
+            (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if failures:  # every process stops: none may wait for a stage the others left
             raise ColdstartError(f"handoff: {'; '.join(failures)} (report in {work})")
+        if not runtime.is_main:
+            return {}
         tracking.log_summary(cfg, "handoff", {"finished_rate": finished, **report})
         return {**summary, "rollouts": {k: v for k, v in report["rollouts"].items() if k != "correct_per_prompt"},
                 "verdicts": report["verdicts"]}

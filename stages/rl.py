@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import trl
-from transformers import AutoTokenizer
+from accelerate.utils import gather_object
 from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
@@ -21,13 +21,14 @@ from coldstart import cards, tracking
 from coldstart.compatibility import use_fused_head
 from coldstart.config import Config, settings
 from coldstart.data import rl_prompts
-from coldstart.distributed import is_main, num_processes
+from coldstart.generation import clean_generation_config
+from coldstart.runtime import Runtime, num_processes
 from coldstart.errors import ColdstartError
 from coldstart.grading import parse_gold
-from coldstart.models import load_model
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards
 from coldstart.runs import RunDir, read_jsonl
+from coldstart.statistics import mean_present
 from coldstart.training import (
     CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, stage_keep, trainer_kwargs,
 )
@@ -49,7 +50,8 @@ class ZeroVarianceShare:
     group whose rewards are all 1.2 in float32 (accuracy 1 + format 0.2) has a std of 1.3e-7, so it misses most
     such groups. Here the reward functions are wrapped to see each generation batch's rewards, and a group counts
     when its weighted rewards differ by at most 1e-6. Groups are consecutive runs of `num_generations` completions
-    (TRL's order) within what this process scores; a batch that does not hold whole groups is not counted.
+    (TRL's order); in several processes each scores a contiguous slice of the generation batch, so the slices are
+    gathered, in process order, before groups are counted. A batch that does not hold whole groups is not counted.
     """
 
     def __init__(self, funcs: list, weights: list[float], num_generations: int, threshold: float):
@@ -72,6 +74,8 @@ class ZeroVarianceShare:
 
     def _count(self, per_func: list[list[float]]) -> None:
         total = [sum(w * (r if r is not None else 0.0) for w, r in zip(self.weights, row)) for row in zip(*per_func)]
+        if num_processes() > 1:
+            total = gather_object(total)
         if not total or len(total) % self.k:
             return
         groups = [total[i: i + self.k] for i in range(0, len(total), self.k)]
@@ -167,7 +171,7 @@ def curated(cfg: Config, prompts, handoff_dir: Path):
 def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> GRPOTrainer:
     rl = cfg.rl
     funcs, weights = build_rewards(rl.rewards, rl.max_completion_length, rl.reward_timeout)
-    kwargs = trainer_kwargs(rl, output_dir, cfg.seed, tracking.trainer_args(cfg, "rl"))
+    kwargs = trainer_kwargs(rl, output_dir, cfg.seed, tracking.trainer_args(cfg, "rl"), cfg.runtime.timeout_minutes)
     kwargs.setdefault("reward_weights", weights)
     args = GRPOConfig(**kwargs)
     signal = ZeroVarianceShare(funcs, kwargs["reward_weights"], rl.num_generations, rl.zero_std_warning)
@@ -193,7 +197,7 @@ def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     }
 
 
-def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     handoff_dir = run_dir.require("handoff", "rl")
     model_dir = handoff_dir / "model"
 
@@ -202,13 +206,19 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         pool = len(prompts)
         prompts = curated(cfg, prompts, handoff_dir)
         check_answers(prompts)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = load_model(cfg.model, str(model_dir))
+        tokenizer = runtime.load_tokenizer(model_dir)
+        model = runtime.load_model(cfg.model, model_dir, train=True)
+        # GRPO samples with the run's settings: TRL's generation config fills what it leaves unset (a
+        # no_repeat_ngram_size, suppressed tokens) from the model's own, so the model gets only its token ids while
+        # it trains, and its own config back for the saved folder
+        own = model.generation_config
+        model.generation_config = clean_generation_config(own)
         with tracking.stage_env(cfg, "rl"):
             trainer = build_trainer(cfg, work, prompts, model, tokenizer)
             result = trainer.train(resume_from_checkpoint=resume_point(work))
+        model.generation_config = own
         trainer.save_model(str(work / "final"))
-        if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
+        if not runtime.is_main:  # the report reads what the main process logged, and only its metrics are recorded
             return {}
         metrics = read_jsonl(work / "metrics.jsonl")
         rl_curves(metrics, work / "rewards.png")
@@ -220,9 +230,8 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
             "reward_first": first.get("reward"),
             "reward_last": last.get("reward"),
             "reward_mean": sum(m["reward"] for m in logged) / len(logged) if logged else None,
-            "zero_variance_share_mean": (
-                sum(m.get("zero_variance_share", 0) for m in logged) / len(logged) if logged else None
-            ),
+            # a log window without a whole generation batch has no share: it does not count as 0
+            "zero_variance_share_mean": mean_present([m.get("zero_variance_share") for m in logged]),
             "clipped_ratio_mean": (
                 sum(m.get("completions/clipped_ratio", 0) for m in logged) / len(logged) if logged else None
             ),
@@ -230,6 +239,6 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         }
 
     entry = run_dir.run_stage("rl", fingerprint(cfg, run_dir), body, force=force,
-                              keep=stage_keep(cfg.rl.keep_checkpoints), every_process=True)
+                              keep=stage_keep(cfg.rl.keep_checkpoints))
     cards.refresh(cfg, run_dir, ("rl",))
     return entry

@@ -21,10 +21,10 @@ from coldstart.checkpoint import training_eos
 from coldstart.compatibility import gate_keep, use_fused_head
 from coldstart.config import Config, dump_config, settings
 from coldstart.data import load_samples
-from coldstart.distributed import is_main
+from coldstart.runtime import Runtime
 from coldstart.errors import ColdstartError
 from coldstart.lengths import apply_length_policy
-from coldstart.models import load_model, load_tokenizer, lora_config, model_fingerprint, resolve_model_path
+from coldstart.models import lora_config, model_fingerprint, resolve_model_path
 from coldstart.plots import weights_over_training
 from coldstart.runs import RunDir, read_jsonl, tree_sha256
 from coldstart.training import (
@@ -46,7 +46,7 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
     log-prob path for sft and dft, the public `CADFTTrainer` (with rewriting when enabled) for cadft."""
     w = cfg.warmup
     common = dict(
-        **trainer_kwargs(w, output_dir, cfg.seed, tracking.trainer_args(cfg, "warmup")),
+        **trainer_kwargs(w, output_dir, cfg.seed, tracking.trainer_args(cfg, "warmup"), cfg.runtime.timeout_minutes),
         completion_only_loss=True,
         eos_token=training_eos(w.eos_token, tokenizer),
     )
@@ -122,7 +122,7 @@ def fingerprint(cfg: Config, model_path: str, score_dir: Path | None) -> dict[st
     return {"seed": cfg.seed, **sections, "base_model": model_fingerprint(model_path), "score": score}
 
 
-def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
+def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     model_path = resolve_model_path(cfg.model.name_or_path)
     if cfg.warmup.loss == "none":  # no warm-up: the handoff takes the base model
         return run_dir.run_stage("warmup", {"loss": "none", "base_model": model_fingerprint(model_path)},
@@ -138,14 +138,14 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
         if score_dir is not None and cfg.warmup.cadft.stats == "ema":
             summary = json.loads((score_dir / "summary.json").read_text())
             ema_init = (summary["nll_mean"], summary["nll_std"])
-        tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+        tokenizer = runtime.load_tokenizer(model_path, cfg.model.trust_remote_code)
         train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
-        model = load_model(cfg.model, model_path)
+        model = runtime.load_model(cfg.model, model_path, train=True)
         with tracking.stage_env(cfg, "warmup"):
             trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
             result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
-        if not is_main():  # the report reads what the main process logged, and only its metrics are recorded
+        if not runtime.is_main:  # the report reads what the main process logged, and only its metrics are recorded
             return {}
         metrics = read_jsonl(work / "metrics.jsonl")
         losses = [m["loss"] for m in metrics if "loss" in m]
@@ -171,7 +171,7 @@ def run(cfg: Config, run_dir: RunDir, force: bool = False) -> dict[str, Any]:
 
     entry = run_dir.run_stage(
         "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg),
-        keep=stage_keep(cfg.warmup.keep_checkpoints), every_process=True,
+        keep=stage_keep(cfg.warmup.keep_checkpoints),
     )
     cards.refresh(cfg, run_dir, ("warmup",))
     return entry

@@ -20,8 +20,9 @@ def tokenizer(embedded_dir):
     return load_tokenizer(str(embedded_dir))
 
 
-def make_tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
-    """A 2-layer Llama with the real tokenizer's vocabulary and special tokens, random weights."""
+def make_tiny_model(tokenizer, seed: int = 0, tied: bool = True) -> LlamaForCausalLM:
+    """A 2-layer Llama with the real tokenizer's vocabulary and special tokens, random weights (the input and
+    output embeddings one matrix unless `tied` is off)."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -33,7 +34,7 @@ def make_tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
@@ -103,6 +104,14 @@ def drawn_and_planned(trainer) -> tuple[dict[int, list[int]], dict[int, list[int
         drawn.setdefault(step, []).extend(index)
     plan, rows = trainer.visit_plan(), trainer.train_dataset["sample_index"]
     return drawn, {step: [rows[r] for r in plan.rows(step)] for step in range(1, trainer.state.global_step + 1)}
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    """This process's runtime, as the CLI starts it (one process: the CPU, rank 0)."""
+    from coldstart.runtime import Runtime
+
+    return Runtime.start(180.0)
 
 
 @pytest.fixture

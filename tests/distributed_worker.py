@@ -25,7 +25,7 @@ import coldstart.rewriting
 import coldstart.runs
 import coldstart.stages.warmup as warmup_stage
 from coldstart.config import load_config
-from coldstart.distributed import _state
+from coldstart.runtime import Runtime, _state
 from coldstart.generation import Completion
 from coldstart.runs import RunDir
 
@@ -105,7 +105,7 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
         return trainer
 
     warmup_stage.build_trainer = instrumented_trainer
-    warmup_stage.run(cfg, RunDir(Path(out) / "run"))
+    warmup_stage.run(cfg, RunDir(Path(out) / "run"), Runtime.start(cfg.runtime.timeout_minutes))
     (mine / "stats.json").write_text(json.dumps(stats))
 
 

@@ -96,3 +96,27 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(ColdstartError):
         main(["warmup", str(cfg), "--debug"])
+
+
+def test_score_checks_only_what_it_runs(tmp_path, tiny_dir, capsys):
+    """A prompt too long for RL's completions (the tiny model has 512 positions) is no error for `coldstart score`,
+    which rolls nothing out; the demonstration itself is dropped as too long for the warm-up, with a warning."""
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({**GOOD, "id": "a"}) + "\n" + json.dumps({**GOOD, "id": "b", "prompt": "2 + 2 " * 400}) + "\n")
+    code = main(["score", "configs/quickstart.yaml", "--set", f"data.source={data}", "--set", f"model.name_or_path={tiny_dir}",
+                 "--set", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "rl lengths" not in err
+    scores = (tmp_path / "quickstart" / "score" / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in scores] == ["a"]
+
+
+def test_the_scipy_floor_has_what_the_statistics_call():
+    """statistics.spearman passes `rng=` to scipy's PermutationMethod, which takes it from scipy 1.15 on."""
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    floor = re.search(r'"scipy>=([\d.]+)"', pyproject).group(1)
+    assert tuple(int(x) for x in floor.split(".")[:2]) >= (1, 15)

@@ -43,7 +43,7 @@ def test_arith_ood_lies_outside_the_training_distribution():
     assert all(str(int(a)) == a for a in ood["answer"])
 
 
-def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, monkeypatch):
+def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, runtime, monkeypatch):
     from coldstart.runs import RunDir, read_jsonl
     from coldstart.stages import evaluation
 
@@ -52,7 +52,7 @@ def test_the_eval_stage_grades_the_out_of_distribution_sets(tiny_cfg, tiny_dir, 
     run = RunDir(cfg.run_dir)
     # the stage's own model discovery is tested with the pipeline; here, one model folder
     monkeypatch.setattr(evaluation, "run_models", lambda cfg, run_dir: {"warmup": ("fingerprint", tiny_dir)})
-    evaluation.run(cfg, run)
+    evaluation.run(cfg, run, runtime)
     records = read_jsonl(run.stage_dir("eval") / "records.jsonl")
     results = json.loads((run.stage_dir("eval") / "results.json").read_text())
     assert [r.get("set") for r in records] == [None] * 3 + ["svamp"] * 3 + ["arith-ood"] * 3

@@ -182,7 +182,7 @@ def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypat
                     for _ in inputs]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: kw))
-    generator = VllmGenerator(str(tmp_path), 0.5, seed=3, dtype="bfloat16")
+    generator = VllmGenerator(str(tmp_path), tokenizer, 0.5, seed=3, dtype="bfloat16")
     prompts = [[{"role": "user", "content": "What is 2 + 2?"}], "plain text"]
     out = generator(prompts, num_samples=2, max_new_tokens=7, temperature=0.8, seed=5)
     assert sent["engine"] == {"model": str(tmp_path), "dtype": "bfloat16", "seed": 3, "gpu_memory_utilization": 0.5}
@@ -190,6 +190,7 @@ def test_vllm_generator_gives_what_generate_gives(tokenizer, tmp_path, monkeypat
     assert [i["prompt_token_ids"] for i in sent["inputs"]] == expected
     params = sent["params"]
     assert (params["n"], params["temperature"], params["max_tokens"], params["seed"]) == (2, 0.8, 7, 5)
+    assert params["top_k"] == -1  # every token kept, as the HF path and GRPO keep them
     assert tokenizer.eos_token_id in params["stop_token_ids"]
     n = len(tokenizer("x = 4", add_special_tokens=False)["input_ids"])
     assert out == [[Completion("x = 4", n, True), Completion("x = 4", n, False)]] * 2
@@ -259,31 +260,35 @@ def test_comparison_intervals_count_seeds_and_problems(tmp_path):
     assert results["comparisons"]["RL gain of cadft vs sft"]["difference"] == pytest.approx(1 / 8 - 2 / 8)
 
 
-def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_dir, tmp_path, monkeypatch):
+def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_dir, tmp_path, runtime, monkeypatch):
     """Two runs side by side (as `compare` puts the base start's seeds) grade the same model folder once; another
-    problem set, other settings or another folder content grade again."""
+    problem set, other settings, another way of loading the model (its dtype) or another folder content grade
+    again."""
     import dataclasses
     import shutil
 
     from coldstart.stages import evaluation
 
     graded = []
-    real = evaluation.evaluate_folder
-    monkeypatch.setattr(evaluation, "evaluate_folder", lambda *a: graded.append(a[1]) or real(*a))
+    real = evaluation.generator
+    monkeypatch.setattr(evaluation, "generator", lambda *a: graded.append(a[1]) or real(*a))
     cfg = dataclasses.replace(tiny_cfg, eval=dataclasses.replace(tiny_cfg.eval, max_new_tokens=4))
     problems, _ = evaluation.held_out(cfg)
     copy = tmp_path / "copy"
     shutil.copytree(tiny_dir, copy)
-    first = evaluation.evaluate_cached(cfg, tiny_dir, problems)
-    again = evaluation.evaluate_cached(dataclasses.replace(cfg, name="other-run"), copy, problems)
+    first = evaluation.evaluate_cached(cfg, tiny_dir, problems, runtime)
+    again = evaluation.evaluate_cached(dataclasses.replace(cfg, name="other-run"), copy, problems, runtime)
     assert again == first and graded == [tiny_dir]
-    evaluation.evaluate_cached(cfg, tiny_dir, problems.select(range(2)))
-    evaluation.evaluate_cached(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5)), tiny_dir, problems)
+    evaluation.evaluate_cached(cfg, tiny_dir, problems.select(range(2)), runtime)
+    evaluation.evaluate_cached(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5)), tiny_dir,
+                               problems, runtime)
+    evaluation.evaluate_cached(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="bfloat16")), tiny_dir,
+                               problems, runtime)
     (copy / "extra.json").write_text("{}")  # another file: another model folder (its card, README.md, is no part)
-    evaluation.evaluate_cached(cfg, copy, problems)
-    assert graded == [tiny_dir, tiny_dir, tiny_dir, copy]
-    assert evaluation.evaluate_cached(cfg, tiny_dir, problems, reuse=False) == first  # --force eval grades again
-    assert graded == [tiny_dir, tiny_dir, tiny_dir, copy, tiny_dir]
+    evaluation.evaluate_cached(cfg, copy, problems, runtime)
+    assert graded == [tiny_dir, tiny_dir, tiny_dir, tiny_dir, copy]
+    assert evaluation.evaluate_cached(cfg, tiny_dir, problems, runtime, reuse=False) == first  # --force eval grades again
+    assert graded == [tiny_dir, tiny_dir, tiny_dir, tiny_dir, copy, tiny_dir]
 
 
 def test_rank_associations_by_hand():

@@ -46,7 +46,7 @@ def test_missing_chat_template_is_caught(tokenizer, tiny_model):
     assert failures[0].startswith("chat template: the tokenizer has none")
 
 
-def test_lora_merge_gives_the_adapter_models_logits(tmp_path, tokenizer, tiny_model):
+def test_lora_merge_gives_the_adapter_models_logits(tmp_path, tokenizer, tiny_model, runtime):
     from peft import LoraConfig, get_peft_model
 
     base_dir = tmp_path / "base"
@@ -61,7 +61,7 @@ def test_lora_merge_gives_the_adapter_models_logits(tmp_path, tokenizer, tiny_mo
     peft_model.save_pretrained(final)
     tokenizer.save_pretrained(final)
     cfg = load_config(None, [f"model.name_or_path={base_dir}", "model.lora.enabled=true"])
-    changes = export(cfg, final, tmp_path / "out")
+    changes = export(cfg, runtime, final, tmp_path / "out")
     assert changes["merged_lora"]
 
     from transformers import AutoModelForCausalLM

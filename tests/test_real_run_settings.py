@@ -225,7 +225,7 @@ def test_seeded_generation_leaves_the_callers_random_state(tokenizer):
 
 
 def test_a_resume_takes_the_main_process_state_on_every_rank(tokenizer, tmp_path, monkeypatch):
-    import coldstart.distributed
+    import coldstart.runtime
 
     trainer = cadft_trainer(tokenizer, tmp_path, "data.arith.num_train=8", "warmup.max_steps=4",
                             "warmup.per_device_train_batch_size=4", "warmup.rewrite.start=2")
@@ -236,8 +236,8 @@ def test_a_resume_takes_the_main_process_state_on_every_rank(tokenizer, tmp_path
     log = trainer.rewriter.log_path
     log.write_text('{"step": 2, "index": 1, "accep')
     main_state = {"ema": None, "samples": {"moving_nll": {"1": 2.5}, "targets": {"1": [2, "A \\boxed{1}"]}}}
-    monkeypatch.setattr(coldstart.distributed, "is_main", lambda: False)
-    monkeypatch.setattr(coldstart.distributed, "from_main", lambda value: main_state)
+    monkeypatch.setattr(coldstart.runtime, "is_main", lambda: False)
+    monkeypatch.setattr(coldstart.runtime, "from_main", lambda value: main_state)
     trainer.restore_state(checkpoint)
     assert trainer.store.text(1) == "A \\boxed{1}" and trainer.store.moving_nll == {1: 2.5}
     assert log.read_text() == '{"step": 2, "index": 1, "accep'  # read and written by the main process alone
