@@ -369,7 +369,8 @@ class RuntimeSection:
         180.0,
         "How long a process waits for the others at a collective (the process group's timeout, set where it is "
         "created; the trainers' ddp_timeout follows it). Long enough for the longest step one process takes alone: "
-        "saving a checkpoint, writing a report. NCCL's own default is 10 minutes.",
+        "saving a checkpoint, writing a report, a comparison's mechanism check of one policy. NCCL's own default "
+        "is 10 minutes.",
     )
 
 

@@ -55,9 +55,10 @@ class Sampling:
 
 
 def clean_generation_config(config: GenerationConfig | None) -> GenerationConfig:
-    """A generation config with only a checkpoint's token ids (bos, eos, pad): no sampling setting or logits
-    processor of its own for `generate` to merge into the run's."""
-    ids = {k: getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    """A generation config with only a checkpoint's token ids (bos, eos, pad) and how it caches keys and values:
+    no sampling setting or logits processor of its own for `generate` to merge into the run's."""
+    kept = ("bos_token_id", "eos_token_id", "pad_token_id", "use_cache", "cache_implementation")
+    ids = {k: getattr(config, k, None) for k in kept}
     return GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
 
 
@@ -173,7 +174,8 @@ class VllmGenerator:
     """`generate` for one model folder on a GPU with vLLM: the same rendered prompts (no added special tokens), the
     same stop tokens and the same `Completion`s. The engine loads once, for all calls; `close()` frees the GPU."""
 
-    def __init__(self, model_dir: str, tokenizer, gpu_memory_utilization: float, seed: int, dtype: str = "auto"):
+    def __init__(self, model_dir: str, tokenizer, gpu_memory_utilization: float, seed: int, dtype: str = "auto",
+                 processes: int = 1):
         from vllm import LLM
 
         self.tokenizer = tokenizer
@@ -182,7 +184,11 @@ class VllmGenerator:
         except OSError:  # no generation_config.json: the tokenizer's end-of-sequence token alone
             generation_config = None
         self.stop_ids = set(stop_token_ids(self.tokenizer, generation_config))
-        self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization)
+        # in a launch of several processes each runs an engine of its own on its own GPU (accelerate set the device),
+        # as TRL's colocated vLLM does
+        launched = {"distributed_executor_backend": "external_launcher"} if processes > 1 else {}
+        self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                       **launched)
 
     def __call__(self, prompts: list[Any], num_samples: int = 1, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, top_k: int = 0) -> list[list[Completion]]:

@@ -45,7 +45,7 @@ def noise_statistics(sq_norms: list[float], mean_sq_norm: float, batch_size: int
 
 def _sq(vectors: list[torch.Tensor]) -> float:
     """The squared norm of a list of tensors taken as one vector (per-tensor norms: no copy of the tensors)."""
-    return float(sum(float(torch.linalg.vector_norm(v)) ** 2 for v in vectors))
+    return float(sum(float(torch.linalg.vector_norm(v, dtype=torch.float32)) ** 2 for v in vectors))
 
 
 # The gradient passes: which per-sample gradient each takes, and the updates it builds from it. Losses that share
@@ -59,7 +59,8 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
     """Per-sample gradient norms (sft, dft; cadft's is its weight times the gradient of its token term, dft's or,
     with `token_weighting: none`, sft's) and each loss's minibatch update statistics over
     `len(samples) // batch_size` minibatches taken in order. `samples`: prompt/completion rows (extra fields such
-    as `id` and `style` are carried into the per-sample records). Sums are kept in the parameters' dtype.
+    as `id` and `style` are carried into the per-sample records). Sums are kept in fp32 (a bf16 model's buffers are
+    then twice its size each).
 
     Memory: beyond the model, at most 4 parameter-sized buffers at once (one pass per gradient, `PASSES`), at the
     cost of a forward per sample per pass; tied input and output embeddings add, for a moment, two more of the
@@ -88,19 +89,20 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
         updates_stats = {}
         bar = tqdm(total=k * len(PASSES), desc="gradients", unit="minibatch", disable=not progress)
         for term, losses in PASSES:
-            sums = {loss: [torch.zeros_like(p) for p in params] for loss in losses}
+            sums = {loss: [torch.zeros_like(p, dtype=torch.float32) for p in params] for loss in losses}
             sq_norms: dict[str, list[float]] = {loss: [] for loss in losses}
             norms[term] = []
             for chunk, (nll, tokens, weights) in zip(rows, stats):
                 mean_tokens = float(tokens.float().mean())
-                update = [torch.zeros_like(p) for p in params]  # sum_i coefficient_i x gradient_i
+                update = [torch.zeros_like(p, dtype=torch.float32) for p in params]  # sum_i coefficient_i x gradient_i
                 chunk_norms = []
                 for i, row in enumerate(chunk):
                     lp, m = _logprobs(model, tokenizer, [row], fused)
                     lp, m = lp[0], m[0]
                     token_weight = lp.detach().exp() if (own if term == "own" else term) == "dft" else 1.0
                     grads = torch.autograd.grad(-(lp * m * token_weight).sum() / mean_tokens, params, allow_unused=True)
-                    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+                    grads = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float()
+                             for g, p in zip(grads, params)]
                     chunk_norms.append(math.sqrt(_sq(grads)))
                     coefficient = float(weights[i]) if term == "own" else 1.0
                     torch._foreach_add_(update, grads, alpha=coefficient / len(chunk))

@@ -65,7 +65,8 @@ def generator(cfg: Config, model_dir: Path, runtime: Runtime) -> Iterator[Callab
     e = cfg.eval
     tokenizer = runtime.load_tokenizer(model_dir, cfg.model.trust_remote_code)
     if e.use_vllm:
-        vllm = VllmGenerator(str(model_dir), tokenizer, e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype)
+        vllm = VllmGenerator(str(model_dir), tokenizer, e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype,
+                             runtime.num_processes)
         try:
             yield vllm
         finally:

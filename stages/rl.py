@@ -206,7 +206,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         pool = len(prompts)
         prompts = curated(cfg, prompts, handoff_dir)
         check_answers(prompts)
-        tokenizer = runtime.load_tokenizer(model_dir)
+        tokenizer = runtime.load_tokenizer(model_dir, cfg.model.trust_remote_code)
         model = runtime.load_model(cfg.model, model_dir, train=True)
         # GRPO samples with the run's settings: TRL's generation config fills what it leaves unset (a
         # no_repeat_ngram_size, suppressed tokens) from the model's own, so the model gets only its token ids while

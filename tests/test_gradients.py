@@ -217,3 +217,13 @@ def test_a_checkpoint_is_named_by_its_run_and_stage(tmp_path, monkeypatch):
     run.mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "quickstart")
     assert policy_name("rl/final") == "quickstart/rl/final"  # a relative path, resolved
+
+
+def test_the_mechanism_measures_the_warmups_global_batch():
+    """CADFT's batch statistics z-score over the global batch: every process's micro-batches, accumulated."""
+    from coldstart.config import load_config
+    from coldstart.eval.mechanism import global_batch
+
+    cfg = load_config(None, ["warmup.per_device_train_batch_size=4", "warmup.gradient_accumulation_steps=2"])
+    assert global_batch(cfg, 1) == 8
+    assert global_batch(cfg, 8) == 64

@@ -146,3 +146,33 @@ def test_format_accuracy_and_extraction_agree_on_nested_braces(content, gold):
 def test_an_empty_or_unclosed_box_is_no_format(text):
     (fmt,), _ = build_rewards({"format": 1.0}, 64, timeout=5.0)
     assert fmt(completions=[text]) == [0.0]
+
+
+def test_zero_variance_share_counts_groups_across_the_processes_slices(monkeypatch):
+    """With 2 processes each scores half of every group of 4 (TRL deals a generation batch out in contiguous
+    slices): a process alone holds no whole group. Its slice is gathered with the other's, in process order, and
+    the groups counted whole: here both are all-right groups, a share of 1."""
+    import coldstart.stages.rl as rl
+
+    other = [1.0, 1.0]  # the other process's half of each group
+    monkeypatch.setattr(rl, "num_processes", lambda: 2)
+    monkeypatch.setattr(rl, "gather_object", lambda mine: mine + other)
+
+    def accuracy(completions, **kwargs):
+        return [1.0, 1.0]
+
+    signal = rl.ZeroVarianceShare([accuracy], [1.0], num_generations=4, threshold=2.0)
+    signal.funcs[0](completions=[None] * 2)
+    assert signal.pop(1) == 1.0
+    other[:] = [0.0, 1.0]
+    signal.funcs[0](completions=[None] * 2)
+    assert signal.pop(2) == 0.0
+
+
+def test_the_mean_zero_variance_share_leaves_out_windows_without_one():
+    """A log window whose steps drew no generation batch (num_iterations > 1) has no share: not a share of 0."""
+    from coldstart.statistics import mean_present
+
+    logged = [{"reward": 1.0, "zero_variance_share": 1.0}, {"reward": 1.0}, {"reward": 1.0, "zero_variance_share": 1.0}]
+    assert mean_present([m.get("zero_variance_share") for m in logged]) == 1.0
+    assert mean_present([None, None]) is None
