@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -94,18 +93,15 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-@dataclass(frozen=True)
 class Runtime:
-    """This process's place in the run: its device, rank and the process group's timeout (`runtime` section)."""
-
-    timeout: datetime.timedelta
+    """This process's place in the run: its device and rank, read from the process group it creates (`start`);
+    the group's timeout is `process_group_timeout()`."""
 
     @classmethod
     def start(cls, timeout_minutes: float) -> "Runtime":
         """The runtime of this process, creating the process group with `timeout_minutes` when it does not exist."""
-        timeout = datetime.timedelta(minutes=timeout_minutes)
-        _state(timeout)
-        return cls(timeout)
+        _state(datetime.timedelta(minutes=timeout_minutes))
+        return cls()
 
     @property
     def device(self) -> torch.device:

@@ -1,4 +1,5 @@
-"""Evaluation of one model on problems with gold answers: per-problem records and summary figures.
+"""Evaluation of one model on problems with gold answers: per-problem records (`grade`, which processes can split
+between them) and summary figures over all of them (`summarize_records`).
 
 Greedy decoding gives the accuracy; with `num_samples > 0`, that many sampled completions per problem give avg@k
 (k = `num_samples`: the mean correctness of the k samples, averaged over problems, as the field reports avg@16) and
@@ -14,13 +15,6 @@ from typing import Any, Callable
 from coldstart.generation import Completion
 from coldstart.grading import extract_answer, has_boxed_answer, is_correct
 from coldstart.statistics import bootstrap_ci, macro_mean_ci, pass_at_k
-
-
-def evaluate(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,
-             temperature: float = 1.0, seed: int = 0, top_p: float = 1.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Grade greedy (and optionally sampled) completions for every sample; returns (records, metrics)."""
-    records = grade(generate, samples, max_new_tokens, num_samples, temperature, seed, top_p)
-    return records, summarize_records(records)
 
 
 def grade(generate: Callable[..., list[list[Completion]]], samples, max_new_tokens: int, num_samples: int = 0,

@@ -60,7 +60,7 @@ def held_out(cfg: Config):
 
 @contextmanager
 def generator(cfg: Config, model_dir: Path, runtime: Runtime) -> Iterator[Callable[..., list]]:
-    """A model folder's generator for `evaluate`, on this process's device: vLLM (`eval.use_vllm`; the engine is
+    """A model folder's generator for `grade`, on this process's device: vLLM (`eval.use_vllm`; the engine is
     freed on exit) or HF `generate` on the loaded model."""
     e = cfg.eval
     tokenizer = runtime.load_tokenizer(model_dir, cfg.model.trust_remote_code)
@@ -77,7 +77,8 @@ def generator(cfg: Config, model_dir: Path, runtime: Runtime) -> Iterator[Callab
 
 def evaluate_with(cfg: Config, generate_fn: Callable[..., list], problems,
                   runtime: Runtime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`evaluate` with the eval section's settings, each process grading its share of the problems."""
+    """`grade` with the eval section's settings, each process grading its share of the problems, and the figures
+    over all of them."""
     e = cfg.eval
 
     records = runtime.map(

@@ -108,7 +108,8 @@ def select_checkpoint(cfg: Config, runtime: Runtime, warmup_dir: Path, final_ste
     folders = [*(saved[-s.candidates:] if s.candidates else saved), warmup_dir / "final"]
     table = []
     for folder in folders:
-        model, tokenizer = runtime.load_model(cfg.model, folder), runtime.load_tokenizer(folder, cfg.model.trust_remote_code)
+        model = runtime.load_model(cfg.model, folder)
+        tokenizer = runtime.load_tokenizer(folder, cfg.model.trust_remote_code)
         groups, _ = _rollouts(cfg, runtime, model, tokenizer, prompts, selection_seed(cfg))
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         step = final_step if folder.name == "final" else checkpoint_step(folder)
@@ -189,11 +190,11 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
         groups, rollouts = _rollouts(cfg, runtime, model, tokenizer, prompts, cfg.seed)
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
-        curated = pool = None
+        chosen = pool = None  # each pool prompt's correct count and why it is kept or dropped
         if cfg.handoff.curate.enabled:
             pool = rl_pool(train, cfg.data, cfg.rl.num_prompts, cfg.seed)
             seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
-            curated = curate_prompts(cfg, runtime, model, tokenizer, pool, seen)
+            chosen = curate_prompts(cfg, runtime, model, tokenizer, pool, seen)
         base, warmed = _demonstrations(cfg, runtime, run_dir, model, tokenizer, train)
         finished = 1 - stats["truncated"]
         if finished < cfg.handoff.min_finished:
@@ -204,8 +205,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
                 "rl.max_completion_length"
             )
         if runtime.is_main:
-            if curated is not None:
-                curated = write_curation(cfg, pool, *curated, work)
+            curated = write_curation(cfg, pool, *chosen, work) if chosen is not None else None
             report = build_report(base, warmed, stats, curated, candidates)
             (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
             (work / "mismatch.md").write_text(render_markdown(report))
