@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -29,8 +29,9 @@ import torch
 from accelerate.utils import send_to_device
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
+from trl.models import unwrap_model_for_generation
 
-from coldstart import faults, runtime
+from coldstart import compatibility, faults, generation, runtime
 from coldstart.compatibility import sequence_nll, use_fused_head
 from coldstart.config import CadftSection, RewriteSection, WarmupSection, section_problem
 from coldstart.errors import ColdstartError
@@ -229,7 +230,8 @@ class CADFTTrainer(WarmupTrainer):
         if args.rewrite_enabled:
             from coldstart.rewriting import Rewriter
 
-            self.rewriter = Rewriter(args.rewrite_section(), self, Path(args.output_dir) / "rewrites.jsonl", args.seed)
+            self.rewriter = Rewriter(args.rewrite_section(), self.store, _TrainedPolicy(self), self.sample_visits_after,
+                                     args.max_length, Path(args.output_dir) / "rewrites.jsonl", args.seed)
             self.rewriter.check(self.total_steps())
             self.add_callback(self.rewriter)
 
@@ -237,6 +239,13 @@ class CADFTTrainer(WarmupTrainer):
         """Optimizer steps training will take: `max_steps`, else the epochs' steps."""
         a = self.args
         return a.max_steps if a.max_steps > 0 else math.ceil(a.num_train_epochs * self.visit_plan().steps_per_epoch)
+
+    def sample_visits_after(self, step: int, total_steps: int) -> Counter:
+        """How many times each sample (by index) is trained on in the steps after `step`, up to `total_steps`."""
+        visits: Counter = Counter()
+        for row, n in self.visit_plan().visits_after(step, total_steps).items():
+            visits[self.row_samples[row]] += n
+        return visits
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`; a resumed run gets back the per-sample state and the moving statistics."""
@@ -420,11 +429,11 @@ class CADFTTrainer(WarmupTrainer):
 
     def restore_state(self, checkpoint: str | Path) -> None:
         """Before resuming from `checkpoint`: the moving statistics and the per-sample state, as the main process
-        reads them (every process gets the same), and the rewriting log cut back to the checkpoint's step."""
+        reads them (every process gets the same)."""
         path = Path(checkpoint) / STATE_FILE
         state = json.loads(path.read_text()) if runtime.is_main() and path.is_file() else None
-        if state is not None and "rewriter" in state:
-            state["samples"] = self._first_release_samples(state.pop("rewriter") or {}, checkpoint)
+        if state is not None and "attempts" not in state.get("samples", {}):
+            state["samples"] = self._earlier_release_samples(state, checkpoint)
         state = runtime.from_main(state)
         if state is None:
             return
@@ -432,22 +441,34 @@ class CADFTTrainer(WarmupTrainer):
         moments = state.get("step_moments")
         self._step_moments = torch.tensor(moments, dtype=torch.float64) if moments else None
         self.store.load_state(state.get("samples") or {})
-        if self.rewriter is not None and runtime.is_main():
-            self.rewriter.truncate_log(_global_step(checkpoint))
 
-    def _first_release_samples(self, saved: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
-        """The per-sample state of a checkpoint written by the first release, which kept the rewritten targets
-        in `rewrites.jsonl` alone (the accepted attempts up to the checkpoint's step)."""
-        targets = {}
-        log = self.rewriter.log_path if self.rewriter is not None else None
-        if log is not None and log.is_file():
-            step = _global_step(checkpoint)
-            for line in log.read_text(encoding="utf-8").splitlines():
-                r = json.loads(line)
-                if r["accepted"] and r["step"] <= step:
-                    targets[str(r["index"])] = [r["step"], r["new"]]
-        return {"moving_nll": saved.get("moving_nll", {}), "trained_on": saved.get("trained_on", []),
-                "targets": targets}
+    def _earlier_release_samples(self, state: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
+        """The per-sample state of a checkpoint from a release that kept the rewriting attempts in `rewrites.jsonl`
+        alone (the attempts of rounds up to the checkpoint's step; the first release also kept the moving NLL under
+        `rewriter`)."""
+        samples = state.pop("rewriter", None) or state.get("samples") or {}
+        log = Path(self.args.output_dir) / "rewrites.jsonl"
+        step = _global_step(checkpoint)
+        attempts = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
+        return {**samples, "attempts": [a for a in attempts if a["step"] <= step]}
+
+
+class _TrainedPolicy:
+    """The model as it trains, for the rewriter: unwrapped from its wrappers (gathered under ZeRO-3) for each call,
+    scored as the loss scores it and sampled on its device."""
+
+    def __init__(self, trainer: CADFTTrainer):
+        self._trainer = trainer
+
+    def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        t = self._trainer
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
+            return compatibility.score(model, t.processing_class, samples, t.args.max_length, fused=t.fused)
+
+    def generate(self, prompts: list[Any], **sampling: Any) -> list[list[generation.Completion]]:
+        t = self._trainer
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
+            return generation.generate(model, t.processing_class, prompts, **sampling)
 
 
 def _global_step(checkpoint: str | Path) -> int:

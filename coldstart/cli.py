@@ -149,7 +149,7 @@ def _compare(args: argparse.Namespace) -> None:
     from coldstart.eval.compare import (
         analyse, arm_stages, compare_dir, run_matrix, run_mechanism, start_config, study_of,
     )
-    from coldstart.eval.report import write_compare
+    from coldstart.eval.outputs import write_compare
 
     cfg = load_config(args.config, args.overrides)
     runtime = _runtime(cfg)
@@ -187,7 +187,7 @@ def _mechanism(args: argparse.Namespace) -> None:
 
 
 def _rerender(path: str, regrade: bool):
-    from coldstart.eval.report import rerender
+    from coldstart.eval.outputs import rerender
 
     return rerender(path, regrade)
 

@@ -11,9 +11,13 @@ so that both kinds are ranked on one scale. Each picked sample, with probability
 with its end of turn, and is more compatible than the target it would replace. With `verify` on, the most
 compatible usable candidate whose final answer math-verify finds equal to the gold answer replaces the target, and a
 sample with no such candidate is left as it was; with `verify` off, the first usable candidate replaces it (the
-paper's rule). The replacement is what later batches train on, and how often they do is counted. Every attempt is
-written to `rewrites.jsonl`; once training ends, each accepted one carries `trained_on`, the number of times it was
-trained on.
+paper's rule). The replacement is what later batches train on, and how often they do is counted. Every attempt goes to
+the store, and `rewrites.jsonl` is written from it after each round; once training ends, each accepted attempt there
+carries `trained_on`, the number of times it was trained on.
+
+The rewriter is handed what it uses, not the trainer: the store, the policy (`Policy`: scoring and sampling with
+the model as it trains, on its device), which samples the rest of training draws, and the training row's length
+limit.
 """
 
 from __future__ import annotations
@@ -24,16 +28,16 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from transformers import TrainerCallback
-from trl.models import unwrap_model_for_generation
 
-from coldstart import faults, runtime, generation
-from coldstart.compatibility import score
+from coldstart import faults, runtime
 from coldstart.config import RewriteSection
 from coldstart.errors import ColdstartError
+from coldstart.generation import Completion
 from coldstart.grading import is_correct
+from coldstart.sample_store import SampleStore
 from coldstart.sampling import is_round, round_steps, schedule_problem
 
 logger = logging.getLogger(__name__)
@@ -70,20 +74,32 @@ def choose(candidates: list[str], compat: list[float], verified: list[bool], ver
     return max(ok, key=lambda i: compat[i]), "most compatible verified candidate"
 
 
-class Rewriter(TrainerCallback):
-    """Runs rewriting rounds on a CADFTTrainer's data as training goes (a Trainer callback)."""
+class Policy(Protocol):
+    """The model being trained, as the rewriter uses it (every process calls both together)."""
 
-    def __init__(self, section: RewriteSection, trainer, log_path: Path, seed: int):
-        self.section, self.trainer, self.store = section, trainer, trainer.store
-        self.tokenizer = trainer.processing_class
-        names = self.store.dataset.column_names
+    def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        """`coldstart.compatibility.score`'s record for each prompt/completion sample."""
+
+    def generate(self, prompts: list[Any], num_samples: int, max_new_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> list[list[Completion]]:
+        """`coldstart.generation.generate`'s completions of each prompt."""
+
+
+class Rewriter(TrainerCallback):
+    """Runs rewriting rounds on a warm-up's samples as training goes (a Trainer callback).
+
+    `visits_after(step, total_steps)`: how many times the rest of training draws each sample (by sample index) after
+    `step`. `max_length`: the training rows' limit (None: none)."""
+
+    def __init__(self, section: RewriteSection, store: SampleStore, policy: Policy,
+                 visits_after: Callable[[int, int], Counter], max_length: int | None, log_path: Path, seed: int):
+        self.section, self.store, self.policy, self.visits_after = section, store, policy, visits_after
+        names = store.dataset.column_names
         if "answer" not in names and section.verify:
             raise ColdstartError("rewriting verifies each candidate against the gold answer: the train dataset needs "
                                  "an `answer` column (or turn verification off, as the paper has it)")
         self.has_ids = "id" in names
-        self.log_path, self.seed = Path(log_path), seed
-        self.max_length = trainer.args.max_length
-        self.plan = trainer.visit_plan()
+        self.max_length, self.log_path, self.seed = max_length, Path(log_path), seed
 
     def check(self, total_steps: int) -> None:
         """Before training: refuse a schedule without a round, warn about rounds with fewer samples left to pick
@@ -93,32 +109,34 @@ class Rewriter(TrainerCallback):
             raise ColdstartError(f"warmup.rewrite.start={self.section.start:g}: {problem}")
         k = num_picks(self.section.fraction, len(self.store))
         for step in round_steps(self.section.start, self.section.every, total_steps):
-            left = len(self.plan.visits_after(step, total_steps))
+            left = len(self.visits_after(step, total_steps))
             if left < k:
                 logger.warning(
                     "warmup.rewrite: the round after step %d can pick only %d samples (of %d asked by "
                     "warmup.rewrite.fraction): training draws no others after it", step, left, k,
                 )
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """The log as the store has it: on a resume, without the rounds after the checkpoint, which run again."""
+        self.write_log()
+
     def on_step_end(self, args, state, control, **kwargs):
         if is_round(state.global_step, self.section.start, self.section.every, state.max_steps):
             self.round(state.global_step, state.max_steps)
 
     def on_train_end(self, args, state, control, **kwargs):
-        """Write into each accepted attempt how many times training drew its rewrite."""
-        if not runtime.is_main() or not self.log_path.is_file():
-            return
-        records = [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines()]
-        for r in records:
-            if r["accepted"]:
-                r["trained_on"] = self.store.trained_on[(r["step"], r["index"])]
-        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        self.write_log()
 
-    def _score(self, model, texts: dict[int, list[str]]) -> dict[int, list[dict[str, float]]]:
+    def write_log(self) -> None:
+        """`rewrites.jsonl` from the store's attempts (main process)."""
+        if runtime.is_main():
+            log = self.store.attempts_log()
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in log), encoding="utf-8")
+
+    def _score(self, texts: dict[int, list[str]]) -> dict[int, list[dict[str, float]]]:
         """The current policy's scores of each sample's texts as its completion."""
         flat = [(i, t) for i, ts in texts.items() for t in ts]
-        scored = score(model, self.tokenizer, [self.store.as_sample(i, t) for i, t in flat], self.max_length,
-                       fused=self.trainer.fused)
+        scored = self.policy.score([self.store.as_sample(i, t) for i, t in flat])
         out: dict[int, list[dict[str, float]]] = {}
         for (i, _), r in zip(flat, scored):
             out.setdefault(i, []).append(r)
@@ -127,14 +145,11 @@ class Rewriter(TrainerCallback):
     def candidates(self, step: int, total_steps: int) -> dict[int, tuple[float, float | None, int]]:
         """The shortlist of samples training draws again after `step`: (their current-policy NLL, their moving NLL
         or None when not trained on yet, visits left)."""
-        visits = Counter()
-        for row, n in self.plan.visits_after(step, total_steps).items():
-            visits[self.trainer.row_samples[row]] += n
+        visits = self.visits_after(step, total_steps)
         moving = self.store.moving_nll
         seen = pick({i: moving[i] for i in visits if i in moving}, num_picks(self.section.fraction, len(self.store)))
         shortlist = sorted(seen + [i for i in visits if i not in moving])
-        with unwrap_model_for_generation(self.trainer.model_wrapped, self.trainer.accelerator) as model:
-            scored = self._score(model, {i: [self.store.text(i)] for i in shortlist})
+        scored = self._score({i: [self.store.text(i)] for i in shortlist})
         return {i: (scored[i][0]["nll"], moving.get(i), visits[i]) for i in shortlist}
 
     def round(self, step: int, total_steps: int) -> list[dict[str, Any]]:
@@ -153,14 +168,10 @@ class Rewriter(TrainerCallback):
         if chosen:
             records += self._attempt(step, chosen, ranked)
         records = runtime.from_main(records)
-        for r in records:
-            if r["accepted"]:
-                self.store.accept(r["index"], r["new"], step, r["new_nll"])
+        self.store.record_round(records)
         faults.reach("rewrite")
+        self.write_log()
         if runtime.is_main():
-            with self.log_path.open("a", encoding="utf-8") as handle:
-                for r in records:
-                    handle.write(json.dumps(r) + "\n")
             logger.info("warmup: rewriting round after step %d: %d picked among %d drawn again, %d accepted", step,
                         len(picked), len(ranked), sum(r["accepted"] for r in records))
         return records
@@ -172,35 +183,32 @@ class Rewriter(TrainerCallback):
 
     def _attempt(self, step: int, chosen: list[int], ranked: dict[int, tuple[float, float | None, int]]) -> list[dict[str, Any]]:
         """Candidates for each chosen sample and the decision on each (not applied yet)."""
-        s, trainer = self.section, self.trainer
+        s = self.section
+        prompts = [self._generation_prompt(i) for i in chosen]
+        outputs = self.policy.generate(prompts, num_samples=s.num_candidates, max_new_tokens=s.max_new_tokens,
+                                       temperature=s.temperature, top_p=s.top_p, seed=self.seed + step)
+        outputs = runtime.from_main(outputs)
+        finished = {i: [c.text for c in completions if c.finished and c.text.strip()]
+                    for i, completions in zip(chosen, outputs)}
+        texts = {i: [t for t in ts if self._fits(i, t)] for i, ts in finished.items()}
+        scored = self._score({i: ts for i, ts in texts.items() if ts})
         records = []
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-            prompts = [self._generation_prompt(i) for i in chosen]
-            outputs = generation.generate(
-                model, self.tokenizer, prompts, num_samples=s.num_candidates, max_new_tokens=s.max_new_tokens,
-                temperature=s.temperature, top_p=s.top_p, seed=self.seed + step,
-            )
-            outputs = runtime.from_main(outputs)
-            finished = {i: [c.text for c in completions if c.finished and c.text.strip()]
-                        for i, completions in zip(chosen, outputs)}
-            texts = {i: [t for t in ts if self._fits(i, t)] for i, ts in finished.items()}
-            scored = self._score(model, {i: ts for i, ts in texts.items() if ts})
-            for i, completions in zip(chosen, outputs):
-                candidates = scored.get(i, [])
-                current = math.exp(-ranked[i][0])  # the current target, scored by this policy for the ranking
-                answer = self.store.sample(i).get("answer")
-                verified = [answer is not None and is_correct(answer, t) for t in texts[i]]
-                best, reason = choose(texts[i], [r["compatibility"] for r in candidates], verified, s.verify, current)
-                records.append(
-                    self._record(
-                        step, i, ranked[i], accepted=best is not None, reason=reason, old=self.store.text(i),
-                        new=texts[i][best] if best is not None else None, old_compat=current,
-                        new_compat=candidates[best]["compatibility"] if best is not None else None,
-                        new_nll=candidates[best]["nll"] if best is not None else None,
-                        candidates=len(completions), too_long=len(finished[i]) - len(texts[i]),
-                        usable=len(texts[i]), verified=sum(verified),
-                    )
+        for i, completions in zip(chosen, outputs):
+            candidates = scored.get(i, [])
+            current = math.exp(-ranked[i][0])  # the current target, scored by this policy for the ranking
+            answer = self.store.sample(i).get("answer")
+            verified = [answer is not None and is_correct(answer, t) for t in texts[i]]
+            best, reason = choose(texts[i], [r["compatibility"] for r in candidates], verified, s.verify, current)
+            records.append(
+                self._record(
+                    step, i, ranked[i], accepted=best is not None, reason=reason, old=self.store.text(i),
+                    new=texts[i][best] if best is not None else None, old_compat=current,
+                    new_compat=candidates[best]["compatibility"] if best is not None else None,
+                    new_nll=candidates[best]["nll"] if best is not None else None,
+                    candidates=len(completions), too_long=len(finished[i]) - len(texts[i]),
+                    usable=len(texts[i]), verified=sum(verified),
                 )
+            )
         return records
 
     def _generation_prompt(self, index: int) -> Any:
@@ -218,11 +226,3 @@ class Rewriter(TrainerCallback):
         sample_id = self.store.sample(index)["id"] if self.has_ids else str(index)
         return {"step": step, "id": sample_id, "index": index, "nll": nll, "moving_nll": moving, "visits_left": visits, "hint": self.section.hint_reference,
                 "accepted": accepted, "reason": reason, **fields}
-
-    def truncate_log(self, step: int) -> None:
-        """Back to a checkpoint at `step` (main process): the attempts of later rounds are dropped, as they will
-        run again."""
-        if not self.log_path.is_file():
-            return
-        kept = [line for line in self.log_path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-        self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

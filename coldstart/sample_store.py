@@ -1,12 +1,14 @@
 """Per-sample warm-up state, with one owner: the CADFT trainer holds a `SampleStore`, updates it from every trained
-micro-batch, and saves it with each checkpoint; rewriting asks it which targets are current and tells it which new
-ones were accepted.
+micro-batch, and saves it with each checkpoint; rewriting asks it which targets are current and hands it each
+round's attempts, whose accepted ones become the new targets.
 
 It reads the samples themselves from the data set (prompt, completion, answer, id; not copied into memory) and
 keeps, by sample index (the row's position in that data set):
 - the moving-average NLL of the sample's current target (reset to the new target's NLL when a rewrite is accepted,
   so that a rewritten sample is not picked again for the target it no longer has);
 - visits: how many times training drew the sample;
+- every rewriting attempt, in order (the one record of them: the current targets are its accepted attempts, and
+  `warmup/rewrites.jsonl` is written from it);
 - the current target of a rewritten sample: the text, the step of the round that accepted it, its tokenized row;
 - trained_on: how many times each accepted rewrite was trained on.
 """
@@ -33,6 +35,7 @@ class SampleStore:
         self.nll_decay, self.dataset, self.tokenizer = nll_decay, dataset, tokenizer
         self.moving_nll: dict[int, float] = {}
         self.visits: Counter = Counter()
+        self.attempts: list[dict[str, Any]] = []
         self.targets: dict[int, Target] = {}
         self.trained_on: Counter = Counter()  # (round step, sample index) -> times its rewrite was trained on
 
@@ -77,11 +80,24 @@ class SampleStore:
         sample = self.as_sample(index, text)
         return tokenize_sample(self.tokenizer, sample["prompt"], sample["completion"], None)
 
-    def accept(self, index: int, text: str, step: int, nll: float) -> None:
-        """`text`, accepted at round `step` with NLL `nll` under the policy, is the sample's target from now on; its
+    def record_round(self, attempts: list[dict[str, Any]]) -> None:
+        """A rewriting round's attempts (each with `step`, `index`, `accepted`, and for an accepted one `new`, the
+        text, and `new_nll`, its NLL under the policy): an accepted text is the sample's target from now on, and its
         moving NLL starts again from that of the new target."""
-        self.targets[index] = Target(step, text, self.tokenize(index, text))
-        self.moving_nll[index] = nll
+        for a in attempts:
+            self.attempts.append(a)
+            if a["accepted"]:
+                self._accept(a)
+                self.moving_nll[a["index"]] = a["new_nll"]
+
+    def _accept(self, attempt: dict[str, Any]) -> None:
+        index = attempt["index"]
+        self.targets[index] = Target(attempt["step"], attempt["new"], self.tokenize(index, attempt["new"]))
+
+    def attempts_log(self) -> list[dict[str, Any]]:
+        """Every attempt so far; each accepted one with `trained_on`, the times training drew its rewrite."""
+        return [{**a, "trained_on": self.trained_on[(a["step"], a["index"])]} if a["accepted"] else a
+                for a in self.attempts]
 
     # -- resume -----------------------------------------------------------------------------------------------
 
@@ -89,13 +105,17 @@ class SampleStore:
         return {
             "moving_nll": {str(k): v for k, v in self.moving_nll.items()},
             "visits": {str(k): v for k, v in self.visits.items()},
-            "targets": {str(k): [t.step, t.text] for k, t in self.targets.items()},
+            "attempts": self.attempts,
             "trained_on": [[step, i, n] for (step, i), n in self.trained_on.items()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """`state()`'s; the targets are rebuilt from the accepted attempts."""
         self.moving_nll = {int(k): v for k, v in state.get("moving_nll", {}).items()}
         self.visits = Counter({int(k): v for k, v in state.get("visits", {}).items()})
-        self.targets = {int(k): Target(step, text, self.tokenize(int(k), text))
-                        for k, (step, text) in state.get("targets", {}).items()}
+        self.attempts = list(state.get("attempts", []))
+        self.targets = {}
+        for a in self.attempts:
+            if a["accepted"]:
+                self._accept(a)
         self.trained_on = Counter({(s, i): n for s, i, n in state.get("trained_on", [])})

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 import coldstart.cadft
 import coldstart.generation
-import coldstart.rewriting
+import coldstart.compatibility
 import coldstart.runs
 import coldstart.stages.warmup as warmup_stage
 from coldstart.config import load_config
@@ -76,7 +76,7 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
                 for _ in prompts]
 
     coldstart.generation.generate = proposing_generate
-    score = coldstart.rewriting.score
+    score = coldstart.compatibility.score
 
     def scoring_proposals_high(model, tokenizer, samples, *args, **kwargs):
         # every proposal is more compatible than its demonstration, so that only the answer check decides
@@ -86,7 +86,7 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
                 r.update(nll=0.01, compatibility=0.99)
         return scored
 
-    coldstart.rewriting.score = scoring_proposals_high
+    coldstart.compatibility.score = scoring_proposals_high
     build_trainer = warmup_stage.build_trainer
 
     def instrumented_trainer(*args, **kwargs):

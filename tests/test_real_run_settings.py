@@ -111,7 +111,7 @@ def test_loader_workers_train_on_accepted_rewrites(tokenizer, tmp_path, monkeypa
         "warmup.trainer={dataloader_num_workers: 2, shuffle_dataset: true}",
     )
     monkeypatch.setattr("coldstart.generation.generate", fake_generate([REWRITE]))
-    monkeypatch.setattr("coldstart.rewriting.score", fake_score({REWRITE: 0.9}))
+    monkeypatch.setattr("coldstart.compatibility.score", fake_score({REWRITE: 0.9}))
     seen = recording(trainer)
     trainer.train()
     records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]
@@ -146,7 +146,7 @@ def test_three_epochs_of_rewriting_keep_the_new_targets_scores(tokenizer, tmp_pa
     worse, better = "Worse: \\boxed{7}", "Better: \\boxed{7}"
     # the first candidate is less compatible than any demonstration (0.1), the second more
     monkeypatch.setattr("coldstart.generation.generate", fake_generate([worse, better]))
-    monkeypatch.setattr("coldstart.rewriting.score", fake_score({worse: 0.05, better: 0.9}))
+    monkeypatch.setattr("coldstart.compatibility.score", fake_score({worse: 0.05, better: 0.9}))
     after = AfterRounds(trainer)
     trainer.add_callback(after)
     trainer.train()
@@ -170,7 +170,7 @@ def test_seen_and_unseen_samples_are_ranked_by_the_current_policy(tokenizer, tmp
     # the rest of training draws every sample; sample 0 had a high moving NLL, but the policy now fits it
     store.moving_nll = {0: 9.0}
     texts = {store.text(0): 0.9, store.text(5): 0.01}
-    monkeypatch.setattr("coldstart.rewriting.score", fake_score(texts, default=0.5))
+    monkeypatch.setattr("coldstart.compatibility.score", fake_score(texts, default=0.5))
     ranked = trainer.rewriter.candidates(2, 4)
     assert ranked[0][0] == pytest.approx(-math.log(0.9)) and ranked[0][1] == 9.0
     assert ranked[5] == (pytest.approx(-math.log(0.01)), None, ranked[5][2])
@@ -199,7 +199,7 @@ def test_a_rewrite_longer_than_max_length_is_not_accepted(tokenizer, tmp_path, m
                             "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.verify=false")
     long = "step " * 300 + "\\boxed{7}"
     monkeypatch.setattr("coldstart.generation.generate", fake_generate([long]))
-    monkeypatch.setattr("coldstart.rewriting.score", fake_score({long: 0.9}))
+    monkeypatch.setattr("coldstart.compatibility.score", fake_score({long: 0.9}))
     trainer.store.moving_nll = {i: 1.0 for i in range(8)}
     (record,) = trainer.rewriter.round(2, 4)
     assert not record["accepted"] and record["too_long"] == 1 and record["usable"] == 0
@@ -232,15 +232,17 @@ def test_a_resume_takes_the_main_process_state_on_every_rank(tokenizer, tmp_path
     checkpoint = tmp_path / "checkpoint-2"
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
-    # what this rank sees on disk while the main process rewrites the log: half a line, and no state file
+    # what this rank sees on disk while the main process writes the log: half a line, and no state file
     log = trainer.rewriter.log_path
     log.write_text('{"step": 2, "index": 1, "accep')
-    main_state = {"ema": None, "samples": {"moving_nll": {"1": 2.5}, "targets": {"1": [2, "A \\boxed{1}"]}}}
+    main_state = {"ema": None, "samples": {"moving_nll": {"1": 2.5}, "attempts": [
+        {"step": 2, "index": 1, "accepted": True, "new": "A \\boxed{1}", "new_nll": 0.5}]}}
     monkeypatch.setattr(coldstart.runtime, "is_main", lambda: False)
     monkeypatch.setattr(coldstart.runtime, "from_main", lambda value: main_state)
     trainer.restore_state(checkpoint)
+    trainer.rewriter.on_train_begin(None, None, None)
     assert trainer.store.text(1) == "A \\boxed{1}" and trainer.store.moving_nll == {1: 2.5}
-    assert log.read_text() == '{"step": 2, "index": 1, "accep'  # read and written by the main process alone
+    assert log.read_text() == '{"step": 2, "index": 1, "accep'  # written by the main process alone
 
 
 # 9 ----------------------------------------------------------------------------------------------------------------

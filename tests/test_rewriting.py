@@ -96,7 +96,7 @@ def test_round_accepts_only_the_reference_answer(rewriting_trainer, monkeypatch,
     wrong = str(int(gold0) + 1000)
     candidates = [f"\\boxed{{{wrong}}}", f"so \\boxed{{{gold0}}}"]
     monkeypatch.setattr("coldstart.generation.generate", fake_generate(candidates))
-    monkeypatch.setattr("coldstart.rewriting.score", fake_score({c: 0.9 for c in candidates}))
+    monkeypatch.setattr("coldstart.compatibility.score", fake_score({c: 0.9 for c in candidates}))
     records = rewriter.round(step=2, total_steps=4)
     by_index = {r["index"]: r for r in records}
     assert sorted(by_index) == [0, 2]
@@ -125,40 +125,85 @@ def test_nothing_is_rewritten_before_start(rewriting_trainer, monkeypatch):
     assert calls == [2]  # step 4 is the last step: nothing would train on a rewrite there
 
 
-def test_resume_cuts_the_log_back_to_the_checkpoint(rewriting_trainer, tmp_path):
-    trainer, rewriter, _ = rewriting_trainer
-    lines = [
-        {"step": 2, "index": 1, "accepted": True, "new": "A \\boxed{1}"},
-        {"step": 2, "index": 3, "accepted": False, "new": None},
-        {"step": 4, "index": 5, "accepted": True, "new": "B \\boxed{2}"},
-    ]
-    rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+def _checkpoint(tmp_path, state):
     checkpoint = tmp_path / "checkpoint-2"
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
-    (checkpoint / "cadft_state.json").write_text(json.dumps({"ema": None, "samples": {
-        "moving_nll": {"1": 3.5}, "targets": {"1": [2, "A \\boxed{1}"]}, "visits": {"1": 2}}}))
+    (checkpoint / "cadft_state.json").write_text(json.dumps(state))
+    return checkpoint
+
+
+ATTEMPTS = [
+    {"step": 2, "index": 1, "accepted": True, "new": "A \\boxed{1}", "new_nll": 0.5},
+    {"step": 2, "index": 3, "accepted": False, "new": None},
+    {"step": 4, "index": 5, "accepted": True, "new": "B \\boxed{2}", "new_nll": 0.5},
+]
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(rewriting_trainer, tmp_path):
+    trainer, rewriter, _ = rewriting_trainer
+    rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in ATTEMPTS))
+    checkpoint = _checkpoint(tmp_path, {"ema": None, "samples": {
+        "moving_nll": {"1": 3.5}, "attempts": ATTEMPTS[:2], "visits": {"1": 2}, "trained_on": [[2, 1, 1]]}})
     trainer.restore_state(checkpoint)
     store = trainer.store
     assert store.rewrite_step(1) == 2 and store.text(1) == "A \\boxed{1}" and store.rewrite_step(5) == 0
     assert store.moving_nll == {1: 3.5} and store.visits[1] == 2
-    assert [json.loads(x)["step"] for x in rewriter.log_path.read_text().splitlines()] == [2, 2]
+    rewriter.on_train_begin(None, None, None)
+    logged = [json.loads(x) for x in rewriter.log_path.read_text().splitlines()]
+    assert [(r["step"], r["index"]) for r in logged] == [(2, 1), (2, 3)] and logged[0]["trained_on"] == 1
 
 
-def test_a_first_release_checkpoint_resumes_with_its_rewrites(rewriting_trainer, tmp_path):
+@pytest.mark.parametrize("release", ["first", "second"])
+def test_an_earlier_release_checkpoint_resumes_with_its_rewrites(rewriting_trainer, tmp_path, release):
+    # both kept the attempts in rewrites.jsonl alone; the first kept the moving NLL under `rewriter`
     trainer, rewriter, _ = rewriting_trainer
-    rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"step": 2, "index": 1, "accepted": True, "new": "A \\boxed{1}"},
-        {"step": 4, "index": 5, "accepted": True, "new": "B \\boxed{2}"},
-    ]))
-    checkpoint = tmp_path / "checkpoint-2"
-    checkpoint.mkdir()
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
-    (checkpoint / "cadft_state.json").write_text(json.dumps({"ema": None, "rewriter": {
-        "moving_nll": {"1": 3.5}, "trained_on": [[2, 1, 1]]}}))
+    rewriter.log_path.write_text("".join(json.dumps(r) + "\n" for r in ATTEMPTS))
+    saved = {"moving_nll": {"1": 3.5}, "trained_on": [[2, 1, 1]]}
+    if release == "second":
+        saved = {**saved, "targets": {"1": [2, "A \\boxed{1}"]}, "visits": {"1": 2}}
+    checkpoint = _checkpoint(tmp_path, {"ema": None, ("rewriter" if release == "first" else "samples"): saved})
     trainer.restore_state(checkpoint)
     assert trainer.store.text(1) == "A \\boxed{1}" and trainer.store.rewrite_step(5) == 0
     assert trainer.store.moving_nll == {1: 3.5} and trainer.store.trained_on[(2, 1)] == 1
+    assert [a["index"] for a in trainer.store.attempts] == [1, 3]
+
+
+class FakePolicy:
+    """The policy as the rewriter sees it: fixed candidates, each text's compatibility from a table."""
+
+    def __init__(self, candidates, compat, default=0.1):
+        self.candidates, self.scorer = candidates, fake_score(compat, default)
+
+    def score(self, samples):
+        return self.scorer(None, None, samples)
+
+    def generate(self, prompts, num_samples, **sampling):
+        return fake_generate(self.candidates)(None, None, prompts, num_samples)
+
+
+def test_a_rewriter_needs_no_trainer(tokenizer, tmp_path):
+    # the store, a policy and the visits are all a round reads: samples 0-3 are drawn again, 2 and 3 once each
+    from collections import Counter
+
+    from coldstart.config import RewriteSection
+    from coldstart.rewriting import Rewriter
+    from coldstart.sample_store import SampleStore
+
+    cfg = load_config(None, ["data.arith.num_train=8"])
+    train, _ = load_samples(cfg.data, "train", cfg.seed)
+    store = SampleStore(0.9, train, tokenizer)
+    store.moving_nll = {0: 1.0, 1: 1.0}
+    gold = train[2]["answer"]
+    policy = FakePolicy([f"\\boxed{{{gold}}}"], {f"\\boxed{{{gold}}}": 0.9, store.text(2): 0.01})
+    section = RewriteSection(start=1, every=1, fraction=0.125, replace_prob=1.0, num_candidates=1)
+    rewriter = Rewriter(section, store, policy, lambda step, total: Counter({0: 1, 1: 1, 2: 1, 3: 1}), None,
+                        tmp_path / "rewrites.jsonl", seed=0)
+    (record,) = rewriter.round(1, 2)
+    assert record["index"] == 2 and record["accepted"] and store.text(2) == f"\\boxed{{{gold}}}"
+    assert store.attempts == [record] and store.moving_nll[2] == pytest.approx(-math.log(0.9))
+    assert [json.loads(x) for x in (tmp_path / "rewrites.jsonl").read_text().splitlines()] == [
+        {**record, "trained_on": 0}]
 
 
 def test_training_updates_moving_nll(rewriting_trainer):
@@ -195,7 +240,7 @@ def test_an_accepted_rewrite_is_trained_on_by_the_real_loop(tokenizer, tmp_path,
         "warmup.rewrite.replace_prob=1.0", "warmup.rewrite.num_candidates=1", "warmup.rewrite.verify=false",
     )
     monkeypatch.setattr("coldstart.generation.generate", fake_generate(["Rewritten: 3 + 4 = 7, \\boxed{7}"]))
-    monkeypatch.setattr("coldstart.rewriting.score", fake_score({"Rewritten: 3 + 4 = 7, \\boxed{7}": 0.9}))
+    monkeypatch.setattr("coldstart.compatibility.score", fake_score({"Rewritten: 3 + 4 = 7, \\boxed{7}": 0.9}))
     seen = recording(trainer)
     trainer.train()
     records = [json.loads(line) for line in trainer.rewriter.log_path.read_text().splitlines()]
