@@ -30,7 +30,8 @@ TARGETS = {
     "cadft_over_sft_peak_mem": ("<=", 1.02),
     "scoring_speedup": (">=", 2.0),
     "generation_speedup": (">=", 4.0),
-    **{f"generation_{p}_of_bare_forward": (">=", 0.8) for p in ("eval", "handoff", "rewriting", "grpo")},
+    **{f"{bf16}generation_{p}_of_bare_forward": (">=", 0.8) for p in ("eval", "handoff", "rewriting", "grpo")
+       for bf16 in ("", "bf16_")},
     "grpo_logits_over_fused_step_time": ("<=", 1.0),
     "quickstart_seconds": ("<=", 600.0),
 }
@@ -87,11 +88,16 @@ def generation() -> dict[str, float]:
 
 
 def decode() -> dict[str, float]:
-    return worker("decode")
+    """Each path against its own precision's bounds: fp32 as before, bf16 (weights in bf16) prefixed."""
+    return {**worker("decode"), **{f"bf16_{k}": v for k, v in worker("decode", "--precision", "bf16").items()}}
 
 
 def options() -> dict[str, float]:
     return {f"options_{k}": v for k, v in worker("decode_options").items()}
+
+
+def precision() -> dict[str, float]:
+    return {f"precision_{k}": v for k, v in worker("precision").items()}
 
 
 def grpo() -> dict[str, float]:
@@ -111,7 +117,7 @@ def quickstart(fresh: bool) -> dict[str, float]:
 
 
 GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "decode": decode, "options": options,
-          "grpo": grpo, "quickstart": quickstart}
+          "precision": precision, "grpo": grpo, "quickstart": quickstart}
 
 
 def machine() -> dict[str, str]:

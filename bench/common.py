@@ -16,8 +16,13 @@ CONFIG = "configs/quickstart.yaml"
 
 
 def workload(*overrides: str) -> Config:
-    """The quickstart's config (the embedded model and its arithmetic data), with `section.key=value` overrides."""
-    return load_config(CONFIG, list(overrides))
+    """The quickstart's config (the embedded model and its arithmetic data), with `section.key=value` overrides;
+    the trainers the workers build compute in its `runtime.precision`."""
+    from coldstart.runtime import set_precision
+
+    cfg = load_config(CONFIG, list(overrides))
+    set_precision(cfg.runtime.precision)
+    return cfg
 
 
 def naive_logprobs(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,11 +18,15 @@ run with transformers' own sampling for the same number of steps: the speed-up o
 - grpo: TRL's GRPOTrainer generation config (`trainer.generation_config`) on one generation round of the
   quickstart (8 prompts x 8 completions)
 
-    python -m bench.decode
+With `--precision bf16` the weights are loaded in bf16 and the compute bound is the bf16 matmul rate: each path
+against its own precision's bound and bare forward.
+
+    python -m bench.decode [--precision bf16]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -31,6 +35,7 @@ from bench.common import emit, workload
 from coldstart.data import load_samples, rl_prompts
 from coldstart.generation import generate, render_prompt
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
+from coldstart.precision import DTYPES, NAMES
 
 
 def seconds(fn, repeats: int = 1) -> float:
@@ -41,8 +46,8 @@ def seconds(fn, repeats: int = 1) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def machine_bounds() -> dict[str, float]:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def machine_bounds(dtype: torch.dtype) -> dict[str, float]:
+    a, b = torch.randn(2048, 2048).to(dtype), torch.randn(2048, 2048).to(dtype)
     matmul = 2 * 2048 ** 3 / seconds(lambda: a @ b, 20)
     src = torch.empty(128 * 2 ** 20)  # 512 MiB of fp32
     dst = torch.empty_like(src)
@@ -148,13 +153,16 @@ def grpo_path(cfg, model, tokenizer, params: int, matmul_flops: float) -> dict[s
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    args = parser.parse_args()
     cfg = workload()
     path_ = resolve_model_path(cfg.model.name_or_path)
-    model, tokenizer = load_model(cfg.model, path_), load_tokenizer(path_, False)
+    model, tokenizer = load_model(cfg.model, path_, dtype=NAMES[args.precision]), load_tokenizer(path_, False)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    bounds = machine_bounds()
+    bounds = machine_bounds(DTYPES[args.precision])
     matmul = bounds["matmul_gflops"] * 1e9
     result: dict = {**bounds, "parameters": params,
                     "bound_batch1_tokens_per_s": bounds["bandwidth_gbs"] * 1e9 / weight_bytes,

@@ -64,8 +64,9 @@ class CADFTConfig(SFTConfig):
     rewrite_*: delayed rewriting of persistently incompatible targets (`coldstart.rewriting`).
 
     Each field's default and help are those of the YAML config's `warmup.cadft` and `warmup.rewrite` sections
-    (`coldstart config` prints them), except `rewrite_enabled`, off here. Two SFTConfig defaults follow the device,
-    as in the CLI: `bf16` and `activation_checkpointing` are on with CUDA and off without it.
+    (`coldstart config` prints them), except `rewrite_enabled`, off here. Two SFTConfig defaults follow the device:
+    `bf16` and `activation_checkpointing` are on with CUDA and off without it (the CLI sets `bf16` from
+    `runtime.precision`, `coldstart.precision`).
     """
 
     bf16: Optional[bool] = dataclasses.field(default=None, metadata={
@@ -432,7 +433,7 @@ class CADFTTrainer(WarmupTrainer):
         reads them (every process gets the same)."""
         path = Path(checkpoint) / STATE_FILE
         state = json.loads(path.read_text()) if runtime.is_main() and path.is_file() else None
-        if state is not None and "attempts" not in state.get("samples", {}):
+        if state is not None and "attempts" not in (state.get("samples") or {}):
             state["samples"] = self._earlier_release_samples(state, checkpoint)
         state = runtime.from_main(state)
         if state is None:
@@ -445,29 +446,38 @@ class CADFTTrainer(WarmupTrainer):
     def _earlier_release_samples(self, state: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
         """The per-sample state of a checkpoint from a release that kept the rewriting attempts in `rewrites.jsonl`
         alone (the attempts of rounds up to the checkpoint's step; the first release also kept the moving NLL under
-        `rewriter`)."""
+        `rewriter`, the second the current targets, which stand where the log lacks them)."""
         samples = state.pop("rewriter", None) or state.get("samples") or {}
         log = Path(self.args.output_dir) / "rewrites.jsonl"
+        attempts = []
+        for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
+            try:
+                attempts.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash: the attempts before it stand
+                break
         step = _global_step(checkpoint)
-        attempts = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
-        return {**samples, "attempts": [a for a in attempts if a["step"] <= step]}
+        attempts = [a for a in attempts if a["step"] <= step]
+        logged = {a["index"] for a in attempts if a["accepted"]}
+        attempts += [{"step": at, "index": int(i), "accepted": True, "new": text, "new_nll": None}
+                     for i, (at, text) in samples.get("targets", {}).items() if int(i) not in logged]
+        return {**samples, "attempts": attempts}
 
 
 class _TrainedPolicy:
     """The model as it trains, for the rewriter: unwrapped from its wrappers (gathered under ZeRO-3) for each call,
-    scored as the loss scores it and sampled on its device."""
+    scored as the loss scores it and sampled on its device, under the training's autocast."""
 
     def __init__(self, trainer: CADFTTrainer):
         self._trainer = trainer
 
     def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
         t = self._trainer
-        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model, t.accelerator.autocast():
             return compatibility.score(model, t.processing_class, samples, t.args.max_length, fused=t.fused)
 
     def generate(self, prompts: list[Any], **sampling: Any) -> list[list[generation.Completion]]:
         t = self._trainer
-        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model, t.accelerator.autocast():
             return generation.generate(model, t.processing_class, prompts, **sampling)
 
 

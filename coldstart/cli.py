@@ -57,7 +57,7 @@ def _runtime(cfg):
     """This process's runtime (and, in a launch of several processes, the process group) for the config."""
     from coldstart.runtime import Runtime
 
-    return Runtime.start(cfg.runtime.timeout_minutes)
+    return Runtime.start(cfg.runtime.timeout_minutes, cfg.runtime.precision)
 
 
 def _preflight(cfg, stages: list[str]) -> None:

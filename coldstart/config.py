@@ -197,7 +197,7 @@ class WarmupSection:
     save_steps: float = option(50, "Save a resumable checkpoint every this many steps.", trl=True)
     save_total_limit: int = option(2, "Keep at most this many checkpoints.", trl=True)
     bf16: bool | None = option(
-        None, "bf16 mixed precision; null means on for CUDA and off on CPU (bf16 autocast is slower there).", trl=True
+        None, "bf16 autocast around fp32 master weights; null: as runtime.precision says.", trl=True
     )
     activation_checkpointing: bool | None = option(
         None, "Recompute activations in backward; null means on for CUDA and off on CPU.", trl=True
@@ -287,7 +287,8 @@ class RlSection:
     logging_steps: float = option(1, "Log every this many steps.", trl=True)
     save_steps: float = option(50, "Save a resumable checkpoint every this many steps.", trl=True)
     save_total_limit: int = option(2, "Keep at most this many checkpoints.", trl=True)
-    bf16: bool | None = option(None, "bf16 mixed precision; null: on for CUDA, off on CPU.", trl=True)
+    bf16: bool | None = option(None, "bf16 autocast around fp32 master weights; null: as runtime.precision says.",
+                               trl=True)
     activation_checkpointing: bool | None = option(None, "Recompute activations; null: on for CUDA, off on CPU.", trl=True)
     use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').", trl=True)
     vllm_mode: Literal["colocate", "server"] = option("colocate", "vLLM inside the trainer or a separate server.", trl=True)
@@ -371,6 +372,12 @@ class RuntimeSection:
         "created; the trainers' ddp_timeout follows it). Long enough for the longest step one process takes alone: "
         "saving a checkpoint, writing a report, a comparison's mechanism check of one policy. NCCL's own default "
         "is 10 minutes.",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        "What the run computes in (coldstart.precision): a half precision trains under autocast around fp32 master "
+        "weights and runs scoring, rollouts and evaluation on weights loaded in it. auto: bf16 on CUDA devices that "
+        "support it and on CPUs that multiply bf16 at least 2x as fast as fp32 (measured once, cached), else fp32.",
     )
 
 

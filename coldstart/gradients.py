@@ -132,7 +132,8 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
                             "tokens": int(tokens[i]), "weight": w, "norm_sft": norm_sft, "norm_dft": norm_dft,
                             "norm_cadft": w * (norm_dft if own == "dft" else norm_sft)})
     updates_stats = {loss: updates_stats[loss] for loss in LOSSES}
-    return {"minibatches": k, "batch_size": batch_size, "beta": c.beta, "samples": records, "losses": updates_stats}
+    return {"minibatches": k, "batch_size": batch_size, "beta": c.beta, "weighed_term": own, "samples": records,
+            "losses": updates_stats}
 
 
 def _logprobs(model, tokenizer, rows: list[dict[str, list[int]]], fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,3 +184,67 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
     return {"rho": rho, "p": p, "rho_tokens": lengths, "least_compatible_decile": least, "largest_decile": largest,
             "verdict": "holds" if holds else "fails" if rho is not None and rho < 0 and p < 0.05 else "not shown",
             "deciles": deciles}
+
+
+def weighting_nulls(records: list[dict[str, Any]], key: str = "norm_dft", permutations: int = 2000,
+                    level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """CADFT's update noise against what unequal weights alone would give, from the per-sample records.
+
+    The noise of a minibatch update `sum_i w_i g_i / B` grows with the weighted per-sample second moment
+    `sum_i w_i^2 |g_i|^2`; DFT's is `sum_i |g_i|^2`. Their ratio, over every minibatch, is `observed` (divided by
+    the tokens, as `normalize: tokens` trains). Two nulls say what weights that know nothing of the gradients would
+    give:
+    - `kish`: each minibatch's mean of `w^2` (Kish's design effect `mean(w^2) / mean(w)^2` times the step's shrink
+      `mean(w)^2`), weighted by the minibatch's `sum |g|^2`: the permutations' expectation, exactly;
+    - `permuted`: the same weights shuffled within each minibatch, `permutations` times: its mean and the range
+      that holds `level` of it.
+    `p_lower`: the permutation p-value of a ratio this low, (count at or below + 1) / (permutations + 1). The verdict
+    is the permutation test's: "compatibility lowers the noise" when the observed ratio is below the permuted
+    range, "compatibility raises the noise" above it, else "no compatibility effect" (the weights' inequality
+    alone). `effect` is observed over `kish`, with a percentile bootstrap interval over minibatches (how much it
+    moves with the minibatches drawn; None with one minibatch). `matched_step` divides each minibatch by
+    `mean(w)^2` (the noise at an unweighted-mean step size); minibatches whose weights are all 0 are left out of
+    it. `key`: the per-sample norm of the term CADFT weighs."""
+    import numpy as np
+
+    groups: dict[int, list[tuple[float, float]]] = {}
+    for r in records:
+        groups.setdefault(r["minibatch"], []).append((r["weight"], r[key] ** 2))
+    batches = [(np.array([w for w, _ in g]), np.array([n for _, n in g])) for _, g in sorted(groups.items())]
+    dft = np.array([n.sum() for _, n in batches])
+    total = float(dft.sum())
+    if not total:
+        raise ColdstartError("mechanism: every per-sample gradient is zero; there is no noise to compare")
+    observed_per = np.array([float((w * w * n).sum()) for w, n in batches])
+    kish_per = np.array([float((w * w).mean()) * d for (w, _), d in zip(batches, dft)])
+    rng = np.random.default_rng(seed)
+    null = np.zeros(permutations)
+    for w, n in batches:
+        shuffled = np.stack([rng.permutation(w) for _ in range(permutations)]) if permutations else np.zeros((0, len(w)))
+        null += (shuffled**2 * n).sum(axis=1)
+    null /= total
+    observed, kish = float(observed_per.sum() / total), float(kish_per.sum() / total)
+    tail = (1 - level) / 2
+    low, high = (float(x) for x in np.quantile(null, [tail, 1 - tail]))
+    effect_interval: list[float | None] = [None, None]
+    if len(batches) > 1:
+        picked = rng.integers(len(batches), size=(permutations, len(batches)))
+        sums = kish_per[picked].sum(axis=1)
+        effects = observed_per[picked].sum(axis=1)[sums > 0] / sums[sums > 0]
+        if len(effects):
+            effect_interval = [float(x) for x in np.quantile(effects, [tail, 1 - tail])]
+    verdict = ("compatibility lowers the noise" if observed < low else
+               "compatibility raises the noise" if observed > high else "no compatibility effect")
+    shrink = np.array([float(w.mean()) ** 2 for w, _ in batches])
+    kept = shrink > 0
+    kept_total = float(dft[kept].sum())
+    return {
+        "observed": observed, "kish": kish, "permuted": float(null.mean()), "permuted_interval": [low, high],
+        "p_lower": float((np.sum(null <= observed) + 1) / (permutations + 1)),
+        "effect": observed / kish if kish else None, "effect_interval": effect_interval, "verdict": verdict,
+        "permutations": permutations,
+        "matched_step": {
+            "observed": float((observed_per[kept] / shrink[kept]).sum() / kept_total) if kept_total else None,
+            "kish": float((kish_per[kept] / shrink[kept]).sum() / kept_total) if kept_total else None,
+        },
+    }

@@ -107,24 +107,26 @@ def has_adapters(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 
 
-def load_model(section: ModelSection, path: str | None = None, merge_adapters: bool = True):
-    """Load a causal LM for training or generation from `path` (default: the section's model); a folder of LoRA
-    adapters is loaded onto the section's base model and, with `merge_adapters`, merged into it. Stages load
-    through `coldstart.runtime.Runtime.load_model`, which puts the model on the process's device."""
+def load_model(section: ModelSection, path: str | None = None, merge_adapters: bool = True, dtype: str | None = None):
+    """Load a causal LM for training or generation from `path` (default: the section's model), its weights in
+    `dtype` (default: the section's); a folder of LoRA adapters is loaded onto the section's base model and, with
+    `merge_adapters`, merged into it. Stages load through `coldstart.runtime.Runtime.load_model`, which puts the
+    model on the process's device."""
     from transformers import AutoModelForCausalLM
 
     path = path or resolve_model_path(section.name_or_path)
     if has_adapters(path):
         from peft import PeftModel
 
-        base = load_model(section, resolve_model_path(section.name_or_path))
+        base = load_model(section, resolve_model_path(section.name_or_path), dtype=dtype)
         model = PeftModel.from_pretrained(base, str(path))
         return model.merge_and_unload() if merge_adapters else model
     if section.trust_remote_code:
         warnings.warn(f"model.trust_remote_code is on: code from {path} will run on this machine", stacklevel=2)
-    dtype = "auto" if section.dtype == "auto" else getattr(torch, section.dtype)
+    dtype = dtype or section.dtype
     return AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=section.trust_remote_code, use_safetensors=True
+        path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), trust_remote_code=section.trust_remote_code,
+        use_safetensors=True,
     )
 
 

@@ -480,7 +480,8 @@ def dtype(ctx: Context) -> list[Finding]:
 def memory(ctx: Context) -> list[Finding]:
     """GPU memory per process, stage by stage: weights, gradients, optimizer state (sharded as the launch shards
     them), activations of one micro-batch, the generation cache or the vLLM share. An estimate from counts, with
-    the CUDA defaults (bf16, recomputation and the fused LM head where the config leaves them to the device)."""
+    the CUDA defaults (16-bit activations unless runtime.precision is fp32, recomputation and the fused LM head where
+    the config leaves them to the device)."""
     cfg, launch, text = ctx.cfg, ctx.launch, ctx.text_config
     model = ctx.meta_model()
     params = sum(p.numel() for p in model.parameters())
@@ -514,7 +515,8 @@ def memory(ctx: Context) -> list[Finding]:
         return parts
 
     def resolve(flag: bool | None) -> bool:
-        return True if flag is None else flag  # None: on for CUDA, where this memory is
+        # None: the run's precision, whose auto is bf16 on the CUDA devices this memory is on
+        return cfg.runtime.precision != "fp32" if flag is None else flag
 
     trainable = _lora_parameters(ctx, model) if cfg.model.lora.enabled else params
     fused = cfg.warmup.logprobs != "logits"  # auto: fused on CUDA

@@ -22,7 +22,6 @@ limit.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -37,6 +36,7 @@ from coldstart.config import RewriteSection
 from coldstart.errors import ColdstartError
 from coldstart.generation import Completion
 from coldstart.grading import is_correct
+from coldstart.runs import write_jsonl
 from coldstart.sample_store import SampleStore
 from coldstart.sampling import is_round, round_steps, schedule_problem
 
@@ -130,8 +130,7 @@ class Rewriter(TrainerCallback):
     def write_log(self) -> None:
         """`rewrites.jsonl` from the store's attempts (main process)."""
         if runtime.is_main():
-            log = self.store.attempts_log()
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in log), encoding="utf-8")
+            write_jsonl(self.log_path, self.store.attempts_log())
 
     def _score(self, texts: dict[int, list[str]]) -> dict[int, list[dict[str, float]]]:
         """The current policy's scores of each sample's texts as its completion."""

@@ -92,9 +92,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+    """`records` as JSON lines, replacing `path` whole (a crash leaves the old file)."""
+    atomic_write_text(Path(path), "".join(json.dumps(record) + "\n" for record in records))
 
 
 def command_line() -> str:
@@ -211,6 +210,9 @@ class RunDir:
         In several processes every process runs `body` (a trainer's ranks train together; other stages split their
         work with `Runtime.map`), the main process alone writes the folder's files, and its metrics are recorded.
         """
+        precision = runtime.precision()  # on every process: resolving it may be a collective
+        if precision != "fp32":  # what the stage computes in; fp32 stages keep the fingerprints they had before
+            fingerprint = {**fingerprint, "precision": precision}
         digest = json_sha256(fingerprint)
         final, work = self.stage_dir(stage), self.partial_dir(stage)
         main = runtime.is_main()
@@ -262,6 +264,7 @@ class RunDir:
                 metrics=metrics,
                 error=None,
                 models_on=loads,
+                precision=precision,
                 peak_memory_gib=round(runtime.peak_memory_gib(), 3),
             )
         runtime.wait()

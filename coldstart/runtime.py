@@ -24,11 +24,13 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 
+from coldstart import precision as precisions
 from coldstart.errors import ColdstartError
 
 T = TypeVar("T")
 
 _LOADED: list[str] = []  # the devices of the models loaded since `take_loads` was last asked
+_PRECISION: list[precisions.Precision] = []  # the run's, once resolved
 
 
 def _state(timeout: datetime.timedelta | None = None) -> PartialState:
@@ -57,6 +59,23 @@ def from_main(value: T) -> T:
     if num_processes() == 1:
         return value
     return broadcast_object_list([value], from_process=0)[0]
+
+
+def precision() -> precisions.Precision:
+    """The run's precision (`coldstart.precision`): as `Runtime.start` resolved it, else `auto`'s choice here."""
+    if not _PRECISION:
+        set_precision("auto")
+    return _PRECISION[0]
+
+
+def set_precision(setting: str) -> None:
+    """Resolve `setting` for this process's device; `auto`, which may measure the CPU, on the main process alone,
+    its answer used on every process (a setting the device refuses fails on every process alike)."""
+    if setting != "auto":
+        _PRECISION[:] = [precisions.resolve(setting, _state().device)]
+        return
+    value = precisions.resolve(setting, _state().device) if is_main() else None
+    _PRECISION[:] = [from_main(value)]
 
 
 def shards_parameters() -> bool:
@@ -98,10 +117,16 @@ class Runtime:
     the group's timeout is `process_group_timeout()`."""
 
     @classmethod
-    def start(cls, timeout_minutes: float) -> "Runtime":
-        """The runtime of this process, creating the process group with `timeout_minutes` when it does not exist."""
+    def start(cls, timeout_minutes: float, precision: str = "auto") -> "Runtime":
+        """The runtime of this process, creating the process group with `timeout_minutes` when it does not exist,
+        computing in `precision` (`runtime.precision`)."""
         _state(datetime.timedelta(minutes=timeout_minutes))
+        set_precision(precision)
         return cls()
+
+    @property
+    def precision(self) -> precisions.Precision:
+        return precision()
 
     @property
     def device(self) -> torch.device:
@@ -155,22 +180,29 @@ class Runtime:
 
         return load_tokenizer(str(path), trust_remote_code)
 
-    def load_model(self, section, path: str | Path | None = None, train: bool = False):
+    def compute_dtype(self, section) -> str:
+        """The dtype a model that is only run (not trained, saved or differentiated) loads in: the run's half
+        precision for fp32 weights, else the section's `dtype`."""
+        return precisions.compute_dtype(self.precision, section.dtype)
+
+    def load_model(self, section, path: str | Path | None = None, train: bool = False, master: bool = False):
         """A causal LM (`models.load_model`; LoRA adapters in `path` merged into the section's base model unless
-        `train`) on this process's device; with `train` under DeepSpeed or FSDP it stays where it loaded and the
-        trainer places it. Refused by name when its weights cannot fit the device."""
+        `train`) on this process's device, its weights in `compute_dtype` unless `train` or `master` (weights to
+        train, save or differentiate: the section's `dtype`); with `train` under DeepSpeed or FSDP it stays where
+        it loaded and the trainer places it. Refused by name when its weights cannot fit the device."""
         from coldstart.models import load_model, resolve_model_path, weights_bytes
 
         path = str(path or resolve_model_path(section.name_or_path))
+        dtype = section.dtype if train or master else self.compute_dtype(section)
         if self.device.type == "cuda" and not (train and shards_parameters()):
-            need, free = weights_bytes(path, section.dtype), torch.cuda.mem_get_info(self.device)[0]
+            need, free = weights_bytes(path, dtype), torch.cuda.mem_get_info(self.device)[0]
             if need is not None and need > free:
                 raise ColdstartError(
                     f"model.name_or_path: {path} needs {need / 2**30:.1f} GiB for its weights, but {self.device} has "
                     f"{free / 2**30:.1f} GiB free; launch with a DeepSpeed ZeRO-3 or FSDP config "
                     "(configs/accelerate/) or use LoRA on a smaller dtype"
                 )
-        model = load_model(section, path, merge_adapters=not train)
+        model = load_model(section, path, merge_adapters=not train, dtype=dtype)
         if not (train and shards_parameters()):
             model = model.to(self.device)
         _LOADED.append(str(next(model.parameters()).device))

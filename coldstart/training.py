@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from coldstart import faults
+from coldstart import faults, precision, runtime
 from coldstart.config import trl_kwargs
 from coldstart.errors import ColdstartError
 from coldstart.runs import is_checkpoint
@@ -22,19 +22,21 @@ logger = logging.getLogger(__name__)
 
 def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str, Any] | None = None,
                    timeout_minutes: float | None = None) -> dict[str, Any]:
-    """Keyword arguments for a TRL config: the section's TRL fields, with `None` precision settings resolved, and
+    """Keyword arguments for a TRL config: the section's TRL fields, with `None` settings resolved, and
     `tracking` (`coldstart.tracking.trainer_args`: report_to, run_name, project) where the section sets none, and
     `ddp_timeout` from the runtime's `timeout_minutes` (the process group exists by then with that timeout; the
     Trainer's value would otherwise say another).
 
-    TRL turns bf16 and gradient checkpointing on by default; on a CPU both make a small model slower (bf16
-    autocast without AMX, recomputation with plenty of memory), so `None` means on for CUDA only.
+    `bf16` / `fp16` follow the run's precision (`coldstart.runtime.precision`) unless the section sets `bf16`
+    (or `trainer: {fp16: ...}`).
+    TRL turns gradient checkpointing on by default; on a CPU it makes a small model slower (recomputation with
+    plenty of memory), so `None` means on for CUDA only.
     """
     kwargs = trl_kwargs(section)
     cuda = torch.cuda.is_available()
-    for key in ("bf16", "activation_checkpointing"):
-        if kwargs.get(key) is None:
-            kwargs[key] = cuda
+    kwargs.update(precision.trainer_flags(runtime.precision(), kwargs.pop("bf16", None), kwargs.pop("fp16", None)))
+    if kwargs.get("activation_checkpointing") is None:
+        kwargs["activation_checkpointing"] = cuda
     kwargs.setdefault("use_cpu", not cuda)
     if timeout_minutes is not None:
         kwargs.setdefault("ddp_timeout", round(timeout_minutes * 60))

@@ -10,7 +10,7 @@ from typing import Any
 
 from coldstart.config import Config
 from coldstart.data import load_samples
-from coldstart.gradients import LOSSES, assumption, measure, norm_deciles
+from coldstart.gradients import LOSSES, assumption, measure, norm_deciles, weighting_nulls
 from coldstart.lengths import apply_length_policy
 from coldstart.eval.report import number
 from coldstart.models import resolve_model_path
@@ -43,10 +43,10 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, runtime,
     train, _ = apply_length_policy(train, tokenizer, cfg.warmup.max_length, "drop")
     batch = global_batch(cfg, runtime.num_processes)
     train = train.shuffle(seed=cfg.seed).select(range(min(len(train), minibatches * batch)))
-    model = runtime.load_model(cfg.model, path)
+    model = runtime.load_model(cfg.model, path, master=True)  # gradients of the weights as trained
     results = measure(model, tokenizer, list(train), batch, cfg.warmup.cadft, cfg.warmup.max_length)
     results = {"model": policy_name(path), "data": cfg.data.source, "key": key, **results,
-               "assumption": _tests(results["samples"])}
+               **_tests(results)}
     with folder_in_place(out) as tmp:
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (tmp / "report.md").write_text(render(results))
@@ -58,14 +58,19 @@ def retest(out: Path) -> dict[str, Any]:
     """The assumption's tests of a check measured before, again from its per-sample records (so that it follows a
     change to the test), written back to its results and report."""
     results = json.loads((out / "results.json").read_text())
-    results["assumption"] = _tests(results["samples"])
+    results.update(_tests(results))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / "report.md", render(results))
     return results
 
 
-def _tests(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {loss: assumption(samples, f"norm_{loss}") for loss in ("sft", "dft")}
+def _tests(results: dict[str, Any]) -> dict[str, Any]:
+    """The tests read off the per-sample records: the assumption per loss, and CADFT's noise against its nulls
+    (`weighting_nulls`, on the norm of the term CADFT weighs; dft for a check measured before it was recorded)."""
+    samples = results["samples"]
+    term = results.get("weighed_term", "dft")
+    return {"assumption": {loss: assumption(samples, f"norm_{loss}") for loss in ("sft", "dft")},
+            "nulls": weighting_nulls(samples, f"norm_{term}")}
 
 
 def render(results: dict[str, Any]) -> str:
@@ -95,6 +100,20 @@ def render(results: dict[str, Any]) -> str:
         ratio = s["mean_sq_update"] / dft if dft else None
         lines.append(f"| {loss} | {number(s['mean_sq_update'], '.4g')} | {number(ratio, '.4g')} | {number(s['trace_cov'], '.4g')} | "
                      f"{number(s['sq_mean_gradient'], '.4g')} | {number(s['noise_scale'], '.4g')} |")
+    n = results["nulls"]
+    lo, hi = n["permuted_interval"]
+    elo, ehi = n["effect_interval"]
+    lines += ["", "## CADFT's noise against weights that know nothing of the gradients", "",
+              "The weighted per-sample second moment sum w^2 |g|^2 over DFT's sum |g|^2 (what sets the update's "
+              "noise), against two nulls: Kish's (each minibatch's mean w^2: unequal weights alone) and the same "
+              f"weights shuffled within each minibatch ({n['permutations']} permutations). The effect is CADFT's "
+              "over the nulls' expectation, with a bootstrap interval over minibatches; below 1, the weights damp the "
+              "samples with the larger gradients.", "",
+              "| | CADFT | Kish | permuted (95%) | effect | p (lower) | verdict |", "|---|---|---|---|---|---|---|",
+              f"| as trained | {n['observed']:.4g} | {n['kish']:.4g} | {n['permuted']:.4g} [{lo:.4g}, {hi:.4g}] | "
+              f"{number(n['effect'], '.3f')} [{number(elo, '.3f')}, {number(ehi, '.3f')}] | {n['p_lower']:.3g} | "
+              f"{n['verdict']} |",
+              f"| at DFT's step size | {n['matched_step']['observed']:.4g} | {n['matched_step']['kish']:.4g} | | | | |"]
     lines += ["", "## Gradient norm by compatibility decile", "", "| decile | compatibility | sft | dft | cadft |",
               "|---|---|---|---|---|"]
     per_loss = norm_deciles(results["samples"])

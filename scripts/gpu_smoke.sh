@@ -86,7 +86,8 @@ run = Path(sys.argv[1])
 if not (run / "manifest.json").is_file():
     raise SystemExit("no manifest: the run did not start")
 stages = json.loads((run / "manifest.json").read_text())["stages"]
-print("\n| stage | status | seconds | models on | peak memory (GiB) | recorded |\n| --- | --- | --- | --- | --- | --- |")
+print("\n| stage | status | seconds | models on | precision | peak memory (GiB) | recorded |\n"
+      "| --- | --- | --- | --- | --- | --- | --- |")
 keep = ("steps", "first_loss", "last_loss", "finished_rate", "checks_failed", "zero_variance_share_mean")
 per_stage, off_device = {}, []
 for name, entry in stages.items():
@@ -94,8 +95,9 @@ for name, entry in stages.items():
     shown = {k: metrics[k] for k in keep if k in metrics}
     on = entry.get("models_on", [])
     per_stage[name] = {"status": entry.get("status"), "seconds": entry.get("seconds"), "models_on": on,
-                       "peak_memory_gib": entry.get("peak_memory_gib")}
+                       "precision": entry.get("precision"), "peak_memory_gib": entry.get("peak_memory_gib")}
     print(f"| {name} | {entry.get('status')} | {entry.get('seconds', 0):.0f} | {', '.join(on) or '-'} | "
+          f"{entry.get('precision', '-')} | "
           f"{entry.get('peak_memory_gib', 0):.2f} | {json.dumps(shown)} |")
     # every model a stage loads must be on the GPU (the eval stage may read cached grades and load none)
     off_device += [f"{name}: {d}" for d in on if not d.startswith("cuda") and os.environ.get("COLDSTART_SMOKE_CPU") != "1"]

@@ -65,8 +65,8 @@ def generator(cfg: Config, model_dir: Path, runtime: Runtime) -> Iterator[Callab
     e = cfg.eval
     tokenizer = runtime.load_tokenizer(model_dir, cfg.model.trust_remote_code)
     if e.use_vllm:
-        vllm = VllmGenerator(str(model_dir), tokenizer, e.vllm_gpu_memory_utilization, cfg.seed, cfg.model.dtype,
-                             runtime.num_processes)
+        vllm = VllmGenerator(str(model_dir), tokenizer, e.vllm_gpu_memory_utilization, cfg.seed,
+                             runtime.compute_dtype(cfg.model), runtime.num_processes)
         try:
             yield vllm
         finally:
@@ -88,12 +88,14 @@ def evaluate_with(cfg: Config, generate_fn: Callable[..., list], problems,
     return records, summarize_records(records)
 
 
-def cache_key(cfg: Config, model_dir: Path, problems) -> str:
+def cache_key(cfg: Config, model_dir: Path, problems, dtype: str) -> str:
     """What a model's grades on `problems` depend on: its files, the problems, how it is loaded (`model`:
-    dtype, remote code), the eval settings, the code and library versions, and the seed when sampling."""
+    remote code; `dtype`, the one it computes in), the eval settings, the code and library versions, and the seed
+    when sampling."""
     eval_settings = {k: v for k, v in settings(cfg.eval).items() if k not in ("base", "benchmarks")}  # not the set
+    loaded = {**settings(cfg.model), "dtype": dtype}
     return json_sha256({
-        "model": model_fingerprint(str(model_dir)), "loaded": settings(cfg.model), "problems": problems.to_list(),
+        "model": model_fingerprint(str(model_dir)), "loaded": loaded, "problems": problems.to_list(),
         "eval": eval_settings, "seed": cfg.seed if cfg.eval.num_samples else None, "versions": versions(),
     })
 
@@ -103,7 +105,7 @@ def evaluate_cached(cfg: Config, model_dir: Path, problems, runtime: Runtime,
     """`evaluate_with` on one model folder, read back from the eval cache when the same model was graded on the
     same problems with the same settings and code (unless `reuse` is off: `--force eval` grades again, and
     replaces the entry). The main process decides and writes; every process grades its share."""
-    cached = cfg.run_dir.parent / ".eval-cache" / f"{cache_key(cfg, model_dir, problems)}.json"
+    cached = cfg.run_dir.parent / ".eval-cache" / f"{cache_key(cfg, model_dir, problems, runtime.compute_dtype(cfg.model))}.json"
     saved = json.loads(cached.read_text()) if runtime.is_main and reuse and cached.is_file() else None
     saved = runtime.from_main(saved)
     if saved is not None:

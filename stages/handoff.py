@@ -37,7 +37,7 @@ def export(cfg: Config, runtime: Runtime, final: Path, out: Path) -> dict[str, A
     """Write the warmed model in `final` (LoRA adapters are merged) to `out` as a self-contained HF checkpoint;
     returns what was changed."""
     tokenizer = runtime.load_tokenizer(final, cfg.model.trust_remote_code)
-    model = runtime.load_model(cfg.model, final)
+    model = runtime.load_model(cfg.model, final, master=True)  # saved as trained
     model.config.use_cache = True
     model.generation_config.use_cache = True
     added: list[int] = []

@@ -106,12 +106,22 @@ def drawn_and_planned(trainer) -> tuple[dict[int, list[int]], dict[int, list[int
     return drawn, {step: [rows[r] for r in plan.rows(step)] for step in range(1, trainer.state.global_step + 1)}
 
 
+@pytest.fixture(autouse=True)
+def fp32_machine(monkeypatch):
+    """Tests compute in fp32 on any CPU: `auto` reads the machine as one without fast bf16 (the precision tests
+    choose their own), and a precision a test sets is forgotten after it."""
+    import coldstart.runtime
+
+    monkeypatch.setattr("coldstart.precision.cpu_bf16_speedup", lambda: 1.0)
+    monkeypatch.setattr(coldstart.runtime, "_PRECISION", [])
+
+
 @pytest.fixture(scope="session")
 def runtime():
     """This process's runtime, as the CLI starts it (one process: the CPU, rank 0)."""
     from coldstart.runtime import Runtime
 
-    return Runtime.start(180.0)
+    return Runtime.start(180.0, "fp32")
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ def main(model_dir: str, out: str, num_processes: int) -> None:
         return trainer
 
     warmup_stage.build_trainer = instrumented_trainer
-    warmup_stage.run(cfg, RunDir(Path(out) / "run"), Runtime.start(cfg.runtime.timeout_minutes))
+    warmup_stage.run(cfg, RunDir(Path(out) / "run"), Runtime.start(cfg.runtime.timeout_minutes, "fp32"))
     (mine / "stats.json").write_text(json.dumps(stats))
 
 

@@ -407,28 +407,30 @@ def test_runs_are_grouped_by_start_then_seed():
                        "quickstart": {"quickstart": 4}}
 
 
-@pytest.mark.parametrize("verdicts, ratios, expected", [
-    (["holds", "holds"], [0.8, 0.9], "supported"),
-    (["holds", "not shown"], [0.8, 0.9], "no difference shown"),  # not shown everywhere
-    (["holds", "holds"], [0.8, 1.1], "no difference shown"),  # not lower everywhere
-    (["fails", "not shown"], [0.8, 0.9], "contradicted"),  # reversed somewhere, shown nowhere
-    (["fails", "holds"], [0.8, 0.9], "no difference shown"),  # mixed
-    (["not shown", "not shown"], [1.2, 1.1], "contradicted"),  # the update varies more everywhere
-    (["holds", "holds"], [0.8, None], "no difference shown"),  # DFT's update did not vary at one policy
-    (["holds", "holds"], [1.1, None], "no difference shown"),  # higher where measured, but not everywhere
+LOW, HIGH, NONE = "compatibility lowers the noise", "compatibility raises the noise", "no compatibility effect"
+
+
+@pytest.mark.parametrize("verdicts, effects, expected", [
+    (["holds", "holds"], [LOW, LOW], "supported"),
+    (["holds", "not shown"], [LOW, LOW], "no difference shown"),  # not shown everywhere
+    (["holds", "holds"], [LOW, NONE], "no difference shown"),  # unequal weights alone at one policy
+    (["fails", "not shown"], [LOW, LOW], "contradicted"),  # reversed somewhere, shown nowhere
+    (["fails", "holds"], [LOW, LOW], "no difference shown"),  # mixed
+    (["not shown", "not shown"], [HIGH, HIGH], "contradicted"),  # the weights raise the noise everywhere
+    (["holds", "holds"], [LOW, None], "no difference shown"),  # one policy measured before the nulls
+    (["not shown", "not shown"], [HIGH, None], "no difference shown"),  # raised where measured, not everywhere
 ])
-def test_the_mechanism_claim_from_hand_made_policies(verdicts, ratios, expected):
+def test_the_mechanism_claim_from_hand_made_policies(verdicts, effects, expected):
     from coldstart.eval.compare import _mechanism_claim
 
     mechanism = {f"p{i}": {"assumption": {"dft": {"verdict": v}},
-                           "losses": {"dft": {"trace_cov": 2.0 if r is not None else 0.0, "mean_sq_update": 4.0},
-                                      "cadft-weights": {"trace_cov": 2.0 * (r or 1.0), "mean_sq_update": 2.0 + i}}}
-                 for i, (v, r) in enumerate(zip(verdicts, ratios))}
+                           "nulls": e and {"verdict": e, "effect": 0.8 + 0.1 * i}}
+                 for i, (v, e) in enumerate(zip(verdicts, effects))}
     row = _mechanism_claim(mechanism)
     assert row["verdict"] == expected
     assert row["text"].startswith(f"assumption holds at {verdicts.count('holds')} of 2 policies (fails at "
                                   f"{verdicts.count('fails')})")
-    present = [r for r in ratios if r is not None]
-    missing = f" ({len(ratios) - len(present)} policies without variance in DFT's update)" if None in ratios else ""
-    assert row["text"].endswith(f"variance ratio {min(present):.2f}-{max(present):.2f}{missing}; mean squared "
-                                "update ratio 0.50-0.75")  # (2 + i) / 4 at policies 0 and 1
+    present = [e for e in effects if e]
+    effect = "0.80-0.90" if len(present) == 2 else "0.80-0.80"
+    assert row["text"].endswith(f"noise over the permuted control {effect} (lowered at {present.count(LOW)}, raised "
+                                f"at {present.count(HIGH)} of {len(present)})")

@@ -227,3 +227,65 @@ def test_the_mechanism_measures_the_warmups_global_batch():
     cfg = load_config(None, ["warmup.per_device_train_batch_size=4", "warmup.gradient_accumulation_steps=2"])
     assert global_batch(cfg, 1) == 8
     assert global_batch(cfg, 8) == 64
+
+
+def _records(weight_of, norm_of, minibatches: int = 40, batch: int = 16, seed: int = 3):
+    """Per-sample records of `minibatches` minibatches: each sample's weight and DFT norm from its NLL."""
+    rng = random.Random(seed)
+    out = []
+    for b in range(minibatches):
+        for _ in range(batch):
+            nll = rng.uniform(0.2, 3.0)
+            out.append({"minibatch": b, "nll": nll, "weight": weight_of(nll, rng), "norm_dft": norm_of(nll, rng)})
+    return out
+
+
+def _damping(nll: float, rng) -> float:
+    return min(1.0, math.exp(-(nll - 1.6)))  # the least compatible weigh least
+
+
+def test_weights_that_know_nothing_of_the_gradients_are_their_own_null():
+    from coldstart.gradients import weighting_nulls
+
+    # the norms do not depend on the NLL: unequal weights alone, which Kish's design effect predicts
+    n = weighting_nulls(_records(_damping, lambda nll, rng: rng.uniform(0.5, 1.5)), permutations=500)
+    assert n["verdict"] == "no compatibility effect"
+    assert n["observed"] == pytest.approx(n["kish"], rel=0.05) and n["permuted"] == pytest.approx(n["kish"], rel=0.01)
+    low, high = n["effect_interval"]
+    assert low < 1 < high and n["observed"] < 1  # below DFT's, as any weights below 1 are
+
+
+def test_damping_the_largest_gradients_beats_the_permuted_control():
+    from coldstart.gradients import weighting_nulls
+
+    # the least compatible carry the largest gradients (the paper's assumption): CADFT damps exactly those
+    n = weighting_nulls(_records(_damping, lambda nll, rng: nll * rng.uniform(0.9, 1.1)), permutations=500)
+    assert n["verdict"] == "compatibility lowers the noise" and n["p_lower"] == pytest.approx(1 / 501)
+    assert n["effect_interval"][1] < 1 and n["observed"] < n["permuted_interval"][0]
+    # the opposite: the compatible carry the largest gradients, and the damped are the small ones
+    n = weighting_nulls(_records(_damping, lambda nll, rng: (3.2 - nll) * rng.uniform(0.9, 1.1)), permutations=500)
+    assert n["verdict"] == "compatibility raises the noise" and n["effect_interval"][0] > 1
+
+
+def test_the_nulls_by_hand():
+    from coldstart.gradients import weighting_nulls
+
+    records = [{"minibatch": 0, "weight": w, "norm_dft": g} for w, g in [(1.0, 1.0), (0.5, 2.0)]]
+    n = weighting_nulls(records, permutations=200)
+    # observed (1 x 1 + 0.25 x 4) / (1 + 4) = 0.4; Kish: mean w^2 = 0.625; the two orders give 0.4 and 0.85
+    assert n["observed"] == pytest.approx(0.4) and n["kish"] == pytest.approx(0.625)
+    assert n["permuted_interval"] == [pytest.approx(0.4), pytest.approx(0.85)]
+    assert n["matched_step"]["observed"] == pytest.approx(0.4 / 0.75**2)
+    assert n["matched_step"]["kish"] == pytest.approx(0.625 / 0.75**2)
+
+
+def test_a_minibatch_the_gate_zeroes_is_left_out_of_the_matched_step():
+    from coldstart.gradients import weighting_nulls
+
+    records = [{"minibatch": b, "weight": w, "norm_dft": 1.0} for b, ws in enumerate([[0.0, 0.0], [1.0, 0.5]])
+               for w in ws]
+    n = weighting_nulls(records, permutations=100)
+    assert n["observed"] == pytest.approx(1.25 / 4) and n["effect"] == pytest.approx(1.0)
+    assert n["matched_step"]["observed"] == pytest.approx(1.25 / 0.75**2 / 2)
+    everything_gated = [{"minibatch": 0, "weight": 0.0, "norm_dft": 1.0}] * 2
+    assert weighting_nulls(everything_gated, permutations=10)["effect"] is None

@@ -169,6 +169,16 @@ def test_an_earlier_release_checkpoint_resumes_with_its_rewrites(rewriting_train
     assert [a["index"] for a in trainer.store.attempts] == [1, 3]
 
 
+def test_a_second_release_checkpoint_without_its_log_keeps_its_targets(rewriting_trainer, tmp_path):
+    trainer, rewriter, _ = rewriting_trainer
+    rewriter.log_path.write_text(json.dumps(ATTEMPTS[1]) + "\n" + '{"step": 2, "index": 7, "acc')  # cut by a crash
+    checkpoint = _checkpoint(tmp_path, {"ema": None, "samples": {"moving_nll": {"1": 3.5},
+                                                                 "targets": {"1": [2, "A \\boxed{1}"]}}})
+    trainer.restore_state(checkpoint)
+    assert trainer.store.text(1) == "A \\boxed{1}" and trainer.store.rewrite_step(1) == 2
+    assert [a["index"] for a in trainer.store.attempts] == [3, 1]
+
+
 class FakePolicy:
     """The policy as the rewriter sees it: fixed candidates, each text's compatibility from a table."""
 

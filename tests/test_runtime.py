@@ -25,7 +25,7 @@ from coldstart.training import trainer_kwargs
 from coldstart.config import load_config
 from trl import SFTConfig
 
-runtime = Runtime.start(77.0)
+runtime = Runtime.start(77.0, "fp32")
 cfg = load_config(None, ["runtime.timeout_minutes=77"])
 args = SFTConfig(**trainer_kwargs(cfg.warmup, sys.argv[1], 0, timeout_minutes=cfg.runtime.timeout_minutes))
 items = list(range(7))
