@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -121,15 +120,12 @@ GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "decod
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     import torch
 
+    from coldstart.precision import cpu_name
+
     return {
-        "machine": f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
         **versions(),
         "date": time.strftime("%Y-%m-%d"),

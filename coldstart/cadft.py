@@ -17,6 +17,7 @@ Statistics for the z-scores (`cadft.stats`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -470,15 +471,20 @@ class _TrainedPolicy:
     def __init__(self, trainer: CADFTTrainer):
         self._trainer = trainer
 
-    def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+    @contextlib.contextmanager
+    def _model(self):
         t = self._trainer
         with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model, t.accelerator.autocast():
+            yield model
+
+    def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        t = self._trainer
+        with self._model() as model:
             return compatibility.score(model, t.processing_class, samples, t.args.max_length, fused=t.fused)
 
     def generate(self, prompts: list[Any], **sampling: Any) -> list[list[generation.Completion]]:
-        t = self._trainer
-        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model, t.accelerator.autocast():
-            return generation.generate(model, t.processing_class, prompts, **sampling)
+        with self._model() as model:
+            return generation.generate(model, self._trainer.processing_class, prompts, **sampling)
 
 
 def _global_step(checkpoint: str | Path) -> int:

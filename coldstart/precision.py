@@ -41,7 +41,8 @@ def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3) -> f
     return 2 * size**3 / best / 1e9
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -58,7 +59,7 @@ def cpu_bf16_speedup() -> float:
     from coldstart.models import cache_home
     from coldstart.runs import atomic_write_text
 
-    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+    key = f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
     path = cache_home() / "precision.json"
     try:
         cached = json.loads(path.read_text())

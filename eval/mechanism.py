@@ -92,7 +92,7 @@ def render(results: dict[str, Any]) -> str:
               "Over the minibatches: the mean squared norm of the update, the trace of its covariance, the squared "
               "norm of the mean gradient, and the noise scale B tr(cov) / |G|^2. cadft divides by the tokens as "
               "trained (its weights below 1 also shrink the step); cadft-weights by the sum of weight x tokens (DFT's "
-              "step size: the control).", "",
+              "step size).", "",
               "| loss | mean squared update | vs dft | tr(cov) | squared mean gradient | noise scale |",
               "|---|---|---|---|---|---|"]
     for loss in LOSSES:
@@ -113,7 +113,8 @@ def render(results: dict[str, Any]) -> str:
               f"| as trained | {n['observed']:.4g} | {n['kish']:.4g} | {n['permuted']:.4g} [{lo:.4g}, {hi:.4g}] | "
               f"{number(n['effect'], '.3f')} [{number(elo, '.3f')}, {number(ehi, '.3f')}] | {n['p_lower']:.3g} | "
               f"{n['verdict']} |",
-              f"| at DFT's step size | {n['matched_step']['observed']:.4g} | {n['matched_step']['kish']:.4g} | | | | |"]
+              f"| divided by mean(w)^2 | {number(n['matched_step']['observed'], '.4g')} | "
+              f"{number(n['matched_step']['kish'], '.4g')} | | | | |"]
     lines += ["", "## Gradient norm by compatibility decile", "", "| decile | compatibility | sft | dft | cadft |",
               "|---|---|---|---|---|"]
     per_loss = norm_deciles(results["samples"])

@@ -175,9 +175,10 @@ def ood_section(results: dict[str, Any], mcnemar: str) -> list[str]:
     return lines
 
 
-def _ratio(m: dict[str, Any], loss: str, key: str = "mean_sq_update") -> str:
-    dft = m["losses"]["dft"][key]
-    return number(m["losses"][loss][key] / dft if dft else None, ".3f")
+def _ratio(m: dict[str, Any], loss: str) -> str:
+    """`loss`'s mean squared minibatch update over dft's."""
+    dft = m["losses"]["dft"]["mean_sq_update"]
+    return number(m["losses"][loss]["mean_sq_update"] / dft if dft else None, ".3f")
 
 
 def mechanism_section(results: dict[str, Any]) -> list[str]:
