@@ -14,6 +14,7 @@ trainer (the CADFT trainer, rewriting) and may be used through the Python API wi
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import math
 import os
@@ -120,7 +121,11 @@ class Runtime:
     def start(cls, timeout_minutes: float, precision: str = "auto") -> "Runtime":
         """The runtime of this process, creating the process group with `timeout_minutes` when it does not exist,
         computing in `precision` (`runtime.precision`)."""
-        _state(datetime.timedelta(minutes=timeout_minutes))
+        state = _state(datetime.timedelta(minutes=timeout_minutes))
+        if torch.distributed.is_initialized():
+            # a process that exits with the group alive can abort in gloo's threads at interpreter shutdown
+            # ("terminate called without an active exception"), failing a run that finished
+            atexit.register(state.destroy_process_group)
         set_precision(precision)
         return cls()
 
