@@ -60,7 +60,7 @@ class CADFTConfig(SFTConfig):
 
     beta, stats, ema_decay, gate_min, weight_floor, token_weighting, normalize: the compatibility weights
         `w_i = exp(-beta * max(0, z_i))` of each sample's z-scored NLL (beta 0: TRL's DFT loss exactly), and what
-        the loss is divided by (tokens, or weight x tokens).
+        the loss is divided by (the step's tokens, or each sample by its own and then by the step's samples).
     logprobs: how per-token log-probs are computed (TRL's fused LM head, or logits; auto: fused on CUDA).
     rewrite_*: delayed rewriting of persistently incompatible targets (`coldstart.rewriting`).
 
@@ -83,7 +83,7 @@ class CADFTConfig(SFTConfig):
     gate_min: Optional[float] = _yaml(CadftSection, "gate_min")
     weight_floor: float = _yaml(CadftSection, "weight_floor")
     token_weighting: Literal["dft", "none"] = _yaml(CadftSection, "token_weighting")
-    normalize: Literal["tokens", "weights"] = _yaml(CadftSection, "normalize")
+    normalize: Literal["tokens", "samples"] = _yaml(CadftSection, "normalize")
     logprobs: Literal["auto", "fused", "logits"] = _yaml(WarmupSection, "logprobs")
 
     rewrite_enabled: bool = _yaml(RewriteSection, "enabled", default=False, help=(
@@ -225,7 +225,7 @@ class CADFTTrainer(WarmupTrainer):
         self.row_samples: list[int] = self.train_dataset["sample_index"]
         self._positions = {sample: row for row, sample in enumerate(self.row_samples)}
         self._step_stats: tuple[float, float] | None = None
-        self._step_weight_per_token: torch.Tensor | None = None
+        self._step_samples: torch.Tensor | None = None
         self._prepass_nll: dict[int, float] = {}
         self._step_moments: torch.Tensor | None = None
         self.rewriter = None
@@ -274,24 +274,20 @@ class CADFTTrainer(WarmupTrainer):
         self._fold_into_ema()
         c, several = self.cadft, len(batches) > 1
         needs_stats = (c.stats == "batch" and several) or (c.stats == "ema" and self.ema is None)
-        # the step's weight per token is known before the first backward only from a pre-pass
-        needs_weights = c.normalize == "weights" and several
-        self._step_stats, self._step_weight_per_token, self._prepass_nll = None, None, {}
-        if batches and (needs_stats or needs_weights):
-            stats, nll, tokens = self._prepass(batches)
-            if needs_stats:
-                self._step_stats = stats
-            if needs_weights:
-                mean, std = self._step_stats if self._step_stats is not None else self.ema
-                weights = cadft_weights(nll, mean, std, c.beta, c.gate_min, c.weight_floor)
-                self._step_weight_per_token = self._weight_per_token(weights, tokens)
+        self._step_stats, self._prepass_nll = None, {}
+        if batches and needs_stats:
+            self._step_stats = self._prepass(batches)
+        self._step_samples = self._count_samples(batches) if c.normalize == "samples" else None
         return batches, num_items
 
-    def _weight_per_token(self, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """sum(w x tokens) / sum(tokens) over every process: what turns TRL's token count into weight x tokens."""
-        sums = self.accelerator.reduce(torch.stack([(weights * tokens).sum(), tokens.sum().to(weights.dtype)]),
-                                       reduction="sum")
-        return sums[0] / sums[1].clamp(min=1)
+    def _count_samples(self, batches: list[dict[str, Any]]) -> torch.Tensor:
+        """The step's demonstrations, counted as Trainer counts its tokens for `num_items_in_batch`: over every
+        process when `average_tokens_across_devices`, else this process's (what `normalize: samples` divides by)."""
+        device = self.accelerator.device
+        count = torch.tensor(float(sum(len(b["input_ids"]) for b in batches)), device=device)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            count = self.accelerator.reduce(count, reduction="sum")
+        return count
 
     def _current_targets(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The batch with the current target of every row (collated again, from the data set and the store, when a
@@ -314,25 +310,21 @@ class CADFTTrainer(WarmupTrainer):
         return batch
 
     @torch.no_grad()
-    def _prepass(self, batches: list[dict[str, Any]]) -> tuple[tuple[float, float], torch.Tensor, torch.Tensor]:
-        """The NLL mean/std of the step's global batch, and this process's samples' NLLs and token counts, from a
-        forward in eval mode: with dropout, a forward in train mode would give statistics of another pass than the
+    def _prepass(self, batches: list[dict[str, Any]]) -> tuple[float, float]:
+        """The NLL mean/std of the step's global batch, from a forward in eval mode: with dropout, a forward in train mode would give statistics of another pass than the
         loss's weights use. The NLLs are kept by sample index for `compute_loss`."""
-        nll, tokens = [], []
+        nll = []
         was_training = self.model.training
         self.model.eval()
         try:
             for batch in batches:
                 log_probs, mask = self.token_logprobs(self.model, self._prepare_inputs(batch))
-                n, count = sequence_nll(log_probs.float(), mask)
+                n, _ = sequence_nll(log_probs.float(), mask)
                 self._prepass_nll.update(zip(batch["sample_index"].tolist(), n.tolist()))
                 nll.append(n)
-                tokens.append(count)
         finally:
             self.model.train(was_training)
-        nll = torch.cat(nll)
-        stats = mean_std(self.accelerator.reduce(batch_moments(nll), reduction="sum"))
-        return stats, nll, torch.cat(tokens).to(nll.dtype)
+        return mean_std(self.accelerator.reduce(batch_moments(torch.cat(nll)), reduction="sum"))
 
     def _fold_into_ema(self) -> None:
         """After an optimizer step, move the moving mean/std towards that step's global batch statistics."""
@@ -366,18 +358,15 @@ class CADFTTrainer(WarmupTrainer):
             mean, std = self.ema if self.cadft.stats == "ema" and self.ema is not None else mean_std(moments)
         c = self.cadft
         weights = cadft_weights(weighed, mean, std, c.beta, c.gate_min, c.weight_floor)
-        num_items = mask.sum() if num_items_in_batch is None else num_items_in_batch
-        if c.normalize == "weights":
-            # TRL's token count (global or local, as Trainer passes it) times the step's weight per token: the same
-            # scaling conventions as the token normalisation, with sum(w x tokens) in place of sum(tokens)
-            if training and self._step_weight_per_token is not None:
-                per_token = self._step_weight_per_token
-            elif training:  # the step's only micro-batch
-                per_token = self._weight_per_token(weights, tokens)
-            else:  # an evaluation batch: its own
-                per_token = (weights * tokens).sum() / tokens.sum().clamp(min=1)
-            num_items = num_items * per_token
-        loss = token_loss(log_probs, mask, num_items, c.token_weighting, weights)
+        num_items, per_sample = (mask.sum() if num_items_in_batch is None else num_items_in_batch), weights
+        if c.normalize == "samples":
+            # each demonstration's term averaged over its own tokens, then over the step's demonstrations (every
+            # process's and micro-batch's when Trainer counts the step's tokens, this micro-batch's otherwise,
+            # which Trainer then divides by the accumulation steps itself)
+            per_sample = weights / tokens.to(weights.dtype).clamp(min=1)
+            counted = training and num_items_in_batch is not None and self._step_samples is not None
+            num_items = self._step_samples if counted else len(tokens)
+        loss = token_loss(log_probs, mask, num_items, c.token_weighting, per_sample)
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if training:
             self._step_moments = moments if self._step_moments is None else self._step_moments + moments

@@ -109,11 +109,11 @@ class CadftSection:
     token_weighting: Literal["dft", "none"] = option(
         "dft", "Inside a sample: 'dft' weights tokens by sg(p_t); 'none' gives compatibility-weighted plain SFT."
     )
-    normalize: Literal["tokens", "weights"] = option(
+    normalize: Literal["tokens", "samples"] = option(
         "tokens",
-        "What the loss is divided by: 'tokens', the global count of completion tokens (TRL's; weights below 1 then "
-        "shrink CADFT's steps at a given learning rate), or 'weights', the global sum of weight x tokens (each "
-        "step as large as DFT's at equal weights: the control for step size).",
+        "What the loss is divided by: 'tokens', the global count of completion tokens (TRL's; beta 0 is then TRL's "
+        "DFT exactly), or 'samples', each demonstration's term averaged over its own tokens and then over the "
+        "step's demonstrations (the paper's per-demonstration form).",
     )
 
 
@@ -645,9 +645,6 @@ def _check_values(cfg: Config, where: _Where) -> None:
     if cfg.handoff.select_checkpoint.enabled and not cfg.warmup.keep_checkpoints:
         raise ColdstartError(f"{where(('handoff', 'select_checkpoint', 'enabled'))}: the warm-up deletes its "
                              "checkpoints when it ends; set warmup.keep_checkpoints: true")
-    if cfg.warmup.cadft.normalize == "weights" and cfg.warmup.trainer.get("average_tokens_across_devices") is False:
-        raise ColdstartError(f"{where(('warmup', 'cadft', 'normalize'))}: weights divides by the step's weight x "
-                             "tokens over every process; it needs warmup.trainer.average_tokens_across_devices: true")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
     m = cfg.compare

@@ -1,23 +1,28 @@
 """The mechanism behind CADFT's stability claim, measured at a fixed policy: does a sample's gradient grow as its
-compatibility falls (the paper's assumption), and does CADFT's update then vary less than DFT's?
+compatibility falls (the paper's assumption), and does CADFT's update then vary less than DFT's, and at what bias?
 
 For each sample of K minibatches of B demonstrations (after a batched forward per minibatch, without gradients,
-for the NLL statistics that set the weights), a forward and backward pass of its own give its gradient under the
-SFT term `-sum_t l_t`, another under the DFT term `-sum_t sg(p_t) l_t`, and a third under the term CADFT weighs,
-each divided by the minibatch's mean completion length, so that a minibatch's update under TRL's token
-normalisation is the mean of its samples' gradients. One gradient at a time (`PASSES`): a 7B model's parameters
-fit a few times on a GPU, not ten. CADFT's sample gradient is its weight times the DFT one (the weight carries no
-gradient), the weight from the minibatch's own NLL statistics (`cadft.stats: batch`, with the run's beta, gate
-and floor). Four updates are measured per
-minibatch: sft, dft, cadft (divided by the tokens, as trained by default) and cadft-weights (divided by the sum of
-weight x tokens: DFT's step size, the control for it). Nothing of size B x parameters is kept: per-sample gradient
-norms, and per loss the minibatch updates' squared norms and their running sum (`noise_statistics` turns those into
-the gradient noise).
+for the NLL statistics that set the weights and the per-token probabilities), a forward and backward pass of its
+own give its gradient under the SFT term `-sum_t l_t`, another under the DFT term `-sum_t sg(p_t) l_t`, and a third
+under the term CADFT weighs, each normalised as the warm-up trains (`cadft.normalize`: divided by the minibatch's
+mean completion length under `tokens`, TRL's, so that a minibatch's update is the mean of its samples' gradients;
+by the sample's own length under `samples`). One gradient at a time (`PASSES`): a 7B model's parameters fit a few
+times on a GPU, not ten. CADFT's sample gradient is its weight times the term's (the weight carries no gradient),
+the weight from the minibatch's own NLL statistics (`cadft.stats: batch`, with the run's beta, gate and floor).
+
+Nothing of size B x parameters is kept: per-sample gradient norms, and per loss the minibatch updates' squared
+norms, their inner products with the reference gradients and their running sum (`noise_statistics` and
+`error_statistics` turn those into the noise and the error). The references: the full-sample gradient of the term
+CADFT weighs (the mean of its minibatch updates, from the first pass) and, given held-out demonstrations, the same
+term's gradient on them. With a `preconditioner` (`adam_preconditioner`: 1 / (sqrt(v_hat) + eps) from a
+checkpoint's AdamW state) every gradient is multiplied by it first: the measurement in the geometry of the step
+the optimizer takes.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -25,9 +30,11 @@ import torch
 from coldstart.compatibility import pad_batch, sequence_nll, token_logprobs, tokenize_sample
 from coldstart.config import CadftSection
 from coldstart.errors import ColdstartError
-from coldstart.losses import batch_moments, cadft_weights, mean_std
+from coldstart.losses import batch_moments, cadft_weights, mean_std, token_loss
 
-LOSSES = ("sft", "dft", "cadft", "cadft-weights")
+LOSSES = ("sft", "dft", "cadft")
+# per-token probability bins: where in p the SFT and DFT terms' logit gradients sit
+BIN_EDGES = tuple(i / 10 for i in range(11))
 
 
 def noise_statistics(sq_norms: list[float], mean_sq_norm: float, batch_size: int) -> dict[str, float | None]:
@@ -43,28 +50,108 @@ def noise_statistics(sq_norms: list[float], mean_sq_norm: float, batch_size: int
     return {"mean_sq_update": mean_sq, "trace_cov": trace, "sq_mean_gradient": signal, "noise_scale": scale}
 
 
+def error_statistics(sq_norms: list[float], sq_mean: float, dot_mean: float, sq_reference: float,
+                     dots: list[float] | None = None) -> dict[str, float | None]:
+    """A loss's K minibatch updates G_k against a reference gradient R, from inner products alone (`sq_norms`:
+    each |G_k|^2; `sq_mean`: |mean G_k|^2; `dot_mean`: <mean G_k, R>; `sq_reference`: |R|^2):
+    - `mse`: mean_k |G_k - R|^2, what an optimizer feels: the squared bias plus the spread;
+    - `sq_bias`: |mean G_k - R|^2; `cosine`: the cosine of mean G_k with R (1: the same direction, whatever the
+      step's size);
+    - `mean_cosine`: the mean over minibatches of each update's cosine with R, where each one's inner product
+      with R (`dots`) is known.
+    A cosine is None where a norm is 0."""
+    mse = sum(sq_norms) / len(sq_norms) - 2 * dot_mean + sq_reference
+    scale = math.sqrt(max(sq_mean, 0.0) * sq_reference)
+    cosines = None
+    if dots is not None and sq_reference > 0 and all(s > 0 for s in sq_norms):
+        cosines = [d / math.sqrt(s * sq_reference) for d, s in zip(dots, sq_norms)]
+    return {"mse": mse, "sq_bias": sq_mean - 2 * dot_mean + sq_reference,
+            "cosine": max(-1.0, min(1.0, dot_mean / scale)) if scale > 0 else None,
+            "mean_cosine": sum(cosines) / len(cosines) if cosines else None}
+
+
+def token_bins(probabilities: torch.Tensor) -> list[dict[str, float]]:
+    """Per bin of the labelled tokens' probabilities p (`BIN_EDGES`): its share of the tokens, and its share of the
+    SFT and DFT terms' logit gradients. A token's SFT logit gradient `softmax - e_y` has norm between 1 - p and
+    sqrt(2) (1 - p), DFT's is p times it: the shares are of sum(1 - p) and sum(p (1 - p)), exact up to that
+    factor. DFT's gradient peaks at p = 0.5 and vanishes as p -> 0, where SFT's is largest."""
+    p = probabilities.double().flatten()
+    sft, dft = 1 - p, p * (1 - p)
+    total = {"tokens": max(p.numel(), 1), "sft": max(float(sft.sum()), 1e-300), "dft": max(float(dft.sum()), 1e-300)}
+    out = []
+    for i, (low, high) in enumerate(zip(BIN_EDGES, BIN_EDGES[1:])):
+        inside = (p >= low) & ((p < high) if i < len(BIN_EDGES) - 2 else (p <= high))
+        out.append({"low": low, "high": high, "tokens": float(inside.sum()) / total["tokens"],
+                    "sft": float(sft[inside].sum()) / total["sft"], "dft": float(dft[inside].sum()) / total["dft"]})
+    return out
+
+
+def adam_preconditioner(model, folder: str | Path) -> list[torch.Tensor] | None:
+    """1 / (sqrt(v_hat) + eps) per trainable parameter (in `model.parameters()` order) from the AdamW state a
+    Trainer checkpoint keeps (`optimizer.pt`, bias-corrected by its step count): AdamW's step is the first moment
+    times it. None when the folder keeps no optimizer state (a stage's `final` does not)."""
+    from transformers import Trainer
+
+    path = Path(folder) / "optimizer.pt"
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # Trainer.create_optimizer's groups: the decayed parameters, then the rest, each in named_parameters order
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ordered = [p for n, p in named if n in decay] + [p for n, p in named if n not in decay]
+    groups = state["param_groups"]
+    ids = [i for g in groups for i in g["params"]]
+    if len(ids) != len(ordered):
+        raise ColdstartError(f"{path}: the optimizer holds {len(ids)} parameters, the model trains {len(ordered)}")
+    group_of = {i: g for g in groups for i in g["params"]}
+    by_param = {}
+    for i, p in zip(ids, ordered):
+        s = state["state"].get(i)
+        if s is None or "exp_avg_sq" not in s:
+            raise ColdstartError(f"{path}: parameter {i} has no second moment (not an Adam state)")
+        beta2, eps = group_of[i]["betas"][1], group_of[i]["eps"]
+        v_hat = s["exp_avg_sq"].float() / (1 - beta2 ** float(s["step"]))
+        by_param[id(p)] = 1 / (v_hat.sqrt() + eps)
+    device = next(model.parameters()).device
+    return [by_param[id(p)].to(device) for p in model.parameters() if p.requires_grad]
+
+
 def _sq(vectors: list[torch.Tensor]) -> float:
-    """The squared norm of a list of tensors taken as one vector (per-tensor norms: no copy of the tensors)."""
-    return float(sum(float(torch.linalg.vector_norm(v, dtype=torch.float32)) ** 2 for v in vectors))
+    """The squared norm of a list of tensors taken as one vector (per-tensor norms, in fp64)."""
+    return float(sum(float(torch.linalg.vector_norm(v, dtype=torch.float64)) ** 2 for v in vectors))
 
 
-# The gradient passes: which per-sample gradient each takes, and the updates it builds from it. Losses that share
-# a per-sample gradient share a pass (cadft and cadft-weights weigh the same term and differ by a minibatch's
-# normaliser); a pass holds the gradient, one minibatch update and a running sum per update, at most 4 copies.
-PASSES = (("sft", ("sft",)), ("dft", ("dft",)), ("own", ("cadft", "cadft-weights")))
+def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """The inner product of two lists of tensors taken as vectors, accumulated in fp64 like `_sq`, so that a
+    vector's inner product with itself is its squared norm to fp64's precision."""
+    return float(sum(float(torch.dot(x.flatten().double(), y.flatten().double())) for x, y in zip(a, b)))
+
+
+def passes(token_weighting: str) -> tuple[tuple[str, str], ...]:
+    """The gradient passes, one per loss, as (loss, the per-sample term it takes the gradient of): the term CADFT
+    weighs goes first, so that its full-sample gradient (the mean of its minibatch updates) is the reference the
+    other two passes' updates are measured against. A pass holds the gradient, one minibatch update and a running
+    sum, besides the references: at most 6 parameter-sized buffers with both references and a preconditioner."""
+    own = "dft" if token_weighting == "dft" else "sft"
+    other = "sft" if own == "dft" else "dft"
+    return ((own, own), (other, other), ("cadft", own))
 
 
 def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, cadft: CadftSection | None = None,
-            max_length: int | None = None, fused: bool = False, progress: bool = True) -> dict[str, Any]:
+            max_length: int | None = None, fused: bool = False, progress: bool = True,
+            held_out: list[dict[str, Any]] | None = None,
+            preconditioner: list[torch.Tensor] | None = None) -> dict[str, Any]:
     """Per-sample gradient norms (sft, dft; cadft's is its weight times the gradient of its token term, dft's or,
-    with `token_weighting: none`, sft's) and each loss's minibatch update statistics over
-    `len(samples) // batch_size` minibatches taken in order. `samples`: prompt/completion rows (extra fields such
-    as `id` and `style` are carried into the per-sample records). Sums are kept in fp32 (a bf16 model's buffers are
-    then twice its size each).
+    with `token_weighting: none`, sft's), each loss's minibatch update statistics over `len(samples) // batch_size`
+    minibatches taken in order, their error against the full-sample gradient of the term CADFT weighs (and against
+    its gradient on `held_out` demonstrations, when given), and the labelled tokens' probability bins.
+    `samples`: prompt/completion rows (extra fields such as `id` and `style` are carried into the per-sample
+    records). Sums are kept in fp32 (a bf16 model's buffers are then twice its size each).
 
-    Memory: beyond the model, at most 4 parameter-sized buffers at once (one pass per gradient, `PASSES`), at the
-    cost of a forward per sample per pass; tied input and output embeddings add, for a moment, two more of the
-    shared matrix while autograd sums its two gradients."""
+    Memory: beyond the model, at most 6 parameter-sized buffers at once (`passes`), at the cost of a forward per
+    sample per pass; tied input and output embeddings add, for a moment, two more of the shared matrix while
+    autograd sums its two gradients."""
     from tqdm.auto import tqdm
 
     c = cadft or CadftSection()
@@ -73,52 +160,70 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
         raise ColdstartError(f"mechanism: {len(samples)} demonstrations do not make one minibatch of {batch_size}")
     params = [p for p in model.parameters() if p.requires_grad]
     minibatches = [samples[b * batch_size:(b + 1) * batch_size] for b in range(k)]
-    rows = [[tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length) for s in chunk] for chunk in minibatches]
+    tokenize = lambda s: tokenize_sample(tokenizer, s["prompt"], s["completion"], max_length)  # noqa: E731
+    rows = [[tokenize(s) for s in chunk] for chunk in minibatches]
+    order = passes(c.token_weighting)
+    own = order[0][1]
     was_training = model.training
     model.eval()  # dropout off: the gradient of the policy as it is
     try:
-        stats = []  # per minibatch: each sample's NLL, tokens and weight, from one batched forward without gradients
+        stats, probabilities = [], []  # per minibatch: each sample's NLL, tokens and weight
         for chunk in rows:
             with torch.no_grad():
                 log_probs, mask = _logprobs(model, tokenizer, chunk, fused)
                 nll, tokens = sequence_nll(log_probs.float(), mask)
+            probabilities.append(log_probs.float()[mask.bool()].exp().cpu())
             weights = cadft_weights(nll, *mean_std(batch_moments(nll)), c.beta, c.gate_min, c.weight_floor)
             stats.append((nll, tokens, weights))
-        own = "dft" if c.token_weighting == "dft" else "sft"
+        references = {}
+        if held_out:
+            references["held_out"] = _mean_gradient(model, tokenizer, [tokenize(s) for s in held_out], own,
+                                                    c.normalize, batch_size, fused, params, preconditioner)
         norms: dict[str, list[list[float]]] = {}
-        updates_stats = {}
-        bar = tqdm(total=k * len(PASSES), desc="gradients", unit="minibatch", disable=not progress)
-        for term, losses in PASSES:
-            sums = {loss: [torch.zeros_like(p, dtype=torch.float32) for p in params] for loss in losses}
-            sq_norms: dict[str, list[float]] = {loss: [] for loss in losses}
-            norms[term] = []
+        updates_stats, errors, per_minibatch = {}, {}, {}
+        bar = tqdm(total=k * len(order), desc="gradients", unit="minibatch", disable=not progress)
+        for loss, term in order:
+            total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+            sq_norms: list[float] = []
+            dots: dict[str, list[float]] = {name: [] for name in references}
+            norms[loss] = []
             for chunk, (nll, tokens, weights) in zip(rows, stats):
-                mean_tokens = float(tokens.float().mean())
+                divisors = (tokens.float().clamp(min=1) if c.normalize == "samples"
+                            else tokens.float().mean().expand(len(chunk)))
                 update = [torch.zeros_like(p, dtype=torch.float32) for p in params]  # sum_i coefficient_i x gradient_i
                 chunk_norms = []
                 for i, row in enumerate(chunk):
                     lp, m = _logprobs(model, tokenizer, [row], fused)
                     lp, m = lp[0], m[0]
-                    token_weight = lp.detach().exp() if (own if term == "own" else term) == "dft" else 1.0
-                    grads = torch.autograd.grad(-(lp * m * token_weight).sum() / mean_tokens, params, allow_unused=True)
+                    token_weight = lp.detach().exp() if term == "dft" else 1.0
+                    grads = torch.autograd.grad(-(lp * m * token_weight).sum() / float(divisors[i]), params,
+                                                allow_unused=True)
                     grads = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float()
                              for g, p in zip(grads, params)]
+                    if preconditioner is not None:
+                        torch._foreach_mul_(grads, preconditioner)
                     chunk_norms.append(math.sqrt(_sq(grads)))
-                    coefficient = float(weights[i]) if term == "own" else 1.0
+                    coefficient = float(weights[i]) if loss == "cadft" else 1.0
                     torch._foreach_add_(update, grads, alpha=coefficient / len(chunk))
                     del grads
-                norms[term].append(chunk_norms)
-                # cadft divides by the tokens (the update as built); cadft-weights by the sum of weight x tokens:
-                # sum_i w_i raw_i / sum_i w_i T_i, the same update rescaled
-                scale = {"cadft-weights": mean_tokens * len(chunk) / max(float((weights * tokens).sum()), 1e-12)}
-                for loss in losses:
-                    sq_norms[loss].append(scale.get(loss, 1.0) ** 2 * _sq(update))
-                    torch._foreach_add_(sums[loss], update, alpha=scale.get(loss, 1.0))
+                norms[loss].append(chunk_norms)
+                sq_norms.append(_sq(update))
+                for name, reference in references.items():
+                    dots[name].append(_dot(update, reference))
+                torch._foreach_add_(total, update)
                 del update
                 bar.update()
-            for loss in losses:
-                updates_stats[loss] = noise_statistics(sq_norms[loss], _sq([s / k for s in sums[loss]]), batch_size)
-            del sums
+            torch._foreach_div_(total, k)
+            mean = total
+            sq_mean = _sq(mean)
+            updates_stats[loss] = noise_statistics(sq_norms, sq_mean, batch_size)
+            if loss == own:
+                references = {"full_sample": mean, **references}
+            errors[loss] = {name: error_statistics(sq_norms, sq_mean, _dot(mean, reference), _sq(reference),
+                                                   dots.get(name))
+                            for name, reference in references.items()}
+            per_minibatch[loss] = {"sq_norm": sq_norms, **{f"dot_{name}": d for name, d in dots.items()}}
+            del mean
         bar.close()
     finally:
         model.train(was_training)
@@ -131,9 +236,34 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
                             "nll": float(nll[i]), "compatibility": math.exp(-float(nll[i])),
                             "tokens": int(tokens[i]), "weight": w, "norm_sft": norm_sft, "norm_dft": norm_dft,
                             "norm_cadft": w * (norm_dft if own == "dft" else norm_sft)})
-    updates_stats = {loss: updates_stats[loss] for loss in LOSSES}
-    return {"minibatches": k, "batch_size": batch_size, "beta": c.beta, "weighed_term": own, "samples": records,
-            "losses": updates_stats}
+    return {"minibatches": k, "batch_size": batch_size, "beta": c.beta, "weighed_term": own,
+            "normalize": c.normalize, "geometry": "adam" if preconditioner is not None else "euclidean",
+            "held_out": len(held_out or []), "samples": records,
+            "losses": {loss: updates_stats[loss] for loss in LOSSES},
+            "errors": {loss: errors[loss] for loss in LOSSES},
+            "per_minibatch": {loss: per_minibatch[loss] for loss in LOSSES},
+            "token_bins": token_bins(torch.cat(probabilities))}
+
+
+def _mean_gradient(model, tokenizer, rows: list[dict[str, list[int]]], term: str, normalize: str, batch_size: int,
+                   fused: bool, params: list[torch.Tensor],
+                   preconditioner: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    """The gradient of `term` over `rows` as one batch of the warm-up would take it (divided by their tokens, or
+    each sample by its own and then by their number), in batches of `batch_size`: the held-out reference."""
+    total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    count = 0.0
+    for start in range(0, len(rows), batch_size):
+        lp, m = _logprobs(model, tokenizer, rows[start:start + batch_size], fused)
+        _, tokens = sequence_nll(lp.detach().float(), m)
+        per_sample = 1 / tokens.float().clamp(min=1) if normalize == "samples" else None
+        loss = token_loss(lp, m, 1.0, "dft" if term == "dft" else "none", per_sample)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        torch._foreach_add_(total, [torch.zeros_like(t) if g is None else g.float() for g, t in zip(grads, total)])
+        count += len(tokens) if normalize == "samples" else float(tokens.sum())
+    torch._foreach_div_(total, max(count, 1.0))
+    if preconditioner is not None:
+        torch._foreach_mul_(total, preconditioner)
+    return total
 
 
 def _logprobs(model, tokenizer, rows: list[dict[str, list[int]]], fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,34 +286,58 @@ def by_decile(records: list[dict[str, Any]], key: str) -> list[dict[str, float]]
 
 
 def norm_deciles(records: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
-    """`by_decile` of each per-sample gradient norm the records keep (sft, dft, cadft; `cadft-weights` differs
-    from cadft only by a minibatch's normaliser, so it has no per-sample norm of its own)."""
+    """`by_decile` of each per-sample gradient norm the records keep (sft, dft, cadft)."""
     return {loss: by_decile(records, f"norm_{loss}") for loss in ("sft", "dft", "cadft")}
 
 
 def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict[str, Any]:
-    """Whether the least compatible samples carry the largest gradients: Spearman's rank correlation of the NLL
-    with the gradient norm, and the least compatible decile's mean norm against the rest's. The norms are of each
-    sample's contribution to the update (summed over its tokens), so longer demonstrations weigh more; `rho_tokens`
-    is the correlation of the NLL with the token count, to read it by. `holds` only when the
-    correlation is positive with p < 0.05 (a permutation p-value: `statistics.spearman`) and that decile's mean is
-    the largest of the deciles; `fails` when the correlation is negative with p < 0.05; otherwise neither is shown.
-    A rho is None where either side has no spread (`rho_tokens` when every sample has as many tokens)."""
-    from coldstart.statistics import spearman
+    """Whether the least compatible samples carry the largest gradients, as a trend: Spearman's rank correlation of
+    the NLL with the gradient norm (`rho`, its permutation p-value and bootstrap interval), and the same holding
+    the token count fixed (`partial_rho`, `statistics.rank_correlation`): a norm is the sample's contribution to
+    the update, summed over its tokens, so under `normalize: tokens` longer demonstrations weigh more, and
+    `rho_tokens` (the NLL against the count) says how far length could stand in for compatibility. The verdict
+    reads the length-controlled interval: `holds` when it lies above 0, `fails` below, otherwise `not shown`.
+    The deciles (mean norm per compatibility tenth) are for reading, not for the verdict: the least compatible
+    tenth's mean of a few samples is too noisy to judge by. A rho is None where either side has no spread."""
+    from coldstart.statistics import rank_correlation, spearman
 
     records = list(records)
     nll = [x["nll"] for x in records]
-    r = spearman(nll, [x[key] for x in records])
-    deciles = by_decile(records, key)
-    least = deciles[0]["value"]
-    largest = max(d["value"] for d in deciles)
-    rho, p = r["rho"], r["p"]
-    holds = rho is not None and rho > 0 and p < 0.05 and least >= largest
+    norms = [x[key] for x in records]
     tokens = [x.get("tokens", 0) for x in records]
-    lengths = spearman(nll, tokens)["rho"]
-    return {"rho": rho, "p": p, "rho_tokens": lengths, "least_compatible_decile": least, "largest_decile": largest,
-            "verdict": "holds" if holds else "fails" if rho is not None and rho < 0 and p < 0.05 else "not shown",
-            "deciles": deciles}
+    r = spearman(nll, norms)
+    plain = rank_correlation(nll, norms)
+    partial = rank_correlation(nll, norms, tokens)
+    deciles = by_decile(records, key)
+    low, high = partial["interval"]
+    verdict = ("holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown")
+    return {"rho": r["rho"], "p": r["p"], "rho_interval": plain["interval"], "partial_rho": partial["rho"],
+            "partial_interval": partial["interval"], "controlled_for_tokens": partial["controlled"],
+            "rho_tokens": spearman(nll, tokens)["rho"], "least_compatible_decile": deciles[0]["value"],
+            "largest_decile": max(d["value"] for d in deciles), "verdict": verdict, "deciles": deciles}
+
+
+def update_ratios(per_minibatch: dict[str, dict[str, list[float]]], resamples: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Each loss's mean squared minibatch update over DFT's, with a percentile bootstrap interval over minibatches
+    (the same minibatches drawn for both: the losses were measured on the same ones). None with one minibatch."""
+    import numpy as np
+
+    dft = np.asarray(per_minibatch["dft"]["sq_norm"])
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(len(dft), size=(resamples, len(dft)))
+    out = {}
+    for loss, part in per_minibatch.items():
+        sq = np.asarray(part["sq_norm"])
+        ratio = float(sq.mean() / dft.mean()) if dft.mean() > 0 else None
+        interval: list[float | None] = [None, None]
+        if len(dft) > 1 and ratio is not None:
+            den = dft[picked].mean(axis=1)
+            ratios = sq[picked].mean(axis=1)[den > 0] / den[den > 0]
+            tail = (1 - level) / 2
+            interval = [float(x) for x in np.quantile(ratios, [tail, 1 - tail])]
+        out[loss] = {"ratio": ratio, "interval": interval}
+    return out
 
 
 def weighting_nulls(records: list[dict[str, Any]], key: str = "norm_dft", permutations: int = 2000,

@@ -7,7 +7,8 @@
 | cadft   | -w_i sum_t sg(p_t) l_t          |
 
 All divide by the number of completion tokens in the global batch (every process and accumulation step), as TRL
-does with `num_items_in_batch`, so `beta = 0` is exactly TRL's DFT.
+does with `num_items_in_batch`, so `beta = 0` is exactly TRL's DFT; CADFT's `normalize: samples` instead divides
+each sample's term by its own tokens and the sum by the number of samples.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def token_loss(
 ) -> torch.Tensor:
     """`-sum_i w_i sum_t v_t l_t / num_items`, with `v_t = sg(p_t)` for `dft` and 1 for `none` (plain NLL).
 
-    `num_items` is the global count of completion tokens (or, normalised by weights, the global sum of each
-    sample's weight x its tokens); a batch without any gives a finite zero.
+    `num_items` is the global count of completion tokens (or of samples, with each sample's weight divided by its
+    own tokens); a batch without any gives a finite zero.
     """
     per_token = -log_probs * mask
     if token_weighting == "dft":

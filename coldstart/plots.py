@@ -183,7 +183,7 @@ def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
                              squeeze=False)
     for ax, start in zip(axes[0], starts):
         points = base + sorted((int(step), name) for name, s, step in policies if s == start and s != "base")
-        for loss in ("sft", "dft", "cadft", "cadft-weights"):
+        for loss in ("sft", "dft", "cadft"):
             values = [mechanism[name]["losses"][loss]["noise_scale"] for _, name in points]
             ax.plot([step for step, _ in points], [float("nan") if v is None else v for v in values], marker="o",
                     label=loss)

@@ -320,7 +320,8 @@ def _mechanism(folders: dict[str, Path]) -> dict[str, Any]:
         r = json.loads((Path(folder) / "results.json").read_text())
         out[name] = {"dir": str(folder), "samples": len(r["samples"]), "losses": r["losses"],
                      "assumption": {loss: {k: v for k, v in a.items() if k != "deciles"} for loss, a in r["assumption"].items()},
-                     "nulls": r.get("nulls"), "deciles": norm_deciles(r["samples"])}
+                     "nulls": r.get("nulls"), "ratios": r.get("ratios"), "errors": r.get("errors"),
+                     "deciles": norm_deciles(r["samples"])}
     return out
 
 

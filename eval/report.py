@@ -188,22 +188,27 @@ def mechanism_section(results: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "## The mechanism at fixed policies", "",
              "Per policy (first seed; `<start>@step<N>`: its warm-up checkpoint), on the same demonstrations: "
-             "Spearman's rho of each sample's NLL with its gradient norm and the verdict on the paper's assumption "
-             "(the least compatible carry the largest gradients); cadft's weighted per-sample second moment over "
+             "Spearman's rho of each sample's NLL with its gradient norm, the same at a fixed length, and the verdict "
+             "on the paper's assumption (the least compatible carry the largest gradients: the length-controlled "
+             "interval above 0); cadft's weighted per-sample second moment over "
              "the same weights shuffled within each minibatch (the compatibility signal beyond unequal weights; "
              "95% bootstrap interval over minibatches) and its verdict; each update's mean squared norm over dft's "
-             "(cadft as trained); the gradient noise scale B tr(cov) / |G|^2. `gradients.png` shows each policy's "
+             "(cadft as trained); the cosine of cadft's mean update with the full-sample gradient of the term it "
+             "weighs (its bias in direction); the gradient noise scale B tr(cov) / |G|^2. `gradients.png` shows each policy's "
              "norms by compatibility decile and loss, `noise_scale.png` the noise scale over each warm-up.", "",
-             "| policy | samples | dft rho | dft verdict | sft rho | noise vs permuted weights | noise verdict | "
-             "cadft / dft | noise scale dft | noise scale cadft |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| policy | samples | dft rho | at fixed length | dft verdict | sft rho | noise vs permuted weights | "
+             "noise verdict | cadft / dft | cadft cosine | noise scale dft | noise scale cadft |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in mechanism.items():
         a, n = m["assumption"], m.get("nulls")
         effect, judged = ("-", "-") if not n else (
             f"{number(n['effect'], '.3f')} [{number(n['effect_interval'][0], '.3f')}, "
             f"{number(n['effect_interval'][1], '.3f')}]", n["verdict"])
-        lines.append(f"| {name} | {m['samples']} | {number(a['dft']['rho'], '+.2f')} | {a['dft']['verdict']} | "
+        cosine = ((m.get("errors") or {}).get("cadft") or {}).get("full_sample", {}).get("cosine")
+        lines.append(f"| {name} | {m['samples']} | {number(a['dft']['rho'], '+.2f')} | "
+                     f"{number(a['dft'].get('partial_rho'), '+.2f')} | {a['dft']['verdict']} | "
                      f"{number(a['sft']['rho'], '+.2f')} | {effect} | {judged} | {_ratio(m, 'cadft')} | "
+                     f"{number(cosine, '.4f')} | "
                      f"{number(m['losses']['dft']['noise_scale'], '.3g')} | "
                      f"{number(m['losses']['cadft']['noise_scale'], '.3g')} |")
     return lines

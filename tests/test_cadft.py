@@ -8,7 +8,7 @@ from coldstart.config import load_config
 from coldstart.data import load_samples
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
 from coldstart.stages.warmup import build_trainer
-from conftest import assert_same_loss_and_gradients, loss_and_gradients, make_tiny_model
+from conftest import assert_same_loss_and_gradients, make_tiny_model
 
 
 def test_weights_by_hand():
@@ -78,10 +78,10 @@ def first_step_gradients(tokenizer, tmp_path, stats: str, micro: int, ema_init=N
     return capture.grads
 
 
-@pytest.mark.parametrize("stats", ["batch", "ema", "ema-uninitialised", "batch-weights", "ema-weights"])
+@pytest.mark.parametrize("stats", ["batch", "ema", "ema-uninitialised", "batch-samples", "ema-samples"])
 def test_gradient_does_not_depend_on_the_split(tokenizer, tmp_path, stats):
     mode, ema_init = stats.split("-")[0], (10.8, 0.02) if stats.startswith("ema") and "uninit" not in stats else None
-    normalize = "weights" if stats.endswith("weights") else "tokens"
+    normalize = "samples" if stats.endswith("samples") else "tokens"
     results = [first_step_gradients(tokenizer, tmp_path / str(micro), mode, micro, ema_init, normalize)
                for micro in (8, 4, 2)]
     for other in results[1:]:
@@ -98,43 +98,28 @@ def test_beta_zero_is_exactly_dft(tokenizer, tmp_path):
     assert_same_loss_and_gradients(cadft, batch, dft, plain, rel=1e-6, rtol=1e-5, atol=1e-10)
 
 
-def test_normalised_by_weights_with_equal_weights_is_exactly_dft(tokenizer, tmp_path):
-    """Every weight 1/2 (an EMA whose mean NLL is 0 puts every sample far above it, so each is damped to the floor):
-    divided by the tokens, CADFT takes half of DFT's step; divided by weight x tokens, exactly DFT's."""
-    sets = ["warmup.loss=cadft", "warmup.cadft.stats=ema", "warmup.cadft.beta=5", "warmup.cadft.weight_floor=0.5"]
-    by_weights, rows = make_trainer(tokenizer, tmp_path / "w", [*sets, "warmup.cadft.normalize=weights"],
-                                    ema_init=(0.0, 1e-3))
-    by_tokens, _ = make_trainer(tokenizer, tmp_path / "t", [*sets, "warmup.cadft.normalize=tokens"], ema_init=(0.0, 1e-3))
-    dft, _ = make_trainer(tokenizer, tmp_path / "d", ["warmup.loss=dft"])
-    batch = by_weights.data_collator(rows)
-    plain = {k: v for k, v in batch.items() if k != "sample_index"}
-    assert_same_loss_and_gradients(by_weights, batch, dft, plain, rel=1e-6, rtol=1e-5, atol=1e-10)
-    n = int((batch["labels"][:, 1:] != -100).sum())
-    half, half_grads = loss_and_gradients(by_tokens, batch, n)
-    full, full_grads = loss_and_gradients(dft, plain, n)
-    assert half == pytest.approx(full / 2, rel=1e-6)
-    for a, b in zip(half_grads, full_grads):
-        torch.testing.assert_close(a, b / 2, rtol=1e-5, atol=1e-10)
-
-
-def test_normalised_by_weights_by_hand(tokenizer, tmp_path):
+def test_normalised_by_samples_by_hand(tokenizer, tmp_path):
+    """Each sample's term over its own tokens, weighted, over the samples: the paper's per-demonstration form,
+    which differs from the token normalisation wherever lengths differ."""
     from coldstart.compatibility import sequence_nll
 
     trainers = {n: make_trainer(tokenizer, tmp_path / n, ["warmup.loss=cadft", f"warmup.cadft.normalize={n}"])
-                for n in ("tokens", "weights")}
-    (tokens_trainer, rows), (weights_trainer, _) = trainers["tokens"], trainers["weights"]
-    batch = weights_trainer.data_collator(rows)
+                for n in ("tokens", "samples")}
+    (tokens_trainer, rows), (samples_trainer, _) = trainers["tokens"], trainers["samples"]
+    batch = samples_trainer.data_collator(rows)
     n = int((batch["labels"][:, 1:] != -100).sum())
-    weights_trainer.model.train()
+    samples_trainer.model.train()
     with torch.no_grad():
-        log_probs, mask = weights_trainer.token_logprobs(weights_trainer.model, batch)
+        log_probs, mask = samples_trainer.token_logprobs(samples_trainer.model, batch)
         nll, count = sequence_nll(log_probs.float(), mask)
         w = cadft_weights(nll, *mean_std(batch_moments(nll)), beta=1.0)
-        loss = weights_trainer.compute_loss(weights_trainer.model, dict(batch), num_items_in_batch=n)
         by_tokens = tokens_trainer.compute_loss(tokens_trainer.model, dict(batch), num_items_in_batch=n)
-    assert w.min() < 1  # some sample is damped, so the two normalisations differ
-    assert loss.item() == pytest.approx(token_loss(log_probs, mask, float((w * count).sum()), "dft", w).item(), rel=1e-5)
-    assert loss.item() == pytest.approx(by_tokens.item() * n / float((w * count).sum()), rel=1e-5)
+        # outside a training step (no step count): this micro-batch's samples
+        loss = samples_trainer.compute_loss(samples_trainer.model, dict(batch))
+    per_sample = (-(log_probs * mask * log_probs.exp()).sum(-1) / count) * w
+    assert len(set(count.tolist())) > 1  # lengths differ, so the two normalisations differ
+    assert loss.item() == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    assert loss.item() != pytest.approx(by_tokens.item(), rel=1e-3)
 
 
 def test_cadft_damps_the_less_compatible_samples(tokenizer, tmp_path):

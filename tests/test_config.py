@@ -116,7 +116,6 @@ def test_the_mechanisms_checkpoints_are_checked_at_load(overrides, message):
             load_config(*args)
 
 
-def test_weights_normalisation_needs_the_token_count_of_every_process():
-    with pytest.raises(ColdstartError, match="average_tokens_across_devices: true"):
-        load_config(None, ["warmup.loss=cadft", "warmup.cadft.normalize=weights",
-                           "warmup.trainer={average_tokens_across_devices: false}"])
+def test_the_removed_step_size_control_is_refused_by_name():
+    with pytest.raises(ColdstartError, match="'weights' is not one of 'tokens', 'samples'"):
+        load_config(None, ["warmup.loss=cadft", "warmup.cadft.normalize=weights"])

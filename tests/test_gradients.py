@@ -34,9 +34,9 @@ def test_noise_statistics_are_the_sample_covariance():
     assert s["sq_mean_gradient"] == pytest.approx(10, rel=0.1) and trace == pytest.approx(2.5, rel=0.25)
 
 
-def _batched_update(model, tokenizer, samples, loss, beta=1.0):
-    """A minibatch's gradient as the warm-up computes it: one padded batch, divided by its token count (or, for
-    cadft-weights, by the sum of weight x tokens)."""
+def _batched_update(model, tokenizer, samples, loss, beta=1.0, normalize="tokens"):
+    """A minibatch's gradient as the warm-up computes it: one padded batch, divided by its token count (or, under
+    `normalize: samples`, each sample by its own and the sum by their number)."""
     rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], None) for s in samples]
     batch = pad_batch(rows, tokenizer.pad_token_id)
     model.zero_grad()
@@ -44,10 +44,16 @@ def _batched_update(model, tokenizer, samples, loss, beta=1.0):
     nll, tokens = sequence_nll(lp.detach().float(), mask)
     w = cadft_weights(nll, *mean_std(batch_moments(nll)), beta)
     weighting = "none" if loss == "sft" else "dft"
-    weights = w if loss.startswith("cadft") else None
-    total = float((w * tokens).sum()) if loss == "cadft-weights" else int(mask.sum())
-    token_loss(lp, mask, total, weighting, weights).backward()
+    weights = w if loss == "cadft" else torch.ones_like(w)
+    if normalize == "samples":
+        token_loss(lp, mask, len(samples), weighting, weights / tokens).backward()
+    else:
+        token_loss(lp, mask, int(mask.sum()), weighting, weights).backward()
     return [p.grad.clone() for p in model.parameters()], w
+
+
+def _flat(grads):
+    return torch.cat([g.double().flatten() for g in grads])
 
 
 def test_measured_updates_and_norms_are_the_exact_gradients(tokenizer):
@@ -57,13 +63,14 @@ def test_measured_updates_and_norms_are_the_exact_gradients(tokenizer):
     out = measure(model, tokenizer, samples, batch_size=4, progress=False)
     assert out["minibatches"] == 2 and len(out["samples"]) == 8
     updates = {}
-    for loss in ("sft", "dft", "cadft", "cadft-weights"):
+    for loss in ("sft", "dft", "cadft"):
         per_batch = [_batched_update(model, tokenizer, samples[b * 4:(b + 1) * 4], loss)[0] for b in (0, 1)]
         sq = [float(sum((g.double() ** 2).sum() for g in grads)) for grads in per_batch]
         mean = [(a + b) / 2 for a, b in zip(*per_batch)]
         updates[loss] = noise_statistics(sq, float(sum((g.double() ** 2).sum() for g in mean)), 4)
         for key in ("mean_sq_update", "trace_cov"):
             assert out["losses"][loss][key] == pytest.approx(updates[loss][key], rel=1e-4)
+        assert out["per_minibatch"][loss]["sq_norm"] == pytest.approx(sq, rel=1e-4)
     # one sample alone: its DFT gradient, divided by its minibatch's mean length
     first = samples[0]
     row = tokenize_sample(tokenizer, first["prompt"], first["completion"], None)
@@ -82,6 +89,106 @@ def test_measured_updates_and_norms_are_the_exact_gradients(tokenizer):
     assert record["norm_sft"] > record["norm_dft"]  # DFT's token weights are probabilities below 1
     assert record["norm_cadft"] == pytest.approx(record["weight"] * norms["dft"], rel=1e-4)
     assert {"id", "style", "nll", "compatibility"} <= set(record)
+
+
+def test_the_bias_against_the_full_sample_and_held_out_gradients_by_hand(tokenizer):
+    """The error figures against the exact gradients: the full-sample DFT gradient (the mean of its minibatch
+    updates) and DFT's gradient on held-out demonstrations taken as one batch."""
+    model = make_tiny_model(tokenizer)
+    model.eval()
+    samples = list(load_samples(load_config(None, ["data.arith.num_train=12"]).data, "train", 0)[0])
+    measured, held_out = samples[:8], samples[8:]
+    out = measure(model, tokenizer, measured, batch_size=4, progress=False, held_out=held_out)
+    assert out["held_out"] == 4 and out["weighed_term"] == "dft"
+    updates = {loss: [_flat(_batched_update(model, tokenizer, measured[b * 4:(b + 1) * 4], loss)[0]) for b in (0, 1)]
+               for loss in ("sft", "dft", "cadft")}
+    references = {"full_sample": (updates["dft"][0] + updates["dft"][1]) / 2,
+                  "held_out": _flat(_batched_update(model, tokenizer, held_out, "dft")[0])}
+    for loss, us in updates.items():
+        mean = (us[0] + us[1]) / 2
+        for name, r in references.items():
+            e = out["errors"][loss][name]
+            assert e["cosine"] == pytest.approx(float(mean @ r / (mean.norm() * r.norm())), rel=1e-4)
+            assert e["sq_bias"] == pytest.approx(float((mean - r) @ (mean - r)), rel=1e-3, abs=1e-12)
+            assert e["mse"] == pytest.approx(float(sum((u - r) @ (u - r) for u in us) / 2), rel=1e-3)
+        held = [float(u @ references["held_out"] / (u.norm() * references["held_out"].norm())) for u in us]
+        assert out["errors"][loss]["held_out"]["mean_cosine"] == pytest.approx(sum(held) / 2, rel=1e-4)
+    assert out["errors"]["dft"]["full_sample"]["cosine"] == pytest.approx(1.0)
+    assert out["errors"]["dft"]["full_sample"]["sq_bias"] == pytest.approx(0.0, abs=1e-9)
+    # the weights damp some samples: CADFT's mean update leaves DFT's direction
+    assert out["errors"]["cadft"]["full_sample"]["cosine"] < 0.9999
+
+
+def test_the_samples_normalisation_measured_as_trained(tokenizer):
+    from coldstart.config import CadftSection
+
+    model = make_tiny_model(tokenizer)
+    model.eval()
+    samples = list(load_samples(load_config(None, ["data.arith.num_train=8"]).data, "train", 0)[0])
+    out = measure(model, tokenizer, samples, 4, CadftSection(normalize="samples"), progress=False)
+    for loss in ("sft", "dft", "cadft"):
+        sq = [float(_flat(_batched_update(model, tokenizer, samples[b * 4:(b + 1) * 4], loss,
+                                          normalize="samples")[0]).square().sum()) for b in (0, 1)]
+        assert out["per_minibatch"][loss]["sq_norm"] == pytest.approx(sq, rel=1e-4)
+    tokens = out["samples"][0]["tokens"]
+    by_tokens = measure(model, tokenizer, samples, 4, progress=False)
+    mean_tokens = sum(r["tokens"] for r in by_tokens["samples"][:4]) / 4
+    # one sample's gradient over its own tokens instead of its minibatch's mean
+    assert out["samples"][0]["norm_dft"] == pytest.approx(by_tokens["samples"][0]["norm_dft"] * mean_tokens / tokens,
+                                                          rel=1e-4)
+
+
+def test_adams_geometry_from_a_checkpoints_optimizer_state(tokenizer, tmp_path):
+    """The preconditioner read back from a warm-up checkpoint's optimizer.pt is AdamW's own 1 / (sqrt(v_hat) + eps)
+    for every parameter (matched through Trainer's parameter groups), and the measurement in that geometry is
+    the gradient times it."""
+    from coldstart.gradients import adam_preconditioner
+    from coldstart.stages.warmup import build_trainer
+
+    cfg = load_config(None, ["data.arith.num_train=8", "warmup.loss=dft", "warmup.max_steps=2",
+                             "warmup.per_device_train_batch_size=4", "warmup.save_steps=2",
+                             "warmup.rewrite.enabled=false"])
+    train, _ = load_samples(cfg.data, "train", cfg.seed)
+    model = make_tiny_model(tokenizer)
+    trainer = build_trainer(cfg, tmp_path, train, model, tokenizer)
+    trainer.train()
+    optimizer = trainer.optimizer
+    group = optimizer.param_groups[0]
+    beta2, eps = group["betas"][1], group["eps"]
+    expected = []
+    for p in model.parameters():
+        state = optimizer.state[p]
+        v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+        expected.append(1 / (v_hat.sqrt() + eps))
+    found = adam_preconditioner(model, tmp_path / "checkpoint-2")
+    assert len(found) == len(expected)
+    for a, b in zip(found, expected):
+        torch.testing.assert_close(a, b)
+    assert adam_preconditioner(model, tmp_path) is None  # no optimizer.pt there
+    model.eval()
+    samples = list(train)[:4]
+    plain = measure(model, tokenizer, samples, 4, progress=False)
+    adam = measure(model, tokenizer, samples, 4, progress=False, preconditioner=found)
+    rows = [tokenize_sample(tokenizer, s["prompt"], s["completion"], None) for s in samples]
+    mean_tokens = sum(sum(t != -100 for t in r["labels"]) for r in rows) / 4
+    batch = pad_batch(rows[:1], tokenizer.pad_token_id)
+    model.zero_grad()
+    lp, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"], False)
+    (-(lp * mask * lp.detach().exp()).sum() / mean_tokens).backward()
+    by_hand = math.sqrt(sum(float(((p.grad * d).double() ** 2).sum()) for p, d in zip(model.parameters(), found)))
+    assert adam["geometry"] == "adam" and adam["samples"][0]["norm_dft"] == pytest.approx(by_hand, rel=1e-4)
+    assert adam["samples"][0]["norm_dft"] != pytest.approx(plain["samples"][0]["norm_dft"], rel=1e-2)
+
+
+def test_token_bins_by_hand():
+    from coldstart.gradients import token_bins
+
+    bins = token_bins(torch.tensor([0.05, 0.05, 0.5, 1.0]))
+    assert [b["tokens"] for b in bins if b["tokens"]] == [0.5, 0.25, 0.25]
+    assert bins[0]["sft"] == pytest.approx(1.9 / 2.4) and bins[5]["sft"] == pytest.approx(0.5 / 2.4)
+    # DFT's: p (1 - p) is 0.0475 twice and 0.25: the p = 0.5 token carries most of it, p = 1 none
+    assert bins[5]["dft"] == pytest.approx(0.25 / 0.345) and bins[9]["dft"] == 0.0
+    assert sum(b["tokens"] for b in bins) == pytest.approx(1.0)
 
 
 def _constructed(norm_of_nll, seed=0, n=200, dim=20, batch=8):
@@ -155,39 +262,76 @@ class _PredictedRow(torch.nn.Module):
         return SimpleNamespace(logits=self.logits[self.row_of[predicted]][logits_to_keep])
 
 
-def _measured(tokenizer, p_incompatible: float, p_compatible: float):
+def _measured(tokenizer, p_incompatible: float, p_compatible: float, balanced: bool = False, beta: float = 1.0):
     """`measure` on 24 demonstrations of 4-12 tokens drawn from " c" / " d" (probability `p_incompatible` each) and
-    24 of " b" (`p_compatible`), shuffled into 6 minibatches of 8; each ends with eos at 0.97."""
+    24 of " b" (`p_compatible`), shuffled into 6 minibatches of 8; each ends with eos at 0.97. `balanced`: every
+    minibatch holds four of each kind, of the same four lengths, all " c": two kinds whose tokens' gradients are
+    as large (p (1 - p) is symmetric) carry gradients independent of their compatibility."""
+    from coldstart.config import CadftSection
+
     b, c, d = (tokenizer(f" {x}")["input_ids"][0] for x in "bcd")
     rng = random.Random(0)
-    samples = [{"prompt": "Say:", "completion": "".join(rng.choice([" c", " d"]) for _ in range(rng.randint(4, 12)))}
-               for _ in range(24)]
-    samples += [{"prompt": "Say:", "completion": " b" * rng.randint(4, 12)} for _ in range(24)]
-    rng.shuffle(samples)
+    if balanced:
+        samples = [{"prompt": "Say:", "completion": token * length} for _ in range(6)
+                   for token in (" c", " b") for length in (4, 6, 8, 12)]
+    else:
+        samples = [{"prompt": "Say:", "completion": "".join(rng.choice([" c", " d"]) for _ in range(rng.randint(4, 12)))}
+                   for _ in range(24)]
+        samples += [{"prompt": "Say:", "completion": " b" * rng.randint(4, 12)} for _ in range(24)]
+        rng.shuffle(samples)
     p = {c: p_incompatible, d: p_incompatible, b: p_compatible, tokenizer.eos_token_id: 0.97}
-    return measure(_PredictedRow(len(tokenizer), p), tokenizer, samples, batch_size=8, progress=False)
+    return measure(_PredictedRow(len(tokenizer), p), tokenizer, samples, batch_size=8, progress=False,
+                   cadft=CadftSection(beta=beta))
 
 
 def test_measured_on_data_where_incompatible_samples_carry_the_largest_gradients(tokenizer):
+    from coldstart.gradients import update_ratios, weighting_nulls
+
     # a DFT token term's gradient is p (e_y - softmax): 0.25 at p = 0.5, 0.03 at p = 0.97, so the long, less
     # compatible c/d demonstrations carry the largest gradients
     out = _measured(tokenizer, 0.5, 0.97)
     a = assumption(out["samples"])
-    assert a["verdict"] == "holds" and a["rho"] > 0.9
-    losses = out["losses"]
-    assert losses["cadft-weights"]["mean_sq_update"] < 0.6 * losses["dft"]["mean_sq_update"]
-    assert losses["cadft"]["mean_sq_update"] < losses["cadft-weights"]["mean_sq_update"]  # and smaller steps besides
+    assert a["verdict"] == "holds" and a["rho"] > 0.9 and a["partial_interval"][0] > 0.5
+    nulls = weighting_nulls(out["samples"], "norm_dft")
+    assert nulls["verdict"] == "compatibility lowers the noise" and nulls["effect_interval"][1] < 1
+    ratios = update_ratios(out["per_minibatch"])
+    assert ratios["cadft"]["interval"][1] < 0.6 and ratios["dft"]["ratio"] == 1.0
+    # damping the c/d rows moves CADFT's mean update off DFT's direction: a bias, shown against the full sample
+    assert out["errors"]["cadft"]["full_sample"]["cosine"] < 0.99
 
 
 def test_measured_on_data_where_the_assumption_fails(tokenizer):
+    from coldstart.gradients import weighting_nulls
+
     # at p = 0.01 the incompatible tokens' DFT gradients are 0.01: the least compatible carry the smallest
     out = _measured(tokenizer, 0.01, 0.5)
     a = assumption(out["samples"])
-    assert a["verdict"] == "fails" and a["rho"] < -0.4
-    losses = out["losses"]
-    # damping samples whose gradients are small already leaves the others more of the step
-    assert losses["cadft-weights"]["mean_sq_update"] > 1.5 * losses["dft"]["mean_sq_update"]
-    assert losses["cadft-weights"]["trace_cov"] > losses["dft"]["trace_cov"]
+    assert a["verdict"] == "fails" and a["rho"] < -0.4 and a["partial_interval"][1] < 0
+    assert weighting_nulls(out["samples"], "norm_dft")["verdict"] == "compatibility raises the noise"
+    bins = out["token_bins"]
+    # the incompatible tokens (p = 0.01) are a third or more of the tokens but hold almost none of DFT's gradient
+    assert bins[0]["tokens"] > 0.3 and bins[0]["dft"] < 0.1 and bins[0]["sft"] > 0.5
+
+
+def test_measured_where_the_weights_know_nothing_of_the_gradients(tokenizer):
+    from coldstart.gradients import weighting_nulls
+
+    # p = 0.2 and p = 0.8: the incompatible and the compatible tokens carry DFT gradients of one size, and every
+    # minibatch pairs the two kinds at the same lengths: unequal weights alone, which Kish's null predicts
+    out = _measured(tokenizer, 0.2, 0.8, balanced=True)
+    weights = {r["weight"] < 1 for r in out["samples"]}
+    assert weights == {True, False}  # the c demonstrations are damped
+    nulls = weighting_nulls(out["samples"], "norm_dft")
+    assert nulls["verdict"] == "no compatibility effect"
+    assert nulls["observed"] == pytest.approx(nulls["kish"], rel=0.02)
+    assert nulls["permuted"] == pytest.approx(nulls["kish"], rel=0.02)
+
+
+def test_equal_weights_have_no_bias(tokenizer):
+    out = _measured(tokenizer, 0.5, 0.97, beta=0.0)
+    e = out["errors"]["cadft"]["full_sample"]
+    assert e["cosine"] == pytest.approx(1.0) and e["sq_bias"] == pytest.approx(0.0, abs=1e-12)
+    assert out["losses"]["cadft"]["mean_sq_update"] == pytest.approx(out["losses"]["dft"]["mean_sq_update"])
 
 
 def test_the_mechanism_command_writes_its_report(tmp_path, tiny_dir, capsys):
@@ -203,7 +347,8 @@ def test_the_mechanism_command_writes_its_report(tmp_path, tiny_dir, capsys):
     assert results["minibatches"] == 3 and len(results["samples"]) == 12 and results["batch_size"] == 4
     assert set(results["assumption"]) == {"sft", "dft"} and (out / "gradients.png").is_file()
     report = (out / "report.md").read_text()
-    assert "## The paper's assumption" in report and "| cadft-weights |" in report
+    assert "## The paper's assumption" in report and "## Bias" in report and "| cadft |" in report
+    assert results["held_out"] == 4 and "adam" not in results  # a final model keeps no optimizer state
     assert capsys.readouterr().out.strip().endswith(f"mechanism: {out}/ (12 demonstrations)")
 
 
