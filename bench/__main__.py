@@ -109,6 +109,25 @@ def grpo() -> dict[str, float]:
             **{f"grpo_{v}_{key}": value for v, r in runs.items() for key, value in r.items()}}
 
 
+def compiled() -> dict[str, float]:
+    """torch.compile (Trainer's `torch_compile`) for the warm-up step and the GRPO update, against the same without:
+    the steady step's ratio, and how many steps the compile takes to pay back (its first step's extra time over
+    the saving per step; None where a compiled step saves nothing). Kept as an option only if that is within the
+    quickstart's warm-up (16 steps) and GRPO updates (20 steps x 4 micro-batches)."""
+    out = {}
+    for name, plain, fast in (
+        ("warmup", worker("warmup_step", "--variant", "cadft"), worker("warmup_step", "--variant", "cadft", "--compile")),
+        ("grpo", worker("grpo_step", "--logprobs", "logits"), worker("grpo_step", "--logprobs", "logits", "--compile")),
+    ):
+        key = "step_s" if name == "warmup" else "update_s"
+        first = "first_step_s" if name == "warmup" else "first_update_s"
+        saving = plain[key] - fast[key]
+        out[f"compile_{name}_step_ratio"] = fast[key] / plain[key]
+        out[f"compile_{name}_first_step_s"] = fast[first]
+        out[f"compile_{name}_payback_steps"] = (fast[first] - plain[first]) / saving if saving > 0 else None
+    return out
+
+
 def quickstart(fresh: bool) -> dict[str, float]:
     r = worker("quickstart", *(["--fresh"] if fresh else []))
     return {"quickstart_seconds": sum(r["stages"].values()), **{f"quickstart_{k}_seconds": v for k, v in r["stages"].items()},
@@ -116,7 +135,7 @@ def quickstart(fresh: bool) -> dict[str, float]:
 
 
 GROUPS = {"warmup": warmup, "scoring": scoring, "generation": generation, "decode": decode, "options": options,
-          "precision": precision, "grpo": grpo, "quickstart": quickstart}
+          "precision": precision, "grpo": grpo, "compile": compiled, "quickstart": quickstart}
 
 
 def machine() -> dict[str, str]:

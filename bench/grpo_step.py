@@ -1,9 +1,10 @@
 """Where a GRPO step's time goes, on the embedded model with the quickstart's RL settings: one generation round and
 the updates it serves, then a checkpoint. Each part is timed where TRL's GRPOTrainer calls it: generation, the
 old log-probs (the no-grad forward over the round, needed when a round serves several updates), the training
-forward, backward, the optimizer step and the checkpoint write.
+forward, backward, the optimizer step and the checkpoint write. `--compile`: under `torch_compile` (Trainer's
+`torch.compile` of the model), with the first update (which holds the compile) apart from the others.
 
-    python -m bench.grpo_step --logprobs logits|fused
+    python -m bench.grpo_step --logprobs logits|fused [--compile]
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from coldstart.stages.rl import build_trainer
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logprobs", choices=("logits", "fused"), default="logits")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (Trainer's torch_compile)")
     args = parser.parse_args()
     steps = workload().rl.generation_round(1)[1]  # the updates one generation round serves
-    cfg = workload(f"rl.logprobs={args.logprobs}", f"rl.max_steps={steps}", f"rl.save_steps={steps}")
+    cfg = workload(f"rl.logprobs={args.logprobs}", f"rl.max_steps={steps}", f"rl.save_steps={steps}",
+                   *(["rl.trainer={torch_compile: true}"] if args.compile else []))
     path = resolve_model_path(cfg.model.name_or_path)
     model, tokenizer = load_model(cfg.model, path), load_tokenizer(path, False)
     prompts, _ = rl_prompts(cfg.data, cfg.rl.num_prompts, cfg.seed)
     spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, list[float]] = defaultdict(list)
 
     def timed(name, fn):
         @functools.wraps(fn)
@@ -43,6 +47,7 @@ def main() -> None:
             finally:
                 part = name(*a, **kw) if callable(name) else name
                 spent[part] += time.perf_counter() - start
+                calls[part].append(time.perf_counter() - start)
         return wrapper
 
     with tempfile.TemporaryDirectory() as out:
@@ -59,8 +64,12 @@ def main() -> None:
         trainer.train()
         total = time.perf_counter() - start
     parts = {f"{k}_s_per_step": v / steps for k, v in spent.items()}
-    emit({"step_s": total / steps, **parts, "other_s_per_step": (total - sum(spent.values())) / steps})
+    emit({"step_s": total / steps, **parts, "other_s_per_step": (total - sum(spent.values())) / steps,
+          # a micro-batch's training forward and backward: the first holds a compile, the fastest other is the rate
+          **updates(calls["training_forward"], calls["backward"])})
 
 
-if __name__ == "__main__":
-    main()
+def updates(forward: list[float], backward: list[float]) -> dict[str, float]:
+    each = [f + b for f, b in zip(forward, backward)]
+    return {"first_update_s": each[0], "update_s": min(each[1:]) if len(each) > 1 else each[0]}
+

@@ -4,9 +4,10 @@ Variants: coldstart's warm-up with `loss` sft, dft or cadft (rewriting off); `na
 log-probs from a full `(batch, seq, vocab)` log-softmax; `plain`, a plain PyTorch loop (forward with labels,
 backward, AdamW step). Every variant trains on the same batch, the quickstart's first 8 demonstrations, once per
 step: identical work, so the fastest step after the first (allocations, optimizer state) is the measure, the one
-least disturbed by other work on the machine.
+least disturbed by other work on the machine. `--compile`: the same under `torch_compile` (Trainer's
+`torch.compile` of the model); its first step holds the compile.
 
-    python -m bench.warmup_step --variant cadft --steps 4
+    python -m bench.warmup_step --variant cadft --steps 4 [--compile]
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ class StepClock(TrainerCallback):
         self._last = now
 
 
-def build(variant: str, steps: int, work: Path):
+def build(variant: str, steps: int, work: Path, compiled: bool = False):
     loss = {"plain": "sft", "naive": "cadft"}.get(variant, variant)
     cfg = workload(
         f"warmup.loss={loss}", "warmup.rewrite.enabled=false", "warmup.save_steps=100000",
         f"warmup.per_device_train_batch_size={BATCH}", f"data.arith.num_train={BATCH}",
         "warmup.max_steps=-1", f"warmup.num_train_epochs={steps}",
+        *(["warmup.trainer={torch_compile: true}"] if compiled else []),
     )
     model_path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path, False)
@@ -81,9 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (Trainer's torch_compile)")
     args = parser.parse_args()
+    if args.compile and args.variant in ("plain", "naive"):
+        parser.error("--compile measures coldstart's warm-up: --variant sft, dft or cadft")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, model_path, trainer = build(args.variant, args.steps, Path(tmp))
+        cfg, model_path, trainer = build(args.variant, args.steps, Path(tmp), args.compile)
         batch = next(iter(trainer.get_train_dataloader()))
         if args.variant == "plain":
             del trainer
@@ -93,7 +98,8 @@ def main() -> None:
             trainer.add_callback(clock)
             trainer.train()
             times = clock.times
-    emit({"variant": args.variant, "step_times": times, "step_s": min(times[1:]), "peak_rss_mb": peak_rss_mb(),
+    emit({"variant": args.variant, "step_times": times, "first_step_s": times[0], "step_s": min(times[1:]),
+          "peak_rss_mb": peak_rss_mb(),
           "tokens": int(batch["attention_mask"].sum()), "width": batch["input_ids"].shape[1]})
 
 

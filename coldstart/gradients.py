@@ -60,12 +60,13 @@ def error_statistics(sq_norms: list[float], sq_mean: float, dot_mean: float, sq_
     - `mean_cosine`: the mean over minibatches of each update's cosine with R, where each one's inner product
       with R (`dots`) is known.
     A cosine is None where a norm is 0."""
-    mse = sum(sq_norms) / len(sq_norms) - 2 * dot_mean + sq_reference
+    # both are squared norms: a rounding below 0 is 0
+    mse = max(sum(sq_norms) / len(sq_norms) - 2 * dot_mean + sq_reference, 0.0)
     scale = math.sqrt(max(sq_mean, 0.0) * sq_reference)
     cosines = None
     if dots is not None and sq_reference > 0 and all(s > 0 for s in sq_norms):
         cosines = [d / math.sqrt(s * sq_reference) for d, s in zip(dots, sq_norms)]
-    return {"mse": mse, "sq_bias": sq_mean - 2 * dot_mean + sq_reference,
+    return {"mse": mse, "sq_bias": max(sq_mean - 2 * dot_mean + sq_reference, 0.0),
             "cosine": max(-1.0, min(1.0, dot_mean / scale)) if scale > 0 else None,
             "mean_cosine": sum(cosines) / len(cosines) if cosines else None}
 

@@ -162,7 +162,7 @@ def _measurement(results: dict[str, Any], level: str, tables_only: bool = False)
         s = results["losses"][loss]
         r = ratios.get(loss, {"ratio": s["mean_sq_update"] / dft if dft else None, "interval": [None, None]})
         lines.append(f"| {loss} | {number(s['mean_sq_update'], '.4g')} | {number(r['ratio'], '.4g')} | "
-                     f"{_interval(r['interval'], '.3f')} | {number(s['trace_cov'], '.4g')} | "
+                     f"{_interval(r['interval'], '.4g')} | {number(s['trace_cov'], '.4g')} | "
                      f"{number(s['sq_mean_gradient'], '.4g')} | {number(s['noise_scale'], '.4g')} |")
     errors = results.get("errors")
     if errors:
