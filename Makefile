@@ -25,8 +25,9 @@ model: $(STAMP)
 demo: model
 	$(BIN)/coldstart run configs/quickstart.yaml
 
+# Two workers (pytest-xdist): the suite's few long end-to-end tests run beside the short ones, not after them.
 test: model
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Side-by-side measurements (ratios, ~40 minutes on 2 cores): prints a table, writes bench/results.json.
 bench: model
