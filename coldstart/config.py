@@ -351,7 +351,7 @@ class CompareSection:
     mechanism: list[float] = option(
         [],
         "Fractions of the warm-up at which `coldstart mechanism` measures each start's checkpoint (1.0: the final "
-        "model; the base start: the base model), on the first seed; the checkpoints must be kept "
+        "model; the base start: the base model), on every seed; the checkpoints must be kept "
         "(warmup.keep_checkpoints) at those steps. []: not measured.",
     )
     mechanism_minibatches: int = option(4, "Minibatches of the warm-up's batch size each mechanism check measures.")

@@ -168,14 +168,15 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         diagnostic_figures(results, diagnostics, out)
     if results.get("ood"):
         ood_figure(results, out / "ood.png")
-    if results.get("mechanism"):
-        mechanism_figure(results["mechanism"], out / "noise_scale.png")
-        policy_deciles_figure(results["mechanism"], out / "gradients.png")
+    if results.get("mechanism_policies"):
+        mechanism_figure(results["mechanism_policies"], out / "noise_scale.png")
+        policy_deciles_figure(results["mechanism_policies"], out / "gradients.png")
 
 
 def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
-    """The gradient noise scale per loss over each start's warm-up: a panel per start, from the base model (step 0)
-    through that start's measured checkpoints (`<start>@step<N>`), so that no line joins two starts' policies."""
+    """The gradient noise scale per loss over each start's warm-up (the mean over seeds): a panel per start, from
+    the base model (step 0) through that start's measured checkpoints (`<start>@step<N>`), so that no line joins
+    two starts' policies."""
     policies = [(name, *name.rsplit("@step", 1)) for name in mechanism]
     base = [(0, name) for name, start, _ in policies if start == "base"]
     starts = list(dict.fromkeys(start for _, start, _ in policies if start != "base")) or ["base"]
@@ -184,7 +185,7 @@ def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
     for ax, start in zip(axes[0], starts):
         points = base + sorted((int(step), name) for name, s, step in policies if s == start and s != "base")
         for loss in ("sft", "dft", "cadft"):
-            values = [mechanism[name]["losses"][loss]["noise_scale"] for _, name in points]
+            values = [mechanism[name]["noise_scale"][loss] for _, name in points]
             ax.plot([step for step, _ in points], [float("nan") if v is None else v for v in values], marker="o",
                     label=loss)
         ax.set_title(f"{start} warm-up" if start != "base" else "base model")
@@ -192,7 +193,7 @@ def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel("noise scale B tr(cov) / |G|^2")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle("Gradient noise per loss at fixed policies")
+    fig.suptitle("Gradient noise per loss at fixed policies (mean over seeds)")
     _save(fig, path)
 
 
@@ -283,13 +284,14 @@ def gradient_deciles(results: dict[str, Any], path: Path) -> None:
 
 
 def policy_deciles_figure(mechanism: dict[str, Any], path: Path) -> None:
-    """The mean per-sample gradient norm per compatibility decile and loss, a panel per measured policy."""
+    """The mean per-sample gradient norm per compatibility decile and loss (the mean over seeds), a panel per
+    measured policy."""
     columns = min(4, len(mechanism))
     rows = -(-len(mechanism) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.0 * rows), sharey=True, squeeze=False)
     for ax, (name, m) in zip(axes.flat, mechanism.items()):
         _decile_lines(ax, m["deciles"])
-        ax.set_title(f"{name} ({m['samples']} demonstrations)", fontsize=9)
+        ax.set_title(f"{name} ({m['seeds']} seed{'s' * (m['seeds'] > 1)}, {m['samples']} demonstrations)", fontsize=9)
     for ax in axes[:, 0]:
         ax.set_ylabel("mean gradient norm (log)")
     for ax in list(axes.flat)[len(mechanism):]:

@@ -67,26 +67,28 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], runtime, force: list[str]
     return runs
 
 
-def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, Path]:
-    """The models `compare.mechanism` measures, by name (`<start>@step<N>`, the base start `base@step0`): each
-    start's warm-up checkpoint at each fraction of its steps on the first seed."""
+def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, tuple[int, Path]]:
+    """The models `compare.mechanism` measures, by name (`<start>@step<N>-seed<S>`, the base start
+    `base@step0-seed<S>`), each with its seed: each start's warm-up checkpoint at each fraction of its steps, on
+    every seed (the base model once per seed too: a seed draws its own demonstrations to measure on)."""
     from coldstart.models import resolve_model_path
 
-    seed, out = cfg.compare.seeds[0], {}
-    for start in cfg.compare.starts:
-        run = runs[f"{ARM_NAMES[start]}-seed{seed}"]
-        if start == "none":
-            out["base@step0"] = Path(resolve_model_path(cfg.model.name_or_path))
-            continue
-        steps = run.finished("warmup")["metrics"]["steps"]
-        for fraction in cfg.compare.mechanism:
-            step = round(fraction * steps)
-            folder = run.stage_dir("warmup") / ("final" if step >= steps else f"checkpoint-{step}")
-            if not folder.is_dir():
-                raise ColdstartError(f"compare.mechanism: {fraction:g} of the warm-up is step {step}, but {folder} was "
-                                     "not kept; set warmup.keep_checkpoints: true and a warmup.save_steps that "
-                                     "divides that step")
-            out[f"{ARM_NAMES[start]}@step{step}"] = folder
+    out = {}
+    for seed in cfg.compare.seeds:
+        for start in cfg.compare.starts:
+            run = runs[f"{ARM_NAMES[start]}-seed{seed}"]
+            if start == "none":
+                out[f"base@step0-seed{seed}"] = seed, Path(resolve_model_path(cfg.model.name_or_path))
+                continue
+            steps = run.finished("warmup")["metrics"]["steps"]
+            for fraction in cfg.compare.mechanism:
+                step = round(fraction * steps)
+                folder = run.stage_dir("warmup") / ("final" if step >= steps else f"checkpoint-{step}")
+                if not folder.is_dir():
+                    raise ColdstartError(f"compare.mechanism: {fraction:g} of the warm-up is step {step}, but {folder} "
+                                         "was not kept; set warmup.keep_checkpoints: true and a warmup.save_steps that "
+                                         "divides that step")
+                out[f"{ARM_NAMES[start]}@step{step}-seed{seed}"] = seed, folder
     return out
 
 
@@ -98,15 +100,15 @@ def run_mechanism(cfg: Config, runs: dict[str, RunDir], runtime) -> dict[str, Pa
 
     if not cfg.compare.mechanism:
         return {}
-    seed_cfg = start_config(cfg, cfg.compare.starts[0], cfg.compare.seeds[0])
     models = mechanism_models(cfg, runs)
     mine = set(runtime.mine_of(list(models)))
     out = {}
-    for name, folder in models.items():
+    for name, (seed, folder) in models.items():
         target = compare_dir(cfg).parent / "mechanism" / name.replace("@", "-")
         out[name] = target
         if name not in mine:
             continue
+        seed_cfg = start_config(cfg, cfg.compare.starts[0], seed)
         key = json_sha256({"model": model_fingerprint(str(folder)), "seed": seed_cfg.seed,
                            "minibatches": cfg.compare.mechanism_minibatches, "data": settings(cfg.data),
                            "model_settings": settings(cfg.model), "warmup": settings(cfg.warmup),
@@ -255,6 +257,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
                "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {}),
                **({"mechanism": _mechanism(mechanism)} if mechanism else {})}
+    if mechanism:
+        results["mechanism_policies"] = mechanism_policies(results["mechanism"])
     results["claims"] = claims(results, target)
     return {**results,
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
@@ -325,18 +329,76 @@ def _mechanism(folders: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
-    """The stability mechanism over the measured policies: where the paper's assumption holds (DFT's gradient norm
-    against the NLL, tested at each policy), and whether CADFT's weights lower the update's noise by more than the
-    same weights shuffled within each minibatch would (`gradients.weighting_nulls`: the compatibility signal, not the
-    weights' inequality, which lowers any second moment by itself). Supported when the assumption holds and the
-    weights lower the noise beyond the permuted control at every policy; contradicted when the assumption fails
-    somewhere and holds nowhere, or the weights raise the noise beyond it at every policy; otherwise no difference
-    shown. Each policy's effect has a bootstrap interval over its minibatches (one seed's policies)."""
-    verdicts = [m["assumption"]["dft"]["verdict"] for m in mechanism.values()]
-    nulls = [m["nulls"] for m in mechanism.values() if m.get("nulls")]
-    effects = [n["verdict"] for n in nulls]
-    everywhere = len(nulls) == len(verdicts)
+def policy_of(name: str) -> str:
+    """The policy a mechanism check measured (`<start>@step<N>`), its seed dropped."""
+    return name.rpartition("-seed")[0] or name
+
+
+def _over_seeds(values: list[float | None], one_seed: tuple[Any, Any] | None) -> dict[str, Any]:
+    """The mean of a figure measured once per seed, with a t interval over the seeds (`seed_problem_interval` with
+    one value per seed); with one seed, that seed's own interval (over its minibatches or samples). None where a
+    seed lacks the figure."""
+    if not values or any(v is None for v in values):
+        return {"mean": None, "interval": [None, None], "seeds": len(values)}
+    if len(values) == 1:
+        return {"mean": values[0], "interval": list(one_seed or (None, None)), "seeds": 1}
+    r = seed_problem_interval([[v] for v in values])
+    return {"mean": r["mean"], "interval": [r["ci_low"], r["ci_high"]], "seeds": len(values)}
+
+
+def mechanism_policies(mechanism: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The mechanism per policy over its seeds: the paper's assumption as DFT's length-controlled rank correlation
+    of gradient norm with NLL (`holds` when the interval lies above 0, `fails` below), and cadft's weighted second
+    moment over Kish's prediction, the expectation of the same weights permuted within minibatches
+    (`gradients.weighting_nulls`' effect: "compatibility lowers the noise" when the interval lies below 1, raises
+    it above, else "no compatibility effect"). With several seeds the intervals are over seeds; with one,
+    that seed's verdicts stand (intervals over its minibatches). The update ratios, cadft's cosine with the
+    full-sample gradient it weighs, the noise scales and the decile norms are means over seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for name, m in mechanism.items():
+        groups.setdefault(policy_of(name), []).append(m)
+    out = {}
+    for policy, ms in groups.items():
+        dft = [m["assumption"]["dft"] for m in ms]
+        rho = _over_seeds([a.get("partial_rho") for a in dft], dft[0].get("partial_interval"))
+        nulls = [m.get("nulls") or {} for m in ms]
+        effect = _over_seeds([n.get("effect") for n in nulls], nulls[0].get("effect_interval"))
+        if len(ms) == 1:
+            rho["verdict"], effect["verdict"] = dft[0]["verdict"], nulls[0].get("verdict")
+        else:
+            low, high = rho["interval"]
+            rho["verdict"] = "holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown"
+            low, high = effect["interval"]
+            effect["verdict"] = None if low is None else (
+                "compatibility lowers the noise" if high < 1 else
+                "compatibility raises the noise" if low > 1 else "no compatibility effect")
+
+        def mean_of(read) -> float | None:
+            return mean_present([read(m) for m in ms])
+
+        out[policy] = {
+            "seeds": len(ms), "samples": sum(m["samples"] for m in ms), "assumption": rho, "noise": effect,
+            "sft_rho": mean_of(lambda m: m["assumption"]["sft"]["rho"]),
+            "cadft_over_dft": mean_of(lambda m: m["losses"]["cadft"]["mean_sq_update"] / m["losses"]["dft"]["mean_sq_update"]
+                                      if m["losses"]["dft"]["mean_sq_update"] else None),
+            "cadft_cosine": mean_of(lambda m: ((m.get("errors") or {}).get("cadft") or {}).get("full_sample", {}).get("cosine")),
+            "noise_scale": {loss: mean_of(lambda m: m["losses"][loss]["noise_scale"]) for loss in ("sft", "dft", "cadft")},
+            "deciles": {loss: [{"decile": d["decile"], "value": mean_present([m["deciles"][loss][i]["value"] for m in ms])}
+                               for i, d in enumerate(ms[0]["deciles"][loss])] for loss in ms[0]["deciles"]},
+        }
+    return out
+
+
+def _mechanism_claim(policies: dict[str, Any]) -> dict[str, Any]:
+    """The stability mechanism over the measured policies (`mechanism_policies`): where the paper's assumption
+    holds, and whether CADFT's weights lower the update's noise by more than the same weights shuffled within each
+    minibatch would (the compatibility signal, not the weights' inequality, which lowers any second moment by
+    itself). Supported when the assumption holds and the weights lower the noise beyond the permuted control at
+    every policy; contradicted when the assumption fails somewhere and holds nowhere, or the weights raise the noise
+    beyond it at every policy; otherwise no difference shown."""
+    verdicts = [p["assumption"]["verdict"] for p in policies.values()]
+    effects = [p["noise"]["verdict"] for p in policies.values() if p["noise"]["verdict"]]
+    everywhere = len(effects) == len(verdicts)
     if everywhere and all(v == "holds" for v in verdicts) and all(e == "compatibility lowers the noise" for e in effects):
         verdict = "supported"
     elif (("fails" in verdicts and "holds" not in verdicts)
@@ -345,17 +407,20 @@ def _mechanism_claim(mechanism: dict[str, Any]) -> dict[str, Any]:
     else:
         verdict = "no difference shown"
     noise = "not measured against the permuted control"
-    measured = [n["effect"] for n in nulls if n["effect"] is not None]
+    measured = [p["noise"]["mean"] for p in policies.values() if p["noise"]["verdict"]]
     if measured:
         noise = (f"noise over the permuted control {min(measured):.2f}-{max(measured):.2f} (lowered at "
                  f"{effects.count('compatibility lowers the noise')}, raised at "
-                 f"{effects.count('compatibility raises the noise')} of {len(nulls)})")
+                 f"{effects.count('compatibility raises the noise')} of {len(effects)})")
     text = (f"assumption holds at {verdicts.count('holds')} of {len(verdicts)} policies (fails at "
             f"{verdicts.count('fails')}); {noise}")
+    seeds = sorted({p["seeds"] for p in policies.values()})
+    over = (f"intervals over {seeds[0]} seeds" if seeds[0] > 1 else
+            "one seed: intervals over its minibatches, not over training runs")
     return {"claim": "stability (mechanism)", "vs": "dft", "figure": None, "text": text, "verdict": verdict,
-            "measured": "at fixed policies (" + ", ".join(mechanism) + "): whether the least compatible "
+            "measured": "at fixed policies (" + ", ".join(policies) + "): whether the least compatible "
                         "demonstrations carry the largest DFT gradients, and cadft's weighted second moment against "
-                        "the same weights permuted within minibatches (intervals over minibatches, one seed)"}
+                        f"the same weights permuted within minibatches ({over})"}
 
 
 def warmup_stability(run_dir: RunDir) -> dict[str, Any]:
@@ -423,8 +488,8 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
             rows.append({"claim": claim, "vs": other, "measured": CLAIMS[claim].format(target=target, other=other),
                          "figure": d, "verdict": "not measured" if d is None else
                          _verdict(d, lower_is_better=claim == "stability")})
-    if results.get("mechanism"):
-        rows.insert(0, _mechanism_claim(results["mechanism"]))
+    if results.get("mechanism_policies"):
+        rows.insert(0, _mechanism_claim(results["mechanism_policies"]))
     return rows
 
 

@@ -138,7 +138,7 @@ def claims_section(results: dict[str, Any]) -> list[str]:
     lines = ["## The paper's claims", "",
              "Stability, generalization and a better start for RL (Zhou et al., ACL 2026), each against each other "
              "warm-up: supported or contradicted where the 95% interval excludes 0, else no difference shown; the "
-             "mechanism row reads point estimates at fixed policies (the rule is in its row).", "",
+             "mechanism row reads its intervals at fixed policies (its rule is in its row).", "",
              "| claim | vs | measured | figure | 95% CI | verdict |", "|---|---|---|---|---|---|"]
     for r in rows:
         figure, ci = _claim_figure(r["figure"]) if r["figure"] else (r.get("text", "-"), "-")
@@ -182,35 +182,47 @@ def _ratio(m: dict[str, Any], loss: str) -> str:
 
 
 def mechanism_section(results: dict[str, Any]) -> list[str]:
-    """The gradients at fixed policies (`coldstart mechanism` on the base model and the starts' checkpoints)."""
-    mechanism = results.get("mechanism") or {}
-    if not mechanism:
+    """The gradients at fixed policies (`coldstart mechanism` on the base model and the starts' checkpoints): per
+    policy over its seeds, then each measurement."""
+    mechanism, policies = results.get("mechanism") or {}, results.get("mechanism_policies") or {}
+    if not policies:
         return []
+
+    def interval(figure: dict[str, Any], spec: str) -> str:
+        low, high = figure["interval"]
+        return f"{number(figure['mean'], spec)} [{number(low, spec)}, {number(high, spec)}]"
+
+    seeds = max(p["seeds"] for p in policies.values())
+    over = f"over its {seeds} seeds (t)" if seeds > 1 else "over the one seed's minibatches (bootstrap)"
     lines = ["", "## The mechanism at fixed policies", "",
-             "Per policy (first seed; `<start>@step<N>`: its warm-up checkpoint), on the same demonstrations: "
-             "Spearman's rho of each sample's NLL with its gradient norm, the same at a fixed length, and the verdict "
-             "on the paper's assumption (the least compatible carry the largest gradients: the length-controlled "
-             "interval above 0); cadft's weighted per-sample second moment over "
-             "the same weights shuffled within each minibatch (the compatibility signal beyond unequal weights; "
-             "95% bootstrap interval over minibatches) and its verdict; each update's mean squared norm over dft's "
-             "(cadft as trained); the cosine of cadft's mean update with the full-sample gradient of the term it "
-             "weighs (its bias in direction); the gradient noise scale B tr(cov) / |G|^2. `gradients.png` shows each policy's "
-             "norms by compatibility decile and loss, `noise_scale.png` the noise scale over each warm-up.", "",
-             "| policy | samples | dft rho | at fixed length | dft verdict | sft rho | noise vs permuted weights | "
-             "noise verdict | cadft / dft | cadft cosine | noise scale dft | noise scale cadft |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Per policy (`<start>@step<N>`: its warm-up checkpoint; 95% intervals {over}): Spearman's rho of each "
+             "sample's NLL with its DFT gradient norm at a fixed length, and the verdict on the paper's assumption "
+             "(the least compatible carry the largest gradients: the interval above 0); cadft's weighted per-sample "
+             "second moment over Kish's prediction, the expectation of the same weights shuffled within each "
+             "minibatch (the compatibility signal beyond unequal weights), and its verdict; SFT's rho; each "
+             "update's mean squared norm over dft's (cadft as trained); the cosine of cadft's mean update with the "
+             "full-sample gradient of the term it weighs (its bias in direction); the gradient noise scale "
+             "B tr(cov) / |G|^2 (means over seeds). `gradients.png` shows the norms by compatibility decile and loss, "
+             "`noise_scale.png` the noise scale over each warm-up.", "",
+             "| policy | seeds | dft rho at fixed length | dft verdict | noise vs permuted weights | noise verdict | "
+             "sft rho | cadft / dft | cadft cosine | noise scale dft | noise scale cadft |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, p in policies.items():
+        lines.append(f"| {name} | {p['seeds']} | {interval(p['assumption'], '+.2f')} | {p['assumption']['verdict']} | "
+                     f"{interval(p['noise'], '.3f')} | {p['noise']['verdict'] or '-'} | {number(p['sft_rho'], '+.2f')} | "
+                     f"{number(p['cadft_over_dft'], '.3f')} | {number(p['cadft_cosine'], '.4f')} | "
+                     f"{number(p['noise_scale']['dft'], '.3g')} | {number(p['noise_scale']['cadft'], '.3g')} |")
+    lines += ["", "Each measurement (intervals over its minibatches; its folder holds the full report):", "",
+              "| measurement | samples | dft rho | at fixed length | dft verdict | noise vs permuted weights | "
+              "noise verdict | cadft / dft |", "|---|---|---|---|---|---|---|---|"]
     for name, m in mechanism.items():
         a, n = m["assumption"], m.get("nulls")
         effect, judged = ("-", "-") if not n else (
             f"{number(n['effect'], '.3f')} [{number(n['effect_interval'][0], '.3f')}, "
             f"{number(n['effect_interval'][1], '.3f')}]", n["verdict"])
-        cosine = ((m.get("errors") or {}).get("cadft") or {}).get("full_sample", {}).get("cosine")
         lines.append(f"| {name} | {m['samples']} | {number(a['dft']['rho'], '+.2f')} | "
-                     f"{number(a['dft'].get('partial_rho'), '+.2f')} | {a['dft']['verdict']} | "
-                     f"{number(a['sft']['rho'], '+.2f')} | {effect} | {judged} | {_ratio(m, 'cadft')} | "
-                     f"{number(cosine, '.4f')} | "
-                     f"{number(m['losses']['dft']['noise_scale'], '.3g')} | "
-                     f"{number(m['losses']['cadft']['noise_scale'], '.3g')} |")
+                     f"{number(a['dft'].get('partial_rho'), '+.2f')} | {a['dft']['verdict']} | {effect} | {judged} | "
+                     f"{_ratio(m, 'cadft')} |")
     return lines
 
 

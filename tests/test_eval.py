@@ -423,10 +423,9 @@ LOW, HIGH, NONE = "compatibility lowers the noise", "compatibility raises the no
 def test_the_mechanism_claim_from_hand_made_policies(verdicts, effects, expected):
     from coldstart.eval.compare import _mechanism_claim
 
-    mechanism = {f"p{i}": {"assumption": {"dft": {"verdict": v}},
-                           "nulls": e and {"verdict": e, "effect": 0.8 + 0.1 * i}}
-                 for i, (v, e) in enumerate(zip(verdicts, effects))}
-    row = _mechanism_claim(mechanism)
+    policies = {f"p{i}": {"seeds": 1, "assumption": {"verdict": v}, "noise": {"verdict": e, "mean": 0.8 + 0.1 * i}}
+                for i, (v, e) in enumerate(zip(verdicts, effects))}
+    row = _mechanism_claim(policies)
     assert row["verdict"] == expected
     assert row["text"].startswith(f"assumption holds at {verdicts.count('holds')} of 2 policies (fails at "
                                   f"{verdicts.count('fails')})")
@@ -434,3 +433,42 @@ def test_the_mechanism_claim_from_hand_made_policies(verdicts, effects, expected
     effect = "0.80-0.90" if len(present) == 2 else "0.80-0.80"
     assert row["text"].endswith(f"noise over the permuted control {effect} (lowered at {present.count(LOW)}, raised "
                                 f"at {present.count(HIGH)} of {len(present)})")
+
+
+def _measurement(rho: float, effect: float, verdict: str = "not shown", noise: str = NONE) -> dict:
+    losses = {loss: {"mean_sq_update": 2.0 if loss == "dft" else 1.0, "noise_scale": 3.0} for loss in ("sft", "dft", "cadft")}
+    deciles = {loss: [{"decile": 1, "value": effect}, {"decile": 2, "value": 1.0}] for loss in ("sft", "dft", "cadft")}
+    return {"samples": 8, "losses": losses, "deciles": deciles,
+            "assumption": {"dft": {"partial_rho": rho, "partial_interval": [rho - 0.1, rho + 0.1], "verdict": verdict},
+                           "sft": {"rho": 0.5}},
+            "nulls": {"effect": effect, "effect_interval": [effect - 0.05, effect + 0.05], "verdict": noise},
+            "errors": {"cadft": {"full_sample": {"cosine": 0.9}}}}
+
+
+def test_the_mechanism_over_seeds_by_hand():
+    """A policy measured on three seeds is judged by the t interval over its seeds' figures (mean +- t(0.975, 2)
+    * sd / sqrt(3)); a policy on one seed keeps that seed's own verdicts and intervals over its minibatches."""
+    from scipy.stats import t
+
+    from coldstart.eval.compare import _mechanism_claim, mechanism_policies
+
+    mechanism = {"cadft@step4-seed1": _measurement(0.30, 0.80), "cadft@step4-seed2": _measurement(0.20, 0.90),
+                 "cadft@step4-seed3": _measurement(0.25, 0.85),
+                 "dft@step4-seed1": _measurement(0.05, 1.20, "holds", LOW)}
+    policies = mechanism_policies(mechanism)
+    assert list(policies) == ["cadft@step4", "dft@step4"]
+    p = policies["cadft@step4"]
+    half = t.ppf(0.975, 2) * 0.05 / 3**0.5  # the three rhos' sd is 0.05, the effects' 0.05 too
+    assert p["assumption"]["mean"] == pytest.approx(0.25)
+    assert p["assumption"]["interval"] == pytest.approx([0.25 - half, 0.25 + half])
+    assert p["assumption"]["verdict"] == "holds"  # 0.25 - 0.124 > 0
+    assert p["noise"]["interval"] == pytest.approx([0.85 - half, 0.85 + half])
+    assert p["noise"]["verdict"] == LOW  # 0.85 + 0.124 < 1
+    assert p["seeds"] == 3 and p["samples"] == 24 and p["cadft_over_dft"] == pytest.approx(0.5)
+    assert p["deciles"]["dft"][0]["value"] == pytest.approx(0.85)
+    one = policies["dft@step4"]  # the seed's own verdicts, whatever its mean says
+    assert one["assumption"]["interval"] == pytest.approx([-0.05, 0.15]) and one["assumption"]["verdict"] == "holds"
+    assert one["noise"]["verdict"] == LOW and one["noise"]["mean"] == pytest.approx(1.2)
+    row = _mechanism_claim(policies)
+    assert row["verdict"] == "supported" and "intervals over 1 seeds" not in row["measured"]
+    assert "one seed" in row["measured"]  # the fewest seeds any policy has is what the row can claim

@@ -95,11 +95,13 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert main(args) == 0
     out = tmp_path / "c" / "compare"
     results = json.loads((out / "results.json").read_text())
-    assert list(results["mechanism"]) == ["base@step0", "sft@step1", "sft@step2", "cadft@step1", "cadft@step2"]
-    assert (tmp_path / "c" / "mechanism" / "cadft-step1" / "gradients.png").is_file()
-    checkpoint = json.loads((tmp_path / "c" / "mechanism" / "cadft-step1" / "results.json").read_text())
+    assert list(results["mechanism"]) == ["base@step0-seed42", "sft@step1-seed42", "sft@step2-seed42",
+                                          "cadft@step1-seed42", "cadft@step2-seed42"]
+    assert list(results["mechanism_policies"]) == ["base@step0", "sft@step1", "sft@step2", "cadft@step1", "cadft@step2"]
+    assert (tmp_path / "c" / "mechanism" / "cadft-step1-seed42" / "gradients.png").is_file()
+    checkpoint = json.loads((tmp_path / "c" / "mechanism" / "cadft-step1-seed42" / "results.json").read_text())
     assert checkpoint["model"] == "cadft-seed42/warmup/checkpoint-1"
-    deciles = results["mechanism"]["cadft@step2"]["deciles"]
+    deciles = results["mechanism"]["cadft@step2-seed42"]["deciles"]
     assert set(deciles) == {"sft", "dft", "cadft"} and sum(d["samples"] for d in deciles["dft"]) == 8  # 2 minibatches of 4
     assert [r["claim"] for r in results["claims"]][:4] == ["stability (mechanism)", "stability", "generalization",
                                                            "cold-start RL"]
@@ -134,7 +136,7 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert (out / "report.md").read_text() == report
 
     # a mechanism check measured before a change to the assumption's test is tested again from its records
-    folder = tmp_path / "c" / "mechanism" / "cadft-step1"
+    folder = tmp_path / "c" / "mechanism" / "cadft-step1-seed42"
     measured = json.loads((folder / "results.json").read_text())
     stale = {loss: {**a, "p": 2.0, "verdict": "stale"} for loss, a in measured["assumption"].items()}
     (folder / "results.json").write_text(json.dumps({**measured, "assumption": stale}))
