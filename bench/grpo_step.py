@@ -73,3 +73,6 @@ def updates(forward: list[float], backward: list[float]) -> dict[str, float]:
     each = [f + b for f, b in zip(forward, backward)]
     return {"first_update_s": each[0], "update_s": min(each[1:]) if len(each) > 1 else each[0]}
 
+
+if __name__ == "__main__":
+    main()
