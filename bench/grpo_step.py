@@ -65,13 +65,15 @@ def main() -> None:
         total = time.perf_counter() - start
     parts = {f"{k}_s_per_step": v / steps for k, v in spent.items()}
     emit({"step_s": total / steps, **parts, "other_s_per_step": (total - sum(spent.values())) / steps,
-          # a micro-batch's training forward and backward: the first holds a compile, the fastest other is the rate
-          **updates(calls["training_forward"], calls["backward"])})
+          "total_s": total, **updates(calls["training_forward"], calls["backward"])})
 
 
 def updates(forward: list[float], backward: list[float]) -> dict[str, float]:
+    """A micro-batch's training forward and backward: the fastest after the first is the steady rate (a compile
+    lands in the first forward of the round, the old log-probs', and in recompiles for new lengths: the round's
+    total holds them)."""
     each = [f + b for f, b in zip(forward, backward)]
-    return {"first_update_s": each[0], "update_s": min(each[1:]) if len(each) > 1 else each[0]}
+    return {"updates": len(each), "update_s": min(each[1:]) if len(each) > 1 else each[0]}
 
 
 if __name__ == "__main__":

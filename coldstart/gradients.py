@@ -6,7 +6,8 @@ for the NLL statistics that set the weights and the per-token probabilities), a 
 own give its gradient under the SFT term `-sum_t l_t`, another under the DFT term `-sum_t sg(p_t) l_t`, and a third
 under the term CADFT weighs, each normalised as the warm-up trains (`cadft.normalize`: divided by the minibatch's
 mean completion length under `tokens`, TRL's, so that a minibatch's update is the mean of its samples' gradients;
-by the sample's own length under `samples`). One gradient at a time (`PASSES`): a 7B model's parameters fit a few
+by the sample's own length under `samples`; all three alike, so that they differ by their weights alone, though an
+SFT or DFT warm-up trains per token). One gradient at a time (`passes`): a 7B model's parameters fit a few
 times on a GPU, not ten. CADFT's sample gradient is its weight times the term's (the weight carries no gradient),
 the weight from the minibatch's own NLL statistics (`cadft.stats: batch`, with the run's beta, gate and floor).
 
@@ -21,6 +22,7 @@ the optimizer takes.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,6 +33,8 @@ from coldstart.compatibility import pad_batch, sequence_nll, token_logprobs, tok
 from coldstart.config import CadftSection
 from coldstart.errors import ColdstartError
 from coldstart.losses import batch_moments, cadft_weights, mean_std, token_loss
+
+logger = logging.getLogger(__name__)
 
 LOSSES = ("sft", "dft", "cadft")
 # per-token probability bins: where in p the SFT and DFT terms' logit gradients sit
@@ -90,7 +94,9 @@ def token_bins(probabilities: torch.Tensor) -> list[dict[str, float]]:
 def adam_preconditioner(model, folder: str | Path) -> list[torch.Tensor] | None:
     """1 / (sqrt(v_hat) + eps) per trainable parameter (in `model.parameters()` order) from the AdamW state a
     Trainer checkpoint keeps (`optimizer.pt`, bias-corrected by its step count): AdamW's step is the first moment
-    times it. None when the folder keeps no optimizer state (a stage's `final` does not)."""
+    times it. None, with a warning that says why, when the folder keeps no optimizer state (a stage's `final` does
+    not) or one that does not fit the model as loaded (a LoRA run's adapters against its merged model; an optimizer
+    that keeps no second moment)."""
     from transformers import Trainer
 
     path = Path(folder) / "optimizer.pt"
@@ -104,13 +110,17 @@ def adam_preconditioner(model, folder: str | Path) -> list[torch.Tensor] | None:
     groups = state["param_groups"]
     ids = [i for g in groups for i in g["params"]]
     if len(ids) != len(ordered):
-        raise ColdstartError(f"{path}: the optimizer holds {len(ids)} parameters, the model trains {len(ordered)}")
+        logger.warning("%s: the optimizer holds %d parameters, the model trains %d; not measured in Adam's geometry",
+                       path, len(ids), len(ordered))
+        return None
     group_of = {i: g for g in groups for i in g["params"]}
     by_param = {}
     for i, p in zip(ids, ordered):
         s = state["state"].get(i)
         if s is None or "exp_avg_sq" not in s:
-            raise ColdstartError(f"{path}: parameter {i} has no second moment (not an Adam state)")
+            logger.warning("%s: parameter %d has no second moment (not an Adam state); not measured in Adam's "
+                           "geometry", path, i)
+            return None
         beta2, eps = group_of[i]["betas"][1], group_of[i]["eps"]
         v_hat = s["exp_avg_sq"].float() / (1 - beta2 ** float(s["step"]))
         by_param[id(p)] = 1 / (v_hat.sqrt() + eps)
@@ -179,7 +189,7 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
         references = {}
         if held_out:
             references["held_out"] = _mean_gradient(model, tokenizer, [tokenize(s) for s in held_out], own,
-                                                    c.normalize, batch_size, fused, params, preconditioner)
+                                                    c.normalize, fused, params, preconditioner)
         norms: dict[str, list[list[float]]] = {}
         updates_stats, errors, per_minibatch = {}, {}, {}
         bar = tqdm(total=k * len(order), desc="gradients", unit="minibatch", disable=not progress)
@@ -246,15 +256,15 @@ def measure(model, tokenizer, samples: list[dict[str, Any]], batch_size: int, ca
             "token_bins": token_bins(torch.cat(probabilities))}
 
 
-def _mean_gradient(model, tokenizer, rows: list[dict[str, list[int]]], term: str, normalize: str, batch_size: int,
-                   fused: bool, params: list[torch.Tensor],
-                   preconditioner: list[torch.Tensor] | None) -> list[torch.Tensor]:
+def _mean_gradient(model, tokenizer, rows: list[dict[str, list[int]]], term: str, normalize: str, fused: bool,
+                   params: list[torch.Tensor], preconditioner: list[torch.Tensor] | None) -> list[torch.Tensor]:
     """The gradient of `term` over `rows` as one batch of the warm-up would take it (divided by their tokens, or
-    each sample by its own and then by their number), in batches of `batch_size`: the held-out reference."""
+    each sample by its own and then by their number): the held-out reference. A sample at a time, as the rest of
+    the measurement goes, so that its memory is one sample's activations."""
     total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     count = 0.0
-    for start in range(0, len(rows), batch_size):
-        lp, m = _logprobs(model, tokenizer, rows[start:start + batch_size], fused)
+    for row in rows:
+        lp, m = _logprobs(model, tokenizer, [row], fused)
         _, tokens = sequence_nll(lp.detach().float(), m)
         per_sample = 1 / tokens.float().clamp(min=1) if normalize == "samples" else None
         loss = token_loss(lp, m, 1.0, "dft" if term == "dft" else "none", per_sample)
@@ -346,8 +356,8 @@ def weighting_nulls(records: list[dict[str, Any]], key: str = "norm_dft", permut
     """CADFT's update noise against what unequal weights alone would give, from the per-sample records.
 
     The noise of a minibatch update `sum_i w_i g_i / B` grows with the weighted per-sample second moment
-    `sum_i w_i^2 |g_i|^2`; DFT's is `sum_i |g_i|^2`. Their ratio, over every minibatch, is `observed` (divided by
-    the tokens, as `normalize: tokens` trains). Two nulls say what weights that know nothing of the gradients would
+    `sum_i w_i^2 |g_i|^2`; DFT's is `sum_i |g_i|^2`. Their ratio, over every minibatch, is `observed` (the norms as
+    `measure` normalised them). Two nulls say what weights that know nothing of the gradients would
     give:
     - `kish`: each minibatch's mean of `w^2` (Kish's design effect `mean(w^2) / mean(w)^2` times the step's shrink
       `mean(w)^2`), weighted by the minibatch's `sum |g|^2`: the permutations' expectation, exactly;

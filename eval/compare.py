@@ -335,15 +335,18 @@ def policy_of(name: str) -> str:
 
 
 def _over_seeds(values: list[float | None], one_seed: tuple[Any, Any] | None) -> dict[str, Any]:
-    """The mean of a figure measured once per seed, with a t interval over the seeds (`seed_problem_interval` with
-    one value per seed); with one seed, that seed's own interval (over its minibatches or samples). None where a
-    seed lacks the figure."""
+    """The mean of a figure measured once per seed, with a 95% t interval over the seeds; with one seed, that
+    seed's own interval (over its minibatches or samples). None where a seed lacks the figure."""
+    import numpy as np
+    from scipy.stats import sem, t
+
     if not values or any(v is None for v in values):
         return {"mean": None, "interval": [None, None], "seeds": len(values)}
     if len(values) == 1:
         return {"mean": values[0], "interval": list(one_seed or (None, None)), "seeds": 1}
-    r = seed_problem_interval([[v] for v in values])
-    return {"mean": r["mean"], "interval": [r["ci_low"], r["ci_high"]], "seeds": len(values)}
+    mean, spread = float(np.mean(values)), float(sem(values))
+    low, high = t.interval(0.95, len(values) - 1, loc=mean, scale=spread) if spread > 0 else (mean, mean)
+    return {"mean": mean, "interval": [float(low), float(high)], "seeds": len(values)}
 
 
 def mechanism_policies(mechanism: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -351,8 +354,9 @@ def mechanism_policies(mechanism: dict[str, Any]) -> dict[str, dict[str, Any]]:
     of gradient norm with NLL (`holds` when the interval lies above 0, `fails` below), and cadft's weighted second
     moment over Kish's prediction, the expectation of the same weights permuted within minibatches
     (`gradients.weighting_nulls`' effect: "compatibility lowers the noise" when the interval lies below 1, raises
-    it above, else "no compatibility effect"). With several seeds the intervals are over seeds; with one,
-    that seed's verdicts stand (intervals over its minibatches). The update ratios, cadft's cosine with the
+    it above, else "no compatibility effect"). With several seeds the intervals are over seeds; with one, they
+    are that seed's own (over its samples and minibatches), and the verdicts read them alike (the seed's noise
+    verdict is the permutation test's, which can differ at the edge). The update ratios, cadft's cosine with the
     full-sample gradient it weighs, the noise scales and the decile norms are means over seeds."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for name, m in mechanism.items():
@@ -363,15 +367,12 @@ def mechanism_policies(mechanism: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rho = _over_seeds([a.get("partial_rho") for a in dft], dft[0].get("partial_interval"))
         nulls = [m.get("nulls") or {} for m in ms]
         effect = _over_seeds([n.get("effect") for n in nulls], nulls[0].get("effect_interval"))
-        if len(ms) == 1:
-            rho["verdict"], effect["verdict"] = dft[0]["verdict"], nulls[0].get("verdict")
-        else:
-            low, high = rho["interval"]
-            rho["verdict"] = "holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown"
-            low, high = effect["interval"]
-            effect["verdict"] = None if low is None else (
-                "compatibility lowers the noise" if high < 1 else
-                "compatibility raises the noise" if low > 1 else "no compatibility effect")
+        low, high = rho["interval"]
+        rho["verdict"] = "holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown"
+        low, high = effect["interval"]
+        effect["verdict"] = None if low is None else (
+            "compatibility lowers the noise" if high < 1 else
+            "compatibility raises the noise" if low > 1 else "no compatibility effect")
 
         def mean_of(read) -> float | None:
             return mean_present([read(m) for m in ms])

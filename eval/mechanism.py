@@ -49,8 +49,8 @@ def run(cfg: Config, model_path: str, out: Path, minibatches: int, runtime,
     measured, held_out = train[:minibatches * batch], train[minibatches * batch:]
     model = runtime.load_model(cfg.model, path, master=True)  # gradients of the weights as trained
     settings = {"cadft": cfg.warmup.cadft, "max_length": cfg.warmup.max_length, "held_out": held_out}
+    preconditioner = adam_preconditioner(model, path)  # before the long measurement: it may only warn
     results = measure(model, tokenizer, measured, batch, **settings)
-    preconditioner = adam_preconditioner(model, path)
     if preconditioner is not None:
         adam = measure(model, tokenizer, measured, batch, preconditioner=preconditioner, **settings)
         results["adam"] = {**adam, **_tests(adam)}
