@@ -113,7 +113,7 @@ def compiled() -> dict[str, float]:
     """torch.compile (Trainer's `torch_compile`) for the warm-up step and the GRPO update, against the same without:
     the steady step's ratio, and how many steps the compile takes to pay back: its extra time over the run (the
     compiled run's total less the plain one's, plus the saving its steady steps made) over the saving per step;
-    None where a compiled step saves nothing. The quickstart has 16 warm-up steps and 20 GRPO steps of 4 updates."""
+    None where a compiled step saves nothing. The quickstart has 16 warm-up steps and 20 GRPO updates."""
     out = {}
     plain, fast = worker("warmup_step", "--variant", "cadft"), worker("warmup_step", "--variant", "cadft", "--compile")
     saving = plain["step_s"] - fast["step_s"]

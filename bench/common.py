@@ -4,6 +4,7 @@ the runner reads."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 
@@ -33,6 +34,12 @@ def naive_logprobs(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     labels = inputs["labels"][:, 1:]
     mask = labels != -100
     return log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask, mask
+
+
+def fresh_compile_cache(folder: str) -> None:
+    """torch.compile's caches in `folder`: inductor keeps compiled graphs on disk across processes, and an earlier
+    bench run's would hide the compile time a first run pays."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
 
 
 def peak_rss_mb() -> float:

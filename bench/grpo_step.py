@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import emit, workload
+from bench.common import emit, fresh_compile_cache, workload
 from coldstart.data import rl_prompts
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.stages.rl import build_trainer
@@ -51,6 +51,8 @@ def main() -> None:
         return wrapper
 
     with tempfile.TemporaryDirectory() as out:
+        if args.compile:
+            fresh_compile_cache(str(Path(out) / "inductor"))
         trainer = build_trainer(cfg, Path(out), prompts, model, tokenizer)
         trainer._generate = timed("generation", trainer._generate)
         trainer._get_per_token_logps_and_entropies = timed(

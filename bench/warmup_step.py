@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from bench.common import emit, naive_logprobs, peak_rss_mb, workload
+from bench.common import emit, fresh_compile_cache, naive_logprobs, peak_rss_mb, workload
 from coldstart.data import load_samples
 from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.lengths import apply_length_policy
@@ -88,6 +88,8 @@ def main() -> None:
     if args.compile and args.variant in ("plain", "naive"):
         parser.error("--compile measures coldstart's warm-up: --variant sft, dft or cadft")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.compile:
+            fresh_compile_cache(str(Path(tmp) / "inductor"))
         cfg, model_path, trainer = build(args.variant, args.steps, Path(tmp), args.compile)
         batch = next(iter(trainer.get_train_dataloader()))
         if args.variant == "plain":

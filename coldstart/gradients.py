@@ -331,22 +331,24 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
 def update_ratios(per_minibatch: dict[str, dict[str, list[float]]], resamples: int = 2000, level: float = 0.95,
                   seed: int = 0) -> dict[str, dict[str, Any]]:
     """Each loss's mean squared minibatch update over DFT's, with a percentile bootstrap interval over minibatches
-    (the same minibatches drawn for both: the losses were measured on the same ones). None with one minibatch."""
+    (`scipy.stats.bootstrap`, paired: the losses were measured on the same minibatches). None with one minibatch."""
     import numpy as np
+    from scipy.stats import bootstrap
 
     dft = np.asarray(per_minibatch["dft"]["sq_norm"])
-    rng = np.random.default_rng(seed)
-    picked = rng.integers(len(dft), size=(resamples, len(dft)))
     out = {}
     for loss, part in per_minibatch.items():
         sq = np.asarray(part["sq_norm"])
         ratio = float(sq.mean() / dft.mean()) if dft.mean() > 0 else None
         interval: list[float | None] = [None, None]
         if len(dft) > 1 and ratio is not None:
-            den = dft[picked].mean(axis=1)
-            ratios = sq[picked].mean(axis=1)[den > 0] / den[den > 0]
-            tail = (1 - level) / 2
-            interval = [float(x) for x in np.quantile(ratios, [tail, 1 - tail])]
+            if np.array_equal(sq, dft):  # DFT against itself: every resample gives 1
+                interval = [1.0, 1.0]
+            else:
+                result = bootstrap((sq, dft), lambda a, b: a.mean() / b.mean(), paired=True, vectorized=False,
+                                   n_resamples=resamples, confidence_level=level, method="percentile",
+                                   random_state=seed)
+                interval = [float(result.confidence_interval.low), float(result.confidence_interval.high)]
         out[loss] = {"ratio": ratio, "interval": interval}
     return out
 
