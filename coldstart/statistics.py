@@ -199,3 +199,27 @@ def mean_present(values: list[float | None]) -> float | None:
     """The mean of the values that are there (None when none is)."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+def minimum_detectable_effect(standard_error: float, df: float, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference a two-sided test at `level` detects with probability `power`, for an estimate
+    with this standard error and degrees of freedom: (t quantile at (1 + level) / 2 + t quantile at `power`) x se;
+    2.80 se at 95% and 80% power with many degrees of freedom, 3.72 se with 4 (five seeds)."""
+    from scipy.stats import t
+
+    return float((t.ppf((1 + level) / 2, df) + t.ppf(power, df)) * standard_error)
+
+
+def equivalence_test(mean: float, standard_error: float, df: float, margin: float, alpha: float = 0.05) -> dict[str, Any]:
+    """Schuirmann's two one-sided tests that the true difference lies within (-margin, margin): the p-values of
+    "at or below -margin" and "at or above margin" rejected, and `equivalent` when both are below `alpha` (the
+    same as the 1 - 2 alpha interval lying inside the margins)."""
+    from scipy.stats import t
+
+    if standard_error <= 0:
+        inside = abs(mean) < margin
+        return {"p": 0.0 if inside else 1.0, "equivalent": inside}
+    p_low = float(t.sf((mean + margin) / standard_error, df))
+    p_high = float(t.cdf((mean - margin) / standard_error, df))
+    p = max(p_low, p_high)
+    return {"p": p, "equivalent": p < alpha}

@@ -1,3 +1,4 @@
+import math
 import random
 import statistics
 
@@ -474,3 +475,19 @@ def test_the_mechanism_over_seeds_by_hand():
     assert "one seed" in row["measured"]  # the fewest seeds any policy has is what the row can claim
     del policies["dft@step4"]
     assert _mechanism_claim(policies)["verdict"] == "supported" and "intervals over 3 seeds" in _mechanism_claim(policies)["measured"]
+
+
+def test_the_minimum_detectable_effect_and_the_equivalence_test_by_hand():
+    """MDE at 95% and 80% power: (1.960 + 0.842) se with many degrees of freedom, (2.776 + 0.941) se with 4 (five
+    seeds). The two one-sided tests: a difference of 0.5 +- 1 is within a margin of 5 (p = P(T > 4.5)), one of
+    0 +- 4 is not (p = P(T > 1.25) = 0.106: the 90% interval, +-6.6, reaches past the margin)."""
+    from scipy.stats import norm
+
+    from coldstart.statistics import equivalence_test, minimum_detectable_effect
+
+    assert minimum_detectable_effect(1.0, math.inf) == pytest.approx(1.95996 + 0.84162, abs=1e-4)
+    assert minimum_detectable_effect(2.0, 4) == pytest.approx(2 * (2.77645 + 0.94096), abs=1e-4)
+    equivalent = equivalence_test(0.5, 1.0, math.inf, 5.0)
+    assert equivalent["equivalent"] and equivalent["p"] == pytest.approx(norm.sf(4.5))
+    inconclusive = equivalence_test(0.0, 4.0, math.inf, 5.0)
+    assert not inconclusive["equivalent"] and inconclusive["p"] == pytest.approx(0.10565, abs=1e-4)
