@@ -355,6 +355,12 @@ class CompareSection:
         "(warmup.keep_checkpoints) at those steps. []: not measured.",
     )
     mechanism_minibatches: int = option(4, "Minibatches of the warm-up's batch size each mechanism check measures.")
+    margin: float = option(
+        5.0,
+        "Equivalence margin of the accuracy claims (generalization, cold-start RL), in accuracy points: a difference "
+        "not shown is 'equivalent within the margin' when two one-sided tests place it inside +-margin, else "
+        "'inconclusive'. Declare it before the study runs.",
+    )
 
 
 @dataclass
@@ -663,6 +669,8 @@ def _check_values(cfg: Config, where: _Where) -> None:
     for i, start in enumerate(cfg.compare.starts):
         if start not in ("none", "sft", "dft", "cadft"):
             raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not one of none, sft, dft, cadft")
+    if not m.margin > 0:
+        raise ColdstartError(f"{where(('compare', 'margin'))}: a positive number of accuracy points")
     if not cfg.compare.seeds:
         raise ColdstartError(f"{where(('compare', 'seeds'))}: give at least one seed")
     a = cfg.data.arith

@@ -28,7 +28,14 @@ from coldstart.grading import is_correct
 from coldstart.models import model_fingerprint
 from coldstart.runs import RunDir, json_sha256, read_jsonl, versions
 from coldstart.stability import curve_stability
-from coldstart.statistics import mean_present, paired_difference, rank_associations, seed_problem_interval
+from coldstart.statistics import (
+    equivalence_test,
+    mean_present,
+    minimum_detectable_effect,
+    paired_difference,
+    rank_associations,
+    seed_problem_interval,
+)
 
 ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
 
@@ -124,6 +131,7 @@ def study_of(cfg: Config) -> dict[str, Any]:
     """What the analysis needs to know of the study, saved with its results so that `coldstart report` can redo it
     from the runs' records: the starts (arm names), the seeds, whether GRPO ran, and the shared handoff settings."""
     return {"starts": [ARM_NAMES[s] for s in cfg.compare.starts], "seeds": list(cfg.compare.seeds), "rl": cfg.compare.rl,
+            "margin": cfg.compare.margin,
             "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
 
 
@@ -175,10 +183,15 @@ def _interval(per_seed: list[list[float]], key: str, bound: float) -> dict[str, 
     (`statistics.seed_problem_interval`; one seed: the bootstrap over problems), cut to the values the mean can take:
     [0, 1] for an accuracy (`bound` 1, key "accuracy"), [-bound, bound] for a difference. With few seeds the t
     interval is wide and would otherwise reach past them; `clipped` names the ends that were cut."""
+    from scipy.stats import t
+
     r = seed_problem_interval(per_seed)
     low_bound = 0.0 if key == "accuracy" else -bound
+    # the standard error the interval was drawn from (before clipping), for the power and equivalence figures
+    se = (r["ci_high"] - r["ci_low"]) / 2 / t.ppf(0.975, r["df"])
     out = {key: r["mean"], "ci_low": max(r["ci_low"], low_bound), "ci_high": min(r["ci_high"], bound), "seeds": r["seeds"],
-           "clipped": [end for end, cut in (("low", r["ci_low"] < low_bound), ("high", r["ci_high"] > bound)) if cut]}
+           "clipped": [end for end, cut in (("low", r["ci_low"] < low_bound), ("high", r["ci_high"] > bound)) if cut],
+           "se": se, "df": r["df"], "mde": minimum_detectable_effect(se, r["df"])}
     out["significant"] = out["ci_low"] > 0 or out["ci_high"] < 0
     return out
 
@@ -440,11 +453,18 @@ def _spread(per_seed: list[list[float]]) -> float | None:
     return statistics.stdev(means) if len(means) > 1 else None
 
 
-def _verdict(d: dict[str, Any], lower_is_better: bool = False) -> str:
-    if not d["significant"]:
+def _verdict(d: dict[str, Any], lower_is_better: bool = False, margin: float | None = None) -> str:
+    """Supported or contradicted where the interval excludes 0; otherwise, given an equivalence `margin` (in the
+    difference's units) and the figure's standard error, "equivalent within the margin" when the two one-sided
+    tests place it inside +-margin and "inconclusive" when not (the interval is too wide to rule out a difference
+    of the margin's size); without them, "no difference shown"."""
+    if d["significant"]:
+        better = d["difference"] < 0 if lower_is_better else d["difference"] > 0
+        return "supported" if better else "contradicted"
+    if margin is None or d.get("se") is None:
         return "no difference shown"
-    better = d["difference"] < 0 if lower_is_better else d["difference"] > 0
-    return "supported" if better else "contradicted"
+    equivalent = equivalence_test(d["difference"], d["se"], d["df"], margin)["equivalent"]
+    return "equivalent within the margin" if equivalent else "inconclusive"
 
 
 # what each of the paper's claims is measured by here, for the target start against each other start
@@ -476,8 +496,10 @@ def cv_difference(stability: dict[str, dict[str, Any]], target: str, other: str,
 
 def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any]]:
     """One row per claim and other start (sft, dft): what was measured, the figure with its interval, and the
-    verdict (supported / no difference shown / contradicted). A claim without its measurement says so."""
+    verdict (`_verdict`: supported or contradicted; for the accuracy claims, given the study's margin, equivalent
+    within it or inconclusive; else no difference shown). A claim without its measurement says so."""
     starts = results["study"]["starts"]
+    margin = results["study"].get("margin")
     rows = []
     for other in [s for s in starts if s not in (target, "base")]:
         figures = {
@@ -488,7 +510,8 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
         for claim, d in figures.items():
             rows.append({"claim": claim, "vs": other, "measured": CLAIMS[claim].format(target=target, other=other),
                          "figure": d, "verdict": "not measured" if d is None else
-                         _verdict(d, lower_is_better=claim == "stability")})
+                         _verdict(d, lower_is_better=claim == "stability",
+                                  margin=None if claim == "stability" or margin is None else margin / 100)})
     if results.get("mechanism_policies"):
         rows.insert(0, _mechanism_claim(results["mechanism_policies"]))
     return rows

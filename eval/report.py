@@ -135,14 +135,21 @@ def claims_section(results: dict[str, Any]) -> list[str]:
     rows = results.get("claims") or []
     if not rows:
         return []
+    margin = (results.get("study") or {}).get("margin")
+    margin = "none declared" if margin is None else f"+-{margin:g} points"
     lines = ["## The paper's claims", "",
              "Stability, generalization and a better start for RL (Zhou et al., ACL 2026), each against each other "
-             "warm-up: supported or contradicted where the 95% interval excludes 0, else no difference shown; the "
-             "mechanism row reads its intervals at fixed policies (its rule is in its row).", "",
-             "| claim | vs | measured | figure | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+             "warm-up: supported or contradicted where the 95% interval excludes 0. Otherwise an accuracy claim is "
+             "equivalent within the margin (" + margin + ") where two one-sided tests place the difference inside "
+             "it, and inconclusive where they do not; the stability row, without a margin, reads no difference "
+             "shown. The MDE is the smallest difference the comparison detects with 80% power at this variance. "
+             "The mechanism row reads its intervals at fixed policies (its rule is in its row).", "",
+             "| claim | vs | measured | figure | 95% CI | MDE | verdict |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         figure, ci = _claim_figure(r["figure"]) if r["figure"] else (r.get("text", "-"), "-")
-        lines.append(f"| {r['claim']} | {r['vs']} | {r['measured']} | {figure} | {ci} | {r['verdict']} |")
+        mde = (r["figure"] or {}).get("mde")
+        mde = "-" if mde is None else (f"{mde:.3f}" if r["figure"].get("unit") == "cv" else f"{100 * mde:.1f} points")
+        lines.append(f"| {r['claim']} | {r['vs']} | {r['measured']} | {figure} | {ci} | {mde} | {r['verdict']} |")
     return lines + [""]
 
 

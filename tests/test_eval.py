@@ -380,7 +380,35 @@ def test_the_claims_table_from_hand_made_results():
     assert rows[("generalization", "dft")]["verdict"] == "not measured"
     table = "\n".join(claims_section({"claims": list(rows.values())}))
     assert "| cold-start RL | sft | RL gain (after GRPO minus after warm-up), cadft minus sft | -10.0 points | " \
-           "[-15.0, -5.0] | contradicted |" in table
+           "[-15.0, -5.0] | - | contradicted |" in table
+
+
+def test_equivalent_and_inconclusive_from_hand_made_seeds():
+    """Per-seed RL-gain differences (one value per seed, as problems averaged) through `_interval` and the claims:
+    five seeds at +1, -1, +2, 0, -2 points (sd 1.58, se 0.71) lie within a 5-point margin (the 90% t interval,
+    0 +- 2.132 x 0.71, is inside it: equivalent); five at +9, -9, +12, -6, -6 points (sd 9.7, se 4.35) do not (the 90%
+    interval, 0 +- 9.3, reaches past +-5: inconclusive). The MDE is (t(0.975, 4) + t(0.8, 4)) x se."""
+    from scipy.stats import t
+
+    from coldstart.eval.compare import _interval, claims
+    from coldstart.eval.report import claims_section
+
+    narrow = _interval([[d / 100] for d in (1, -1, 2, 0, -2)], "difference", 2.0)
+    wide = _interval([[d / 100] for d in (9, -9, 12, -6, -6)], "difference", 2.0)
+    se = statistics.stdev([1, -1, 2, 0, -2]) / 100 / 5**0.5
+    assert narrow["se"] == pytest.approx(se) and narrow["mde"] == pytest.approx((t.ppf(0.975, 4) + t.ppf(0.8, 4)) * se)
+    results = {"study": {"starts": ["sft", "dft", "cadft"], "margin": 5.0}, "seeds": [1, 2, 3, 4, 5], "stability": {},
+               "comparisons": {"RL gain of cadft vs sft": narrow, "RL gain of cadft vs dft": wide}}
+    rows = {(r["claim"], r["vs"]): r for r in claims(results)}
+    assert rows[("cold-start RL", "sft")]["verdict"] == "equivalent within the margin"
+    assert rows[("cold-start RL", "dft")]["verdict"] == "inconclusive"
+    assert rows[("generalization", "sft")]["verdict"] == "not measured"
+    table = "\n".join(claims_section({**results, "claims": list(rows.values())}))
+    assert "equivalent within the margin (+-5 points)" in table
+    assert f"| {100 * wide['mde']:.1f} points | inconclusive |" in table
+    # the same figures without a declared margin: no difference shown, as before
+    results["study"].pop("margin")
+    assert {r["verdict"] for r in claims(results) if r["claim"] == "cold-start RL"} == {"no difference shown"}
 
 
 def test_cv_difference_pairs_seeds_and_gives_an_interval_from_two():
