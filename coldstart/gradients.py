@@ -301,6 +301,12 @@ def norm_deciles(records: list[dict[str, Any]]) -> dict[str, list[dict[str, floa
     return {loss: by_decile(records, f"norm_{loss}") for loss in ("sft", "dft", "cadft")}
 
 
+def trend_verdict(low: float | None, high: float | None) -> str:
+    """The assumption's verdict from a rank correlation's interval: `holds` above 0, `fails` below, else `not
+    shown`."""
+    return "holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown"
+
+
 def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict[str, Any]:
     """Whether the least compatible samples carry the largest gradients, as a trend: Spearman's rank correlation of
     the NLL with the gradient norm (`rho`, its permutation p-value and bootstrap interval), and the same holding
@@ -320,8 +326,7 @@ def assumption(records: Iterable[dict[str, Any]], key: str = "norm_dft") -> dict
     plain = rank_correlation(nll, norms)
     partial = rank_correlation(nll, norms, tokens)
     deciles = by_decile(records, key)
-    low, high = partial["interval"]
-    verdict = ("holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown")
+    verdict = trend_verdict(*partial["interval"])
     return {"rho": r["rho"], "p": r["p"], "rho_interval": plain["interval"], "partial_rho": partial["rho"],
             "partial_interval": partial["interval"], "controlled_for_tokens": partial["controlled"],
             "rho_tokens": spearman(nll, tokens)["rho"], "least_compatible_decile": deciles[0]["value"],

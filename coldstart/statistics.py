@@ -88,7 +88,8 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     than the interaction's own variance makes it, MS_I / (S P) with its (S - 1)(P - 1) degrees of freedom: seeds
     whose means agree more closely than the interaction would let them (two seeds with equal means) do not make it
     a point. A bootstrap over three seeds would be too narrow (it sees three values), which this avoids. One seed:
-    the bootstrap over problems.
+    the bootstrap over problems. `se` is the standard error the interval is drawn from (its half-width over the
+    t quantile; for the bootstrap, over the normal one).
     """
     import numpy as np
     from scipy.stats import t
@@ -98,7 +99,8 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
     mean = float(x.mean())
     if num_seeds == 1:
         low, high = bootstrap_ci(list(x[0]), num_resamples, level, seed)
-        return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": 1, "df": float("inf")}
+        return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": 1, "df": float("inf"),
+                "se": (high - low) / 2 / float(t.ppf((1 + level) / 2, float("inf")))}
     by_seed, by_problem = x.mean(axis=1), x.mean(axis=0)
     ms_seeds = num_problems * by_seed.var(ddof=1)
     total, df = ms_seeds / (num_seeds * num_problems), num_seeds - 1.0
@@ -121,8 +123,9 @@ def seed_problem_interval(scores: list[list[float]], level: float = 0.95, num_re
         if floor > half:
             half, df = floor, floor_df
     if half == 0:
-        return {"mean": mean, "ci_low": mean, "ci_high": mean, "seeds": num_seeds, "df": float("inf")}
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df)}
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "seeds": num_seeds, "df": float("inf"), "se": 0.0}
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": num_seeds, "df": float(df),
+            "se": half / float(t.ppf((1 + level) / 2, df))}
 
 
 def spearman(xs: list[float], ys: list[float]) -> dict[str, float]:

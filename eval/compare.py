@@ -183,12 +183,9 @@ def _interval(per_seed: list[list[float]], key: str, bound: float) -> dict[str, 
     (`statistics.seed_problem_interval`; one seed: the bootstrap over problems), cut to the values the mean can take:
     [0, 1] for an accuracy (`bound` 1, key "accuracy"), [-bound, bound] for a difference. With few seeds the t
     interval is wide and would otherwise reach past them; `clipped` names the ends that were cut."""
-    from scipy.stats import t
-
     r = seed_problem_interval(per_seed)
     low_bound = 0.0 if key == "accuracy" else -bound
-    # the standard error the interval was drawn from (before clipping), for the power and equivalence figures
-    se = (r["ci_high"] - r["ci_low"]) / 2 / t.ppf(0.975, r["df"])
+    se = r["se"]  # the interval's own, before clipping: for the power and equivalence figures
     out = {key: r["mean"], "ci_low": max(r["ci_low"], low_bound), "ci_high": min(r["ci_high"], bound), "seeds": r["seeds"],
            "clipped": [end for end, cut in (("low", r["ci_low"] < low_bound), ("high", r["ci_high"] > bound)) if cut],
            "se": se, "df": r["df"], "mde": minimum_detectable_effect(se, r["df"])}
@@ -371,6 +368,8 @@ def mechanism_policies(mechanism: dict[str, Any]) -> dict[str, dict[str, Any]]:
     are that seed's own (over its samples and minibatches), and the verdicts read them alike (the seed's noise
     verdict is the permutation test's, which can differ at the edge). The update ratios, cadft's cosine with the
     full-sample gradient it weighs, the noise scales and the decile norms are means over seeds."""
+    from coldstart.gradients import trend_verdict
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for name, m in mechanism.items():
         groups.setdefault(policy_of(name), []).append(m)
@@ -380,8 +379,7 @@ def mechanism_policies(mechanism: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rho = _over_seeds([a.get("partial_rho") for a in dft], dft[0].get("partial_interval"))
         nulls = [m.get("nulls") or {} for m in ms]
         effect = _over_seeds([n.get("effect") for n in nulls], nulls[0].get("effect_interval"))
-        low, high = rho["interval"]
-        rho["verdict"] = "holds" if low is not None and low > 0 else "fails" if high is not None and high < 0 else "not shown"
+        rho["verdict"] = trend_verdict(*rho["interval"])
         low, high = effect["interval"]
         effect["verdict"] = None if low is None else (
             "compatibility lowers the noise" if high < 1 else
