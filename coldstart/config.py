@@ -341,6 +341,10 @@ class EvalSection:
     )
 
 
+# the paper's claims as `coldstart compare` measures them, each against every other start (compare.primary names one)
+CLAIM_NAMES = ("cold-start RL (adjusted)", "cold-start RL", "generalization", "stability")
+
+
 @dataclass
 class CompareSection:
     starts: list[str] = option(
@@ -360,6 +364,12 @@ class CompareSection:
         "Equivalence margin of the accuracy claims (generalization, cold-start RL), in accuracy points: a difference "
         "not shown is 'equivalent within the margin' when two one-sided tests place it inside +-margin, else "
         "'inconclusive'. Declare it before the study runs.",
+    )
+    primary: str | None = option(
+        None,
+        "The primary endpoint, '<claim> vs <start>' (claims: " + ", ".join(CLAIM_NAMES) + "), e.g. 'cold-start RL "
+        "(adjusted) vs dft': the one comparison the study is sized and read for; every other row of the claims table "
+        "is labelled secondary. Declare it before the study runs. null: none declared, every row exploratory.",
     )
 
 
@@ -669,6 +679,10 @@ def _check_values(cfg: Config, where: _Where) -> None:
     for i, start in enumerate(cfg.compare.starts):
         if start not in ("none", "sft", "dft", "cadft"):
             raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not one of none, sft, dft, cadft")
+    claim, _, other = (m.primary or "").rpartition(" vs ")
+    if m.primary is not None and (claim not in CLAIM_NAMES or other not in [s for s in m.starts if s not in ("none", "cadft")]):
+        raise ColdstartError(f"{where(('compare', 'primary'))}: {m.primary!r} is not '<claim> vs <start>' with a claim "
+                             f"of {', '.join(CLAIM_NAMES)} and a start of compare.starts other than none and cadft")
     if not m.margin > 0:
         raise ColdstartError(f"{where(('compare', 'margin'))}: a positive number of accuracy points")
     if not cfg.compare.seeds:

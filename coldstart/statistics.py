@@ -226,3 +226,33 @@ def equivalence_test(mean: float, standard_error: float, df: float, margin: floa
     p_high = float(t.cdf((mean - margin) / standard_error, df))
     p = max(p_low, p_high)
     return {"p": p, "equivalent": p < alpha}
+
+
+def adjusted_difference(after_a: list[float], before_a: list[float], after_b: list[float], before_b: list[float],
+                        level: float = 0.95) -> dict[str, Any] | None:
+    """Analysis of covariance: group a's `after` minus group b's at equal `before` (after = group mean + slope x
+    before + error, one slope for both groups, least squares), with its standard error, t interval on n - 3
+    degrees of freedom and minimum detectable effect. A group that started high is not credited with what the
+    slope predicts from its start, so a unit that starts low and regains ground (regression to the mean) does not
+    count as a gain. None where it cannot be estimated: fewer than four units, or `before` constant within
+    each group (the slope is then not told apart from the groups' difference)."""
+    import numpy as np
+    from scipy.stats import t
+
+    y = np.asarray([*after_a, *after_b], dtype=float)
+    x = np.asarray([*before_a, *before_b], dtype=float)
+    group = np.asarray([1.0] * len(after_a) + [0.0] * len(after_b))
+    df = len(y) - 3
+    within = np.var(before_a) * len(before_a) + np.var(before_b) * len(before_b) if before_a and before_b else 0.0
+    if df < 1 or len(after_a) != len(before_a) or len(after_b) != len(before_b) or within <= 0:
+        return None
+    design = np.column_stack([np.ones_like(y), group, x])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    variance = float(residual @ residual) / df * np.linalg.inv(design.T @ design)
+    se = float(variance[1, 1] ** 0.5)
+    half = float(t.ppf((1 + level) / 2, df)) * se
+    difference = float(coef[1])
+    return {"difference": difference, "ci_low": difference - half, "ci_high": difference + half, "se": se,
+            "df": float(df), "mde": minimum_detectable_effect(se, df, level), "slope": float(coef[2]),
+            "seeds": min(len(after_a), len(after_b)), "significant": difference - half > 0 or difference + half < 0}

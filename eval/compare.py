@@ -29,6 +29,7 @@ from coldstart.models import model_fingerprint
 from coldstart.runs import RunDir, json_sha256, read_jsonl, versions
 from coldstart.stability import curve_stability
 from coldstart.statistics import (
+    adjusted_difference,
     equivalence_test,
     mean_present,
     minimum_detectable_effect,
@@ -131,7 +132,7 @@ def study_of(cfg: Config) -> dict[str, Any]:
     """What the analysis needs to know of the study, saved with its results so that `coldstart report` can redo it
     from the runs' records: the starts (arm names), the seeds, whether GRPO ran, and the shared handoff settings."""
     return {"starts": [ARM_NAMES[s] for s in cfg.compare.starts], "seeds": list(cfg.compare.seeds), "rl": cfg.compare.rl,
-            "margin": cfg.compare.margin,
+            "margin": cfg.compare.margin, "primary": cfg.compare.primary,
             "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
 
 
@@ -245,6 +246,16 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
                 t, o = correct[(target, seed)], correct[(other, seed)]
                 diffs.append([(tr - tw) - (orl - ow) for tr, tw, orl, ow in zip(t["rl"], t["warmup"], o["rl"], o["warmup"])])
             comparisons[f"RL gain of {target} vs {other}"] = _interval(diffs, "difference", 2.0)
+    adjusted = {}
+    if rl:
+        def accuracies(start: str, model: str) -> list[float]:
+            return [statistics.fmean(correct[(start, seed)][model]) for seed in seeds]
+
+        for other in (s for s in starts if s != target):
+            a = adjusted_difference(accuracies(target, "rl"), accuracies(target, "warmup"),
+                                    accuracies(other, "rl"), accuracies(other, "warmup"))
+            if a:
+                adjusted[f"{target} vs {other}"] = a
     signal = {}
     for start in starts:
         for seed in seeds:
@@ -265,6 +276,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
               for name in accuracy}
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
+               "adjusted": adjusted,
                "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {}),
                **({"mechanism": _mechanism(mechanism)} if mechanism else {})}
     if mechanism:
@@ -429,6 +441,9 @@ def _mechanism_claim(policies: dict[str, Any]) -> dict[str, Any]:
     seeds = sorted({p["seeds"] for p in policies.values()})
     over = (f"intervals over {seeds[0]} seeds" if seeds[0] > 1 else
             "one seed: intervals over its minibatches, not over training runs")
+    if seeds[0] < 2:
+        verdict = f"one seed: {'no difference' if verdict == 'no difference shown' else verdict} at its policies; " \
+                  "no verdict about the method"
     return {"claim": "stability (mechanism)", "vs": "dft", "figure": None, "text": text, "verdict": verdict,
             "measured": "at fixed policies (" + ", ".join(policies) + "): whether the least compatible "
                         "demonstrations carry the largest DFT gradients, and cadft's weighted second moment against "
@@ -451,11 +466,18 @@ def _spread(per_seed: list[list[float]]) -> float | None:
     return statistics.stdev(means) if len(means) > 1 else None
 
 
-def _verdict(d: dict[str, Any], lower_is_better: bool = False, margin: float | None = None) -> str:
+def _verdict(d: dict[str, Any], lower_is_better: bool = False, margin: float | None = None, seeds: int = 2) -> str:
     """Supported or contradicted where the interval excludes 0; otherwise, given an equivalence `margin` (in the
     difference's units) and the figure's standard error, "equivalent within the margin" when the two one-sided
     tests place it inside +-margin and "inconclusive" when not (the interval is too wide to rule out a difference
-    of the margin's size); without them, "no difference shown"."""
+    of the margin's size); without them, "no difference shown". With one seed there is no interval over training
+    runs, so no verdict about the method: what this seed shows on these problems, and that it is one seed."""
+    if seeds < 2:
+        if d.get("ci_low") is None:
+            return "one seed, no interval: no verdict about the method"
+        better = d["difference"] < 0 if lower_is_better else d["difference"] > 0
+        shown = ("better" if better else "worse") + " on these problems" if d["significant"] else "no difference on these problems"
+        return f"one seed: {shown}; no verdict about the method"
     if d["significant"]:
         better = d["difference"] < 0 if lower_is_better else d["difference"] > 0
         return "supported" if better else "contradicted"
@@ -470,6 +492,8 @@ CLAIMS = {
     "stability": "coefficient of variation of the warm-up's gradient norm (its fall with the loss included), "
                  "{target} minus {other} (lower is stabler; over seeds)",
     "generalization": "accuracy on the out-of-distribution sets, {target} minus {other} after warm-up",
+    "cold-start RL (adjusted)": "accuracy after GRPO at equal accuracy after warm-up (analysis of covariance over "
+                                "seeds, one slope), {target} minus {other}",
     "cold-start RL": "RL gain (after GRPO minus after warm-up), {target} minus {other}",
 }
 
@@ -493,25 +517,35 @@ def cv_difference(stability: dict[str, dict[str, Any]], target: str, other: str,
 
 
 def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any]]:
-    """One row per claim and other start (sft, dft): what was measured, the figure with its interval, and the
-    verdict (`_verdict`: supported or contradicted; for the accuracy claims, given the study's margin, equivalent
-    within it or inconclusive; else no difference shown). A claim without its measurement says so."""
+    """One row per claim and other start (sft, dft): what was measured, the figure with its interval, the verdict
+    (`_verdict`: supported or contradicted; for the accuracy claims, given the study's margin, equivalent within it
+    or inconclusive; else no difference shown; with one seed, what the seed shows and no verdict) and its role:
+    primary for the comparison the study declared (`compare.primary`), secondary for every other. A claim without
+    its measurement says so."""
     starts = results["study"]["starts"]
     margin = results["study"].get("margin")
+    primary = results["study"].get("primary")
+    seeds = len(results["seeds"])
     rows = []
     for other in [s for s in starts if s not in (target, "base")]:
         figures = {
             "stability": cv_difference(results["stability"], target, other, results["seeds"]),
             "generalization": results.get("ood", {}).get(f"{target} vs {other}"),
+            "cold-start RL (adjusted)": (results.get("adjusted") or {}).get(f"{target} vs {other}"),
             "cold-start RL": results["comparisons"].get(f"RL gain of {target} vs {other}"),
         }
         for claim, d in figures.items():
+            if d is None:
+                verdict = ("not measured (needs two seeds or more)" if claim == "cold-start RL (adjusted)"
+                           and results.get("rl_gain") and seeds < 2 else "not measured")
+            else:
+                verdict = _verdict(d, lower_is_better=claim == "stability", seeds=seeds,
+                                   margin=None if claim == "stability" or margin is None else margin / 100)
             rows.append({"claim": claim, "vs": other, "measured": CLAIMS[claim].format(target=target, other=other),
-                         "figure": d, "verdict": "not measured" if d is None else
-                         _verdict(d, lower_is_better=claim == "stability",
-                                  margin=None if claim == "stability" or margin is None else margin / 100)})
+                         "figure": d, "verdict": verdict,
+                         "role": "primary" if f"{claim} vs {other}" == primary else "secondary"})
     if results.get("mechanism_policies"):
-        rows.insert(0, _mechanism_claim(results["mechanism_policies"]))
+        rows.insert(0, {**_mechanism_claim(results["mechanism_policies"]), "role": "secondary"})
     return rows
 
 

@@ -92,6 +92,10 @@ def findings(results: dict[str, Any]) -> list[str]:
             lines.append(f"- {name}: {'higher' if d['difference'] > 0 else 'lower'}, {_points(d)}.")
         else:
             lines.append(f"- {name}: no difference shown ({_points(d)}).")
+    for name, d in (results.get("adjusted") or {}).items():
+        text = f"- {name} after GRPO at equal accuracy after warm-up (slope {d['slope']:+.2f}): "
+        lines.append(text + (f"{'higher' if d['difference'] > 0 else 'lower'}, {_points(d)}." if d["significant"]
+                             else f"no difference shown ({_points(d)})."))
     ood = results.get("ood") or {}
     for name, d in ((n, d) for n, d in ood.items() if " vs " in n):
         shown = [f"{s} ({_points(x)})" for s, x in (d.get("sets") or {}).items() if x["significant"]]
@@ -127,29 +131,38 @@ def _intervals_shown(results: dict[str, Any]) -> int:
     per_set = sum(len(d.get("sets") or {}) for d in ood)
     stability = [r for r in results.get("claims") or [] if r["claim"] == "stability" and r["figure"]
                  and r["figure"]["ci_low"] is not None]
-    return len(results["rl_gain"]) + len(results["comparisons"]) + len(ood) + per_set + len(stability)
+    return (len(results["rl_gain"]) + len(results["comparisons"]) + len(results.get("adjusted") or {}) + len(ood)
+            + per_set + len(stability))
 
 
 def claims_section(results: dict[str, Any]) -> list[str]:
-    """The paper's three claims, one row per claim and baseline: what was measured, our figure, the verdict."""
+    """The paper's three claims, one row per claim and baseline: what was measured, our figure, the verdict, and
+    whether the row is the study's declared primary endpoint or secondary."""
     rows = results.get("claims") or []
     if not rows:
         return []
-    margin = (results.get("study") or {}).get("margin")
-    margin = "none declared" if margin is None else f"+-{margin:g} points"
+    study = results.get("study") or {}
+    margin = "none declared" if study.get("margin") is None else f"+-{study['margin']:g} points"
+    primary = study.get("primary")
     lines = ["## The paper's claims", "",
              "Stability, generalization and a better start for RL (Zhou et al., ACL 2026), each against each other "
              "warm-up: supported or contradicted where the 95% interval excludes 0. Otherwise an accuracy claim is "
              "equivalent within the margin (" + margin + ") where two one-sided tests place the difference inside "
              "it, and inconclusive where they do not; the stability row, without a margin, reads no difference "
-             "shown. The MDE is the smallest difference the comparison detects with 80% power at this variance. "
-             "The mechanism row reads its intervals at fixed policies (its rule is in its row).", "",
-             "| claim | vs | measured | figure | 95% CI | MDE | verdict |", "|---|---|---|---|---|---|---|"]
+             "shown. With one seed no row gives a verdict about the method: an interval over one seed's problems "
+             "leaves out the training runs' variance. The MDE is the smallest difference the comparison detects "
+             "with 80% power at this variance. The mechanism row reads its intervals at fixed policies (its rule is "
+             "in its row). "
+             + (f"The primary endpoint, declared before the study (compare.primary), is {primary}; every other row "
+                "is secondary (read it as exploratory: several were tested)." if primary else
+                "No primary endpoint was declared: every row is exploratory."), "",
+             "| claim | vs | role | measured | figure | 95% CI | MDE | verdict |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         figure, ci = _claim_figure(r["figure"]) if r["figure"] else (r.get("text", "-"), "-")
         mde = (r["figure"] or {}).get("mde")
         mde = "-" if mde is None else (f"{mde:.3f}" if r["figure"].get("unit") == "cv" else f"{100 * mde:.1f} points")
-        lines.append(f"| {r['claim']} | {r['vs']} | {r['measured']} | {figure} | {ci} | {mde} | {r['verdict']} |")
+        role = f"**{r['role']}**" if r.get("role") == "primary" else r.get("role", "-")
+        lines.append(f"| {r['claim']} | {r['vs']} | {role} | {r['measured']} | {figure} | {ci} | {mde} | {r['verdict']} |")
     return lines + [""]
 
 
@@ -289,6 +302,15 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "", f"| start | gain | 95% CI | {mcnemar}shown |",
                   "|---|---|---|---|" + ("---|" if mcnemar else "")]
         lines += [_difference_row(start, g, bool(mcnemar)) for start, g in results["rl_gain"].items()]
+    if results.get("adjusted"):
+        lines += ["", "## After GRPO at equal accuracy after warm-up", "",
+                  "Analysis of covariance over seeds: accuracy after GRPO = the start's level + one slope x accuracy "
+                  "after warm-up; the difference of the levels, with a t interval on seeds x 2 - 3 degrees of freedom. "
+                  "Unlike the RL gain, a seed whose warm-up ended low is not credited with regaining ground (regression "
+                  "to the mean).", "", "| comparison | difference (points) | 95% CI | slope | MDE (points) | shown |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {d['slope']:+.2f} | "
+                  f"{100 * d['mde']:.1f} | {'yes' if d['significant'] else 'no'} |" for name, d in results["adjusted"].items()]
     lines += ["", "## Paired comparisons", "", f"| comparison | difference (points) | 95% CI | {mcnemar}shown |",
               "|---|---|---|---|" + ("---|" if mcnemar else "")]
     lines += [_difference_row(name, d, bool(mcnemar)) for name, d in results["comparisons"].items()]

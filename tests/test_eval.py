@@ -379,8 +379,8 @@ def test_the_claims_table_from_hand_made_results():
     assert rows[("generalization", "sft")]["verdict"] == "supported"
     assert rows[("generalization", "dft")]["verdict"] == "not measured"
     table = "\n".join(claims_section({"claims": list(rows.values())}))
-    assert "| cold-start RL | sft | RL gain (after GRPO minus after warm-up), cadft minus sft | -10.0 points | " \
-           "[-15.0, -5.0] | - | contradicted |" in table
+    assert "| cold-start RL | sft | secondary | RL gain (after GRPO minus after warm-up), cadft minus sft | " \
+           "-10.0 points | [-15.0, -5.0] | - | contradicted |" in table
 
 
 def test_equivalent_and_inconclusive_from_hand_made_seeds():
@@ -452,7 +452,7 @@ LOW, HIGH, NONE = "compatibility lowers the noise", "compatibility raises the no
 def test_the_mechanism_claim_from_hand_made_policies(verdicts, effects, expected):
     from coldstart.eval.compare import _mechanism_claim
 
-    policies = {f"p{i}": {"seeds": 1, "assumption": {"verdict": v}, "noise": {"verdict": e, "mean": 0.8 + 0.1 * i}}
+    policies = {f"p{i}": {"seeds": 2, "assumption": {"verdict": v}, "noise": {"verdict": e, "mean": 0.8 + 0.1 * i}}
                 for i, (v, e) in enumerate(zip(verdicts, effects))}
     row = _mechanism_claim(policies)
     assert row["verdict"] == expected
@@ -499,7 +499,8 @@ def test_the_mechanism_over_seeds_by_hand():
     assert one["assumption"]["interval"] == pytest.approx([-0.05, 0.15]) and one["assumption"]["verdict"] == "not shown"
     assert one["noise"]["interval"] == pytest.approx([1.15, 1.25]) and one["noise"]["verdict"] == HIGH
     row = _mechanism_claim(policies)
-    assert row["verdict"] == "no difference shown" and "intervals over 1 seeds" not in row["measured"]
+    assert row["verdict"] == "one seed: no difference at its policies; no verdict about the method"
+    assert "intervals over 1 seeds" not in row["measured"]
     assert "one seed" in row["measured"]  # the fewest seeds any policy has is what the row can claim
     del policies["dft@step4"]
     assert _mechanism_claim(policies)["verdict"] == "supported" and "intervals over 3 seeds" in _mechanism_claim(policies)["measured"]
@@ -519,3 +520,87 @@ def test_the_minimum_detectable_effect_and_the_equivalence_test_by_hand():
     assert equivalent["equivalent"] and equivalent["p"] == pytest.approx(norm.sf(4.5))
     inconclusive = equivalence_test(0.0, 4.0, math.inf, 5.0)
     assert not inconclusive["equivalent"] and inconclusive["p"] == pytest.approx(0.10565, abs=1e-4)
+
+
+def test_the_adjusted_endpoint_by_hand():
+    """Analysis of covariance with one slope, from its textbook formulas: the pooled within-group slope
+    b = (Sxy_a + Sxy_b) / (Sxx_a + Sxx_b), the difference (mean y_a - mean y_b) - b (mean x_a - mean x_b), the
+    residual variance (Syy - Sxy^2 / Sxx pooled) / (n - 3), and se^2 = s^2 (1/n_a + 1/n_b + (mean x_a - mean x_b)^2
+    / Sxx). Group b's seed that warmed to 0.2 and gained +0.4 (regression to the mean) makes b's raw gain larger
+    than a's, while at equal warm-up accuracy a is ahead."""
+    from scipy.stats import t
+
+    from coldstart.statistics import adjusted_difference
+
+    xa, ya = [0.50, 0.55, 0.60, 0.45], [0.62, 0.66, 0.73, 0.58]
+    xb, yb = [0.20, 0.45, 0.50, 0.40], [0.60, 0.58, 0.60, 0.55]
+
+    def centred(v):
+        m = sum(v) / len(v)
+        return [x - m for x in v]
+
+    def cross(u, v):
+        return sum(a * b for a, b in zip(centred(u), centred(v)))
+
+    sxx, sxy, syy = cross(xa, xa) + cross(xb, xb), cross(xa, ya) + cross(xb, yb), cross(ya, ya) + cross(yb, yb)
+    slope = sxy / sxx
+    mean = statistics.fmean
+    difference = mean(ya) - mean(yb) - slope * (mean(xa) - mean(xb))
+    s2 = (syy - sxy**2 / sxx) / (8 - 3)
+    se = (s2 * (1 / 4 + 1 / 4 + (mean(xa) - mean(xb)) ** 2 / sxx)) ** 0.5
+    r = adjusted_difference(ya, xa, yb, xb)
+    assert r["slope"] == pytest.approx(slope) and r["difference"] == pytest.approx(difference)
+    assert r["se"] == pytest.approx(se) and r["df"] == 5
+    assert r["ci_high"] - r["difference"] == pytest.approx(t.ppf(0.975, 5) * se)
+    raw = mean([y - x for y, x in zip(ya, xa)]) - mean([y - x for y, x in zip(yb, xb)])
+    assert raw < 0 < difference  # the raw gains favour b; at equal warm-up accuracy, a
+    assert adjusted_difference(ya[:1], xa[:1], yb[:2], xb[:2]) is None  # three units: no degree of freedom left
+    assert adjusted_difference(ya, [0.5] * 4, yb, [0.3] * 4) is None  # the slope and the groups confounded
+
+
+def test_the_primary_endpoint_and_one_seed_in_the_claims():
+    """The row compare.primary names is the primary one, the rest secondary; the adjusted endpoint is a row of its
+    own; with one seed, no row gives a verdict about the method, and says what the seed shows."""
+    from coldstart.eval.compare import claims
+    from coldstart.eval.report import claims_section
+
+    def figure(d, low, high, seeds):
+        return {"difference": d, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0, "seeds": seeds,
+                "se": (high - low) / 4, "df": 4.0, "mde": (high - low) / 4 * 3.72, "slope": 0.5}
+
+    def results(seeds):
+        return {"study": {"starts": ["sft", "dft", "cadft"], "margin": 5.0, "primary": "cold-start RL (adjusted) vs dft"},
+                "seeds": list(range(seeds)), "stability": {}, "rl_gain": {"cadft": figure(0.1, 0.05, 0.15, seeds)},
+                "comparisons": {"RL gain of cadft vs sft": figure(-0.10, -0.15, -0.05, seeds),
+                                "RL gain of cadft vs dft": figure(0.0, -0.02, 0.02, seeds)},
+                "adjusted": {"cadft vs dft": figure(0.08, 0.02, 0.14, seeds)} if seeds > 1 else {}}
+
+    rows = {(r["claim"], r["vs"]): r for r in claims(results(5))}
+    assert [k for k, r in rows.items() if r["role"] == "primary"] == [("cold-start RL (adjusted)", "dft")]
+    assert rows[("cold-start RL (adjusted)", "dft")]["verdict"] == "supported"
+    assert rows[("cold-start RL (adjusted)", "sft")]["verdict"] == "not measured"
+    assert rows[("cold-start RL", "sft")]["verdict"] == "contradicted"
+    assert rows[("cold-start RL", "dft")]["verdict"] == "equivalent within the margin"
+    table = "\n".join(claims_section({**results(5), "claims": list(rows.values())}))
+    assert "| cold-start RL (adjusted) | dft | **primary** | accuracy after GRPO at equal accuracy after warm-up" in table
+    assert "The primary endpoint, declared before the study (compare.primary), is cold-start RL (adjusted) vs dft" in table
+
+    one = {(r["claim"], r["vs"]): r for r in claims(results(1))}
+    assert one[("cold-start RL", "sft")]["verdict"] == "one seed: worse on these problems; no verdict about the method"
+    assert one[("cold-start RL", "dft")]["verdict"] == "one seed: no difference on these problems; no verdict about the method"
+    assert one[("cold-start RL (adjusted)", "dft")]["verdict"] == "not measured (needs two seeds or more)"
+    assert not any(r["verdict"] in ("supported", "contradicted", "inconclusive", "equivalent within the margin")
+                   for r in one.values())
+
+
+def test_the_primary_endpoint_is_checked_when_the_config_loads(tmp_path):
+    from coldstart.config import load_config
+    from coldstart.errors import ColdstartError
+
+    assert load_config(None, ["compare.primary=generalization vs sft"]).compare.primary == "generalization vs sft"
+    for bad in ("cold-start RL vs none", "speed vs dft", "cold-start RL vs cadft"):
+        with pytest.raises(ColdstartError, match="compare.primary"):
+            load_config(None, [f"compare.primary={bad}"])
+    with pytest.raises(ColdstartError, match="compare.primary"):  # dft is not compared here
+        load_config(None, ["compare.starts=[sft, cadft]", "compare.primary=cold-start RL vs dft"])
+    assert load_config(None).compare.primary is None  # none declared: every row exploratory

@@ -103,8 +103,10 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert checkpoint["model"] == "cadft-seed42/warmup/checkpoint-1"
     deciles = results["mechanism"]["cadft@step2-seed42"]["deciles"]
     assert set(deciles) == {"sft", "dft", "cadft"} and sum(d["samples"] for d in deciles["dft"]) == 8  # 2 minibatches of 4
-    assert [r["claim"] for r in results["claims"]][:4] == ["stability (mechanism)", "stability", "generalization",
-                                                           "cold-start RL"]
+    assert [r["claim"] for r in results["claims"]][:5] == ["stability (mechanism)", "stability", "generalization",
+                                                           "cold-start RL (adjusted)", "cold-start RL"]
+    # one seed: no row judges the method, and the adjusted endpoint needs two
+    assert all(r["verdict"].startswith(("one seed", "not measured")) for r in results["claims"])
     assert results["ood"]["sets"] == ["arith-ood"] and "cadft vs sft" in results["ood"]
     assert set(results["stability"]) == {"sft-seed42", "cadft-seed42"}
     assert list(results["arms"]) == ["base", "base+grpo", "sft", "sft+grpo", "cadft", "cadft+grpo"]
@@ -165,9 +167,9 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     older = {k: v for k, v in regraded.items() if k not in ("study", "regraded")}
     (out / "results.json").write_text(json.dumps(older))
     assert main(["report", str(tmp_path / "c"), "--regrade"]) == 0
-    # (all but the equivalence margin, which such a comparison never declared: its verdicts stay without one)
+    # (all but the equivalence margin and the primary endpoint, which such a comparison never declared)
     assert json.loads((out / "results.json").read_text())["study"] == {k: v for k, v in regraded["study"].items()
-                                                                       if k != "margin"}
+                                                                       if k not in ("margin", "primary")}
 
 
 def test_eval_any_model_on_a_single_benchmark_file(tmp_path, tokenizer, caplog):
