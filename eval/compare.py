@@ -569,7 +569,8 @@ def _signal(run_dir: RunDir) -> dict[str, Any]:
         "kept": curation.get("kept"),
         "pool": curation.get("pool"),
         "checkpoint": handoff.get("checkpoint"),
-        "rl_zero_variance": stages.get("rl", {}).get("metrics", {}).get("zero_variance_share_mean"),
+        # correctness alone, as before GRPO (the weighted reward's share also counts format differences)
+        "rl_zero_variance": stages.get("rl", {}).get("metrics", {}).get("zero_variance_accuracy_share_mean"),
     }
 
 

@@ -326,7 +326,8 @@ def render(results: dict[str, Any]) -> str:
                   f"Handoff: {', '.join(on) if on else 'RL prompts and warm-up checkpoint as they are'} (the same "
                   f"for every start). Before RL: the warmed policy's rollouts on {' or '.join(map(str, prompts)) or 'the'} "
                   f"RL prompts, k = {k} each, with GRPO's sampling settings (the handoff's){pool}. Zero-variance: the share "
-                  "of groups whose rewards are all equal.", ""]
+                  "of groups all right or all wrong, by correctness alone before and during GRPO (format rewards "
+                  "that differ within an all-wrong group give GRPO variance but no signal about correctness).", ""]
         if results.get("diagnostics") and "rl_gain" in next(iter(signal.values())):
             lines += ["Per start (means over seeds):", "", f"| start | RL gain | {header}",
                       "|---|---|---|---|---|---|---|---|---|"]

@@ -44,7 +44,10 @@ CONSOLE = {
 
 class ZeroVarianceShare:
     """The share of GRPO groups whose completions all got the same total reward (no advantage to learn from), for
-    the trainer's logs as `zero_variance_share`, and a warning when it reaches `threshold`.
+    the trainer's logs as `zero_variance_share`, and a warning when it reaches `threshold`; beside it, with an
+    `accuracy` reward, the share of groups all right or all wrong (`zero_variance_accuracy_share`), the figure the
+    handoff's report gives before GRPO: a group all wrong whose format rewards differ has reward variance but
+    nothing to say about correctness.
 
     TRL's own `frac_reward_zero_std` tests the group std with `isclose(std, 0)` (absolute tolerance 1e-8), and a
     group whose rewards are all 1.2 in float32 (accuracy 1 + format 0.2) has a std of 1.3e-7, so it misses most
@@ -58,7 +61,7 @@ class ZeroVarianceShare:
         self.names, self.weights, self.k, self.threshold = [f.__name__ for f in funcs], weights, num_generations, threshold
         self.funcs = [self._recording(f) for f in funcs]
         self.pending: dict[str, list[float]] = {}
-        self.shares: list[float] = []
+        self.shares: dict[str, list[float]] = {"zero_variance_share": [], "zero_variance_accuracy_share": []}
 
     def _recording(self, func):
         def recorded(*args, **kwargs):
@@ -73,26 +76,35 @@ class ZeroVarianceShare:
         return recorded
 
     def _count(self, per_func: list[list[float]]) -> None:
-        total = [sum(w * (r if r is not None else 0.0) for w, r in zip(self.weights, row)) for row in zip(*per_func)]
+        rows = [[r if r is not None else 0.0 for r in row] for row in zip(*per_func)]
         if num_processes() > 1:
-            total = gather_object(total)
-        if not total or len(total) % self.k:
+            rows = gather_object(rows)
+        if not rows or len(rows) % self.k:
             return
-        groups = [total[i: i + self.k] for i in range(0, len(total), self.k)]
-        self.shares.append(sum(max(g) - min(g) <= 1e-6 for g in groups) / len(groups))
+        groups = [rows[i: i + self.k] for i in range(0, len(rows), self.k)]
 
-    def pop(self, step: int) -> float | None:
-        """The mean share over the generation batches since the last call (None when there was none)."""
-        if not self.shares:
-            return None
-        share = sum(self.shares) / len(self.shares)
-        self.shares = []
-        if share >= self.threshold:
+        def constant(values: list[float]) -> bool:
+            return max(values) - min(values) <= 1e-6
+
+        self.shares["zero_variance_share"].append(
+            sum(constant([sum(w * r for w, r in zip(self.weights, row)) for row in g]) for g in groups) / len(groups))
+        if "accuracy" in self.names:
+            i = self.names.index("accuracy")
+            self.shares["zero_variance_accuracy_share"].append(
+                sum(constant([row[i] for row in g]) for g in groups) / len(groups))
+
+    def pop(self, step: int) -> dict[str, float]:
+        """The mean shares over the generation batches since the last call (none when there was none)."""
+        out = {name: sum(v) / len(v) for name, v in self.shares.items() if v}
+        for v in self.shares.values():
+            v.clear()
+        share = out.get("zero_variance_share")
+        if share is not None and share >= self.threshold:
             logger.warning(
                 "step %d: %.0f%% of GRPO groups have zero reward variance, so no learning signal; consider a larger "
                 "rl.num_generations or prompts of better-matched difficulty", step, 100 * share
             )
-        return share
+        return out
 
 
 class GRPOTrainer(trl.GRPOTrainer):
@@ -107,11 +119,10 @@ class GRPOTrainer(trl.GRPOTrainer):
         self.fused, self.zero_variance = fused, zero_variance
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """TRL's logs with `zero_variance_share` added before any callback (the console, metrics.jsonl, a tracker)
-        reads them."""
-        share = self.zero_variance.pop(self.state.global_step) if self.zero_variance and "loss" in logs else None
-        if share is not None:
-            logs["zero_variance_share"] = share
+        """TRL's logs with the zero-variance shares added before any callback (the console, metrics.jsonl, a
+        tracker) reads them."""
+        if self.zero_variance and "loss" in logs:
+            logs.update(self.zero_variance.pop(self.state.global_step))
         super().log(logs, start_time)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
@@ -232,6 +243,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             "reward_mean": sum(m["reward"] for m in logged) / len(logged) if logged else None,
             # a log window without a whole generation batch has no share: it does not count as 0
             "zero_variance_share_mean": mean_present([m.get("zero_variance_share") for m in logged]),
+            "zero_variance_accuracy_share_mean": mean_present([m.get("zero_variance_accuracy_share") for m in logged]),
             "clipped_ratio_mean": (
                 sum(m.get("completions/clipped_ratio", 0) for m in logged) / len(logged) if logged else None
             ),

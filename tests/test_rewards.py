@@ -107,9 +107,26 @@ def test_zero_variance_share_counts_groups_that_trls_isclose_misses(caplog):
     std = nanstd(weighted.view(-1, 8), dim=1)
     assert not torch.isclose(std, torch.zeros_like(std))
     with caplog.at_level("WARNING"):
-        assert signal.pop(3) == 0.5
+        assert signal.pop(3) == {"zero_variance_share": 0.5, "zero_variance_accuracy_share": 0.5}
     assert "step 3: 50% of GRPO groups have zero reward variance" in caplog.text
-    assert signal.pop(4) is None  # nothing scored since the last log
+    assert signal.pop(4) == {}  # nothing scored since the last log
+
+
+def test_the_accuracy_only_share_counts_all_wrong_groups_whose_format_varies():
+    """A group all wrong whose format rewards differ has reward variance (the weighted share misses it) but says
+    nothing about correctness: the accuracy-only share, the handoff's figure before GRPO, counts it."""
+    from coldstart.stages.rl import ZeroVarianceShare
+
+    def accuracy(completions, **kwargs):
+        return [0.0] * 4 + [1.0, 0.0, 0.0, 0.0]
+
+    def format(completions, **kwargs):
+        return [1.0, 0.0, 1.0, 1.0] + [1.0] * 4
+
+    signal = ZeroVarianceShare([accuracy, format], [1.0, 0.2], num_generations=4, threshold=2.0)
+    for f in signal.funcs:
+        f(completions=[None] * 8)
+    assert signal.pop(1) == {"zero_variance_share": 0.0, "zero_variance_accuracy_share": 0.5}
 
 
 NESTED = [  # (completion's boxed content, gold answer): LaTeX whose answer holds braces
@@ -154,7 +171,7 @@ def test_zero_variance_share_counts_groups_across_the_processes_slices(monkeypat
     the groups counted whole: here both are all-right groups, a share of 1."""
     import coldstart.stages.rl as rl
 
-    other = [1.0, 1.0]  # the other process's half of each group
+    other = [[1.0], [1.0]]  # the other process's half of each group (its rows of rewards, one per function)
     monkeypatch.setattr(rl, "num_processes", lambda: 2)
     monkeypatch.setattr(rl, "gather_object", lambda mine: mine + other)
 
@@ -163,10 +180,10 @@ def test_zero_variance_share_counts_groups_across_the_processes_slices(monkeypat
 
     signal = rl.ZeroVarianceShare([accuracy], [1.0], num_generations=4, threshold=2.0)
     signal.funcs[0](completions=[None] * 2)
-    assert signal.pop(1) == 1.0
-    other[:] = [0.0, 1.0]
+    assert signal.pop(1)["zero_variance_accuracy_share"] == 1.0
+    other[:] = [[0.0], [1.0]]
     signal.funcs[0](completions=[None] * 2)
-    assert signal.pop(2) == 0.0
+    assert signal.pop(2) == {"zero_variance_share": 0.0, "zero_variance_accuracy_share": 0.0}
 
 
 def test_the_mean_zero_variance_share_leaves_out_windows_without_one():
