@@ -17,7 +17,6 @@ Statistics for the z-scores (`cadft.stats`):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -30,14 +29,14 @@ import torch
 from accelerate.utils import send_to_device
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
-from trl.models import unwrap_model_for_generation
 
-from coldstart import compatibility, faults, generation, runtime
+from coldstart import faults, runtime
 from coldstart.compatibility import sequence_nll, use_fused_head
 from coldstart.config import CadftSection, RewriteSection, WarmupSection, section_problem
 from coldstart.errors import ColdstartError
 from coldstart.losses import batch_moments, cadft_weights, effective_sample_fraction, mean_std, token_loss
 from coldstart.sample_store import SampleStore
+from coldstart.training import TrainedPolicy
 from coldstart.warmup_trainer import WarmupTrainer
 
 STATE_FILE = "cadft_state.json"
@@ -232,7 +231,7 @@ class CADFTTrainer(WarmupTrainer):
         if args.rewrite_enabled:
             from coldstart.rewriting import Rewriter
 
-            self.rewriter = Rewriter(args.rewrite_section(), self.store, _TrainedPolicy(self), self.sample_visits_after,
+            self.rewriter = Rewriter(args.rewrite_section(), self.store, TrainedPolicy(self), self.sample_visits_after,
                                      args.max_length, Path(args.output_dir) / "rewrites.jsonl", args.seed)
             self.rewriter.check(self.total_steps())
             self.add_callback(self.rewriter)
@@ -451,29 +450,6 @@ class CADFTTrainer(WarmupTrainer):
         attempts += [{"step": at, "index": int(i), "accepted": True, "new": text, "new_nll": None}
                      for i, (at, text) in samples.get("targets", {}).items() if int(i) not in logged]
         return {**samples, "attempts": attempts}
-
-
-class _TrainedPolicy:
-    """The model as it trains, for the rewriter: unwrapped from its wrappers (gathered under ZeRO-3) for each call,
-    scored as the loss scores it and sampled on its device, under the training's autocast."""
-
-    def __init__(self, trainer: CADFTTrainer):
-        self._trainer = trainer
-
-    @contextlib.contextmanager
-    def _model(self):
-        t = self._trainer
-        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model, t.accelerator.autocast():
-            yield model
-
-    def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
-        t = self._trainer
-        with self._model() as model:
-            return compatibility.score(model, t.processing_class, samples, t.args.max_length, fused=t.fused)
-
-    def generate(self, prompts: list[Any], **sampling: Any) -> list[list[generation.Completion]]:
-        with self._model() as model:
-            return generation.generate(model, self._trainer.processing_class, prompts, **sampling)
 
 
 def _global_step(checkpoint: str | Path) -> int:

@@ -293,6 +293,12 @@ class RlSection:
     use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').", trl=True)
     vllm_mode: Literal["colocate", "server"] = option("colocate", "vLLM inside the trainer or a separate server.", trl=True)
     keep_checkpoints: bool = option(False, "Keep the resumable Trainer checkpoints once the stage has finished.")
+    curve_every: int = option(
+        0,
+        "Grade the policy greedily on held-out problems before the first GRPO step, every this many steps and after "
+        "the last (the learning curve and its area, rl/curve.jsonl); 0: no curve.",
+    )
+    curve_problems: int = option(40, "Held-out problems the curve grades: the first of the eval's, with its max_new_tokens.")
     trainer: dict[str, Any] = option({}, "Any other trl.GRPOConfig field, passed as it is.")
 
     def generation_round(self, processes: int) -> tuple[int, int]:
@@ -634,6 +640,8 @@ def _check_values(cfg: Config, where: _Where) -> None:
     if rl.num_generations < 2:
         raise ColdstartError(f"{where(('rl', 'num_generations'))}: GRPO needs at least 2 completions per prompt for "
                              f"an advantage, got {rl.num_generations}")
+    if rl.curve_every < 0 or rl.curve_problems < 1:
+        raise ColdstartError(f"{where(('rl', 'curve_every'))}: curve_every >= 0 (0: no curve) and curve_problems >= 1")
     if rl.max_steps == 0 or rl.max_steps < -1:
         raise ColdstartError(f"{where(('rl', 'max_steps'))}: must be positive, or -1 to train by epochs")
     for section in ("rl", "eval"):

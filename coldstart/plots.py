@@ -166,11 +166,28 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         _save(fig, out / "compatibility.png")
     if diagnostics and results.get("signal"):
         diagnostic_figures(results, diagnostics, out)
+    if results.get("curves"):
+        learning_curves_figure(results["curves"], out / "learning_curves.png")
     if results.get("ood"):
         ood_figure(results, out / "ood.png")
     if results.get("mechanism_policies"):
         mechanism_figure(results["mechanism_policies"], out / "noise_scale.png")
         policy_deciles_figure(results["mechanism_policies"], out / "gradients.png")
+
+
+def learning_curves_figure(curves: dict[str, Any], path: Path) -> None:
+    """Greedy held-out accuracy along GRPO per start (the mean over seeds), the curve's area in the legend."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for start, c in curves["starts"].items():
+        area = c["area"]["mean"]
+        label = start + ("" if area is None else f" (area {100 * area:.1f})")
+        ax.plot(c["steps"], [float("nan") if v is None else 100 * v for v in c["mean"]], marker="o", label=label)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("greedy held-out accuracy %")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Learning curves during GRPO (mean over seeds)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def mechanism_figure(mechanism: dict[str, Any], path: Path) -> None:

@@ -204,6 +204,17 @@ def mean_present(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
+def curve_area(steps: list[float], values: list[float]) -> float | None:
+    """The area under a curve measured at `steps` (trapezoids) over the steps it spans: the curve's mean height,
+    in its own units, so that runs of different lengths compare (a learning curve's sample efficiency: a run that
+    gets there sooner has the larger area). None with fewer than two points."""
+    from scipy.integrate import trapezoid
+
+    if len(steps) < 2 or steps[-1] == steps[0]:
+        return None
+    return float(trapezoid(values, steps)) / (steps[-1] - steps[0])
+
+
 def minimum_detectable_effect(standard_error: float, df: float, level: float = 0.95, power: float = 0.8) -> float:
     """The smallest true difference a two-sided test at `level` detects with probability `power`, for an estimate
     with this standard error and degrees of freedom: (t quantile at (1 + level) / 2 + t quantile at `power`) x se;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -11,8 +12,9 @@ from typing import Any
 
 import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+from trl.models import unwrap_model_for_generation
 
-from coldstart import faults, precision, runtime
+from coldstart import compatibility, faults, generation, precision, runtime
 from coldstart.config import trl_kwargs
 from coldstart.errors import ColdstartError
 from coldstart.runs import is_checkpoint
@@ -49,6 +51,35 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str
     kwargs.setdefault("data_seed", seed)
     kwargs["output_dir"] = str(output_dir)
     return kwargs
+
+
+class TrainedPolicy:
+    """The model as a trainer trains it, for work done between its steps (rewriting, held-out curves): unwrapped
+    from its wrappers (gathered under ZeRO-3) for each call, in eval mode (no dropout), under the training's
+    autocast, scored as the loss scores it and sampled on its device. Every process calls it together."""
+
+    def __init__(self, trainer):
+        self._trainer = trainer
+
+    @contextlib.contextmanager
+    def _model(self):
+        t = self._trainer
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model, t.accelerator.autocast():
+            was_training = model.training
+            model.eval()
+            try:
+                yield model
+            finally:
+                model.train(was_training)
+
+    def score(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        t = self._trainer
+        with self._model() as model:
+            return compatibility.score(model, t.processing_class, samples, t.args.max_length, fused=t.fused)
+
+    def generate(self, prompts: list[Any], **sampling: Any) -> list[list[generation.Completion]]:
+        with self._model() as model:
+            return generation.generate(model, self._trainer.processing_class, prompts, **sampling)
 
 
 def stage_keep(keep_checkpoints: bool):

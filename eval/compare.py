@@ -270,13 +270,14 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     if rl:
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
+    curves = learning_curves(runs, starts, seeds, target) if rl else {}
     ood = _out_of_distribution(correct, starts, seeds, models, target, arm)
     stability = {f"{start}-seed{seed}": warmup_stability(runs[f"{start}-seed{seed}"])
                  for start in starts for seed in seeds if start != "base"}
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
               for name in accuracy}
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
-               "adjusted": adjusted,
+               "adjusted": adjusted, **({"curves": curves} if curves else {}),
                "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {}),
                **({"mechanism": _mechanism(mechanism)} if mechanism else {})}
     if mechanism:
@@ -288,6 +289,35 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
             **({"regraded": {"records": sum(len(v) for c in correct.values() for v in c.values()),
                              "changed": sum(changed for _, changed, _ in graded.values())}} if regrade else {}),
             **({"samples": samples} if samples else {})}
+
+
+def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int], target: str) -> dict[str, Any]:
+    """Each start's GRPO learning curve (`rl.curve_every`: greedy accuracy on fixed held-out problems, per step),
+    its mean over seeds at each step, and its area (`statistics.curve_area`: the curve's mean height, higher for a
+    start that learns sooner) per seed and as a mean with a t interval over seeds; the target start's area minus
+    each other start's, paired by seed ("area of <target> vs <other>"). Empty where the runs drew no curve."""
+    per_run = {(start, seed): (runs[f"{start}-seed{seed}"].manifest()["stages"].get("rl", {}).get("metrics") or {})
+               for start in starts for seed in seeds}
+    if not any(m.get("curve") for m in per_run.values()):
+        return {}
+    out: dict[str, Any] = {"starts": {}, "comparisons": {}}
+    for start in starts:
+        curves = [per_run[(start, seed)].get("curve") or [] for seed in seeds]
+        steps = sorted({p["step"] for curve in curves for p in curve})
+        out["starts"][start] = {
+            "steps": steps,
+            "mean": [mean_present([next((p["accuracy"] for p in c if p["step"] == step), None) for c in curves])
+                     for step in steps],
+            "area": _over_seeds([per_run[(start, seed)].get("curve_area") for seed in seeds], None),
+            "per_seed": {seed: per_run[(start, seed)].get("curve_area") for seed in seeds},
+        }
+    areas = {start: out["starts"][start]["per_seed"] for start in starts}
+    for other in (s for s in starts if s != target):
+        diffs = [areas[target][seed] - areas[other][seed] for seed in seeds
+                 if areas[target][seed] is not None and areas[other][seed] is not None]
+        if len(diffs) > 1:
+            out["comparisons"][f"area of {target} vs {other}"] = _interval([[d] for d in diffs], "difference", 1.0)
+    return out
 
 
 def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: list[str], target: str,

@@ -268,6 +268,33 @@ def stability_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def curves_section(results: dict[str, Any]) -> list[str]:
+    """Per start, greedy held-out accuracy along GRPO (means over seeds) and the curve's area, then the target's
+    area against each other start's, paired by seed."""
+    curves = results.get("curves")
+    if not curves:
+        return []
+    steps = sorted({step for c in curves["starts"].values() for step in c["steps"]})
+    lines = ["", "## Learning curves during GRPO", "",
+             "Greedy accuracy % on the first held-out problems (rl.curve_problems) every rl.curve_every GRPO steps, "
+             "means over seeds; the area is the curve's mean height (trapezoids over the steps it spans, in points): "
+             "a start that learns sooner has the larger one. 95% t intervals over seeds. `learning_curves.png` draws "
+             "them.", "",
+             "| start | area (points) | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 2) + "|"]
+    for start, c in curves["starts"].items():
+        at = dict(zip(c["steps"], c["mean"]))
+        low, high = c["area"]["interval"]
+        area = "-" if c["area"]["mean"] is None else (
+            f"{_pct(c['area']['mean'])}" + ("" if low is None else f" [{_pct(low)}, {_pct(high)}]"))
+        lines.append(f"| {start} | {area} | " + " | ".join(number(None if at.get(s) is None else 100 * at[s], ".1f")
+                                                          for s in steps) + " |")
+    if curves["comparisons"]:
+        lines += ["", "| comparison | difference (points) | 95% CI | MDE (points) | shown |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {100 * d['mde']:.1f} | "
+                  f"{'yes' if d['significant'] else 'no'} |" for name, d in curves["comparisons"].items()]
+    return lines
+
+
 def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:
     p = (f"{d['mcnemar_p']:.3f} | " if "mcnemar_p" in d else "- | ") if mcnemar else ""
     return f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {p}{'yes' if d['significant'] else 'no'} |"
@@ -302,6 +329,7 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "## RL gain (warm-up + GRPO minus warm-up)", "", f"| start | gain | 95% CI | {mcnemar}shown |",
                   "|---|---|---|---|" + ("---|" if mcnemar else "")]
         lines += [_difference_row(start, g, bool(mcnemar)) for start, g in results["rl_gain"].items()]
+    lines += curves_section(results)
     if results.get("adjusted"):
         lines += ["", "## After GRPO at equal accuracy after warm-up", "",
                   "Analysis of covariance over seeds: accuracy after GRPO = the start's level + one slope x accuracy "

@@ -7,6 +7,7 @@ format, plot the reward curves.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,26 @@ from typing import Any
 import torch
 import trl
 from accelerate.utils import gather_object
+from transformers import TrainerCallback
 from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
 from coldstart import cards, tracking
+from coldstart.benchmarks import first_problems
 from coldstart.compatibility import use_fused_head
 from coldstart.config import Config, settings
-from coldstart.data import rl_prompts
+from coldstart.data import load_samples, rl_prompts
+from coldstart.eval.evaluate import grade
 from coldstart.generation import clean_generation_config
 from coldstart.runtime import Runtime, num_processes
 from coldstart.errors import ColdstartError
 from coldstart.grading import parse_gold
 from coldstart.plots import rl_curves
 from coldstart.rewards import build_rewards
-from coldstart.runs import RunDir, read_jsonl
-from coldstart.statistics import mean_present
+from coldstart.runs import RunDir, read_jsonl, write_jsonl
+from coldstart.statistics import curve_area, mean_present
 from coldstart.training import (
-    CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, stage_keep, trainer_kwargs,
+    CheckpointSeal, MetricsLog, NumericalGuard, TrainedPolicy, readable_console, resume_point, stage_keep, trainer_kwargs,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,6 +111,37 @@ class ZeroVarianceShare:
         return out
 
 
+class HeldOutCurve(TrainerCallback):
+    """The learning curve: greedy accuracy on fixed held-out problems before the first GRPO step, every `every`
+    steps and after the last, a line per point in `path` (those past the step a resume starts from are dropped).
+    Not TRL's eval loop (`eval_strategy`): that samples at the rollouts' temperature, which differs between starts
+    under `rl.temperature: auto`, and computes the loss too; this grades as the eval stage does. Each process
+    grades its share of the problems."""
+
+    def __init__(self, policy: TrainedPolicy, problems, runtime: Runtime, path: Path, every: int,
+                 max_new_tokens: int, batch_size: int):
+        self.policy, self.problems, self.runtime, self.path = policy, problems, runtime, path
+        self.every, self.max_new_tokens, self.batch_size = every, max_new_tokens, batch_size
+
+    def _measure(self, step: int) -> None:
+        generate = functools.partial(self.policy.generate, batch_size=self.batch_size)
+        records = self.runtime.map(lambda part: grade(generate, part, self.max_new_tokens), self.problems)
+        if self.runtime.is_main:
+            accuracy = sum(r["correct"] for r in records) / len(records)
+            logger.info("rl: step %d, greedy accuracy on %d held-out problems %.1f%%", step, len(records), 100 * accuracy)
+            write_jsonl(self.path, read_jsonl(self.path) + [{"step": step, "accuracy": accuracy, "problems": len(records)}])
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.runtime.is_main:
+            write_jsonl(self.path, [p for p in read_jsonl(self.path) if p["step"] <= state.global_step])
+        if state.global_step == 0:
+            self._measure(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._measure(state.global_step)
+
+
 class GRPOTrainer(trl.GRPOTrainer):
     """TRL's GRPOTrainer, with `fused=False`: the per-token log-probs and entropies of the completions come from the
     model's logits at the completion positions (TRL's `selective_log_softmax_and_entropy`) instead of TRL's fused LM
@@ -179,7 +214,7 @@ def curated(cfg: Config, prompts, handoff_dir: Path):
     return prompts.filter(lambda row: row["id"] in kept)
 
 
-def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> GRPOTrainer:
+def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer, runtime: Runtime | None = None) -> GRPOTrainer:
     rl = cfg.rl
     funcs, weights = build_rewards(rl.rewards, rl.max_completion_length, rl.reward_timeout)
     kwargs = trainer_kwargs(rl, output_dir, cfg.seed, tracking.trainer_args(cfg, "rl"), cfg.runtime.timeout_minutes)
@@ -195,6 +230,12 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer) -> G
         callbacks=[MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("rl"), CheckpointSeal()],
         fused=use_fused_head(rl.logprobs), zero_variance=signal,
     )
+    if rl.curve_every and runtime is not None:
+        test, _ = load_samples(cfg.data, "test", cfg.seed)
+        held_out = first_problems(test, cfg.eval.num_problems, "held-out problems")
+        trainer.add_callback(HeldOutCurve(
+            TrainedPolicy(trainer), held_out.select(range(min(rl.curve_problems, len(held_out)))), runtime,
+            output_dir / "curve.jsonl", rl.curve_every, cfg.eval.max_new_tokens, cfg.eval.batch_size))
     readable_console(trainer, "rl", CONSOLE)
     return trainer
 
@@ -225,7 +266,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         own = model.generation_config
         model.generation_config = clean_generation_config(own)
         with tracking.stage_env(cfg, "rl"):
-            trainer = build_trainer(cfg, work, prompts, model, tokenizer)
+            trainer = build_trainer(cfg, work, prompts, model, tokenizer, runtime)
             result = trainer.train(resume_from_checkpoint=resume_point(work))
         model.generation_config = own
         trainer.save_model(str(work / "final"))
@@ -235,7 +276,10 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         rl_curves(metrics, work / "rewards.png")
         logged = [m for m in metrics if "reward" in m]
         first, last = (logged[0], logged[-1]) if logged else ({}, {})
+        curve = read_jsonl(work / "curve.jsonl")
         return {
+            **({"curve": curve, "curve_area": curve_area([p["step"] for p in curve], [p["accuracy"] for p in curve])}
+               if curve else {}),
             "steps": trainer.state.global_step,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "reward_first": first.get("reward"),

@@ -604,3 +604,32 @@ def test_the_primary_endpoint_is_checked_when_the_config_loads(tmp_path):
     with pytest.raises(ColdstartError, match="compare.primary"):  # dft is not compared here
         load_config(None, ["compare.starts=[sft, cadft]", "compare.primary=cold-start RL vs dft"])
     assert load_config(None).compare.primary is None  # none declared: every row exploratory
+
+
+def test_the_learning_curves_over_seeds_by_hand():
+    """Per start the mean curve over seeds at each step, the areas' mean with a t interval over seeds, and cadft's
+    area minus sft's paired by seed: areas 0.30, 0.40, 0.35 against 0.25, 0.30, 0.35 differ by 0.05, 0.10, 0.00
+    (mean 0.05, sd 0.05)."""
+    from scipy.stats import t
+
+    from coldstart.eval.compare import learning_curves
+
+    class Run:
+        def __init__(self, curve, area):
+            self.metrics = {"curve": [{"step": s, "accuracy": a} for s, a in curve], "curve_area": area}
+
+        def manifest(self):
+            return {"stages": {"rl": {"metrics": self.metrics}}}
+
+    areas = {"cadft": (0.30, 0.40, 0.35), "sft": (0.25, 0.30, 0.35)}
+    runs = {f"{start}-seed{seed}": Run([(0, 0.1 * i), (5, 0.2 * i)], area)
+            for start, values in areas.items() for i, (seed, area) in enumerate(zip((1, 2, 3), values), start=1)}
+    curves = learning_curves(runs, ["sft", "cadft"], [1, 2, 3], "cadft")
+    assert curves["starts"]["sft"]["steps"] == [0, 5]
+    assert curves["starts"]["sft"]["mean"] == pytest.approx([0.2, 0.4])
+    assert curves["starts"]["cadft"]["area"]["mean"] == pytest.approx(0.35)
+    half = t.ppf(0.975, 2) * 0.05 / 3**0.5
+    assert curves["starts"]["cadft"]["area"]["interval"] == pytest.approx([0.35 - half, 0.35 + half])
+    d = curves["comparisons"]["area of cadft vs sft"]
+    assert d["difference"] == pytest.approx(0.05) and d["ci_low"] == pytest.approx(0.05 - half) and not d["significant"]
+    assert learning_curves({name: Run([], None) for name in runs}, ["sft", "cadft"], [1, 2, 3], "cadft") == {}

@@ -91,7 +91,7 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
 def test_compare_matrix_and_report(tmp_path, tokenizer):
     args = tiny_run_args("compare", tmp_path, tokenizer, "c", "handoff.report_demos=4", "compare.starts=[none, sft, cadft]",
                          "eval.benchmarks=[arith-ood]", "warmup.keep_checkpoints=true", "compare.mechanism=[0.5, 1.0]",
-                         "compare.mechanism_minibatches=2")
+                         "compare.mechanism_minibatches=2", "rl.curve_every=1", "rl.curve_problems=4")
     assert main(args) == 0
     out = tmp_path / "c" / "compare"
     results = json.loads((out / "results.json").read_text())
@@ -113,13 +113,14 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert set(results["rl_gain"]) == {"base", "sft", "cadft"}
     assert {"cadft vs sft", "cadft+grpo vs sft+grpo", "RL gain of cadft vs sft"} <= set(results["comparisons"])
     for name in ("report.md", "accuracy.png", "rl_gain.png", "rewards.png", "compatibility.png", "diagnostics.png",
-                 "gain_vs_diagnostics.png", "ood.png", "noise_scale.png", "gradients.png"):
+                 "gain_vs_diagnostics.png", "ood.png", "noise_scale.png", "gradients.png", "learning_curves.png"):
         assert (out / name).is_file(), name
     for arm in results["arms"].values():
         assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"]
     report = (out / "report.md").read_text()
     assert "## RL gain" in report and "## Findings" in report and "- **cadft**: " in report
-    for section in ("## The paper's claims", "## Out of distribution", "## Stability during the warm-up",
+    assert results["curves"]["starts"]["cadft"]["steps"] == [0, 1, 2]  # before the first step, after each
+    for section in ("## The paper's claims", "## Out of distribution", "## Stability during the warm-up", "## Learning curves",
                     "## The mechanism at fixed policies"):
         assert section in report, section
     # the base start skips the warm-up and hands the base model over as it is
