@@ -89,7 +89,7 @@ def _training(cfg: Config, stage: str, stages: dict[str, Any]) -> list[str]:
         rewards = ", ".join(f"{k} x {v:g}" for k, v in rl.rewards.items())
         lines.append(f"- GRPO (TRL): rewards {rewards}; {r.get('steps', '?')} steps, learning rate "
                      f"{rl.learning_rate:g}, {rl.num_generations} completions per prompt of at most "
-                     f"{rl.max_completion_length} tokens, temperature {rl.temperature:g}"
+                     f"{rl.max_completion_length} tokens, temperature {r.get('temperature', rl.temperature)}"
                      + (f"; mean reward {r['reward_first']:.2f} at the first step, {r['reward_last']:.2f} at the last"
                         if r.get("reward_first") is not None else "") + ".")
     return lines + [""]

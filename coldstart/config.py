@@ -243,6 +243,14 @@ class HandoffSection:
     report_prompts: int = option(16, "RL prompts rolled out for the mismatch report, rl.num_generations times each.")
     report_demos: int = option(0, "Demonstrations scored under the base and the warmed policy (0 = all).")
     batch_size: int = option(32, "Sequences per generation batch.")
+    temperatures: list[float] = option(
+        [0.6, 0.8, 1.0, 1.2, 1.4], "Temperatures tried with rl.temperature: auto (on report_prompts RL prompts)."
+    )
+    target_mixed_share: float = option(
+        0.5,
+        "With rl.temperature: auto, GRPO samples at the lowest temperature whose share of mixed groups (neither all "
+        "right nor all wrong: the ones GRPO learns from) reaches this; none does: the one with the most.",
+    )
     curate: CurateSection = option(CurateSection(), "RL prompts chosen by the warmed policy's pass rate.")
     select_checkpoint: SelectSection = option(SelectSection(), "The warm-up checkpoint chosen for RL by pass@k.")
 
@@ -277,7 +285,12 @@ class RlSection:
     )
     num_generations: int = option(8, "Completions per prompt (the GRPO group size).", trl=True)
     max_completion_length: int = option(256, "Longest completion; longer ones are cut (and count as clipped).", trl=True)
-    temperature: float = option(1.0, "Sampling temperature of the rollouts.", trl=True)
+    temperature: float | Literal["auto"] = option(
+        1.0,
+        "Sampling temperature of the rollouts; auto: the one the handoff calibrates (handoff.temperatures, "
+        "handoff.target_mixed_share), so that starts that sharpened the policy differently explore alike.",
+        trl=True,
+    )
     top_p: float = option(1.0, "Nucleus sampling of the rollouts.", trl=True)
     beta: float = option(0.0, "KL coefficient against the reference model (0: no reference model is loaded).", trl=True)
     loss_type: str = option("dapo", "GRPO loss normalisation (TRL's loss_type: grpo, dapo, dr_grpo, bnpo, ...).", trl=True)
@@ -660,6 +673,13 @@ def _check_values(cfg: Config, where: _Where) -> None:
         problem = schedule_problem(r.start, r.every, w.max_steps)
         if problem:
             raise ColdstartError(f"{where(('warmup', 'rewrite', 'start'))}: {problem}")
+    h = cfg.handoff
+    if not h.temperatures or any(t <= 0 for t in h.temperatures):
+        raise ColdstartError(f"{where(('handoff', 'temperatures'))}: give at least one positive temperature")
+    if not 0 < h.target_mixed_share <= 1:
+        raise ColdstartError(f"{where(('handoff', 'target_mixed_share'))}: a share within (0, 1]")
+    if rl.temperature != "auto" and rl.temperature <= 0:
+        raise ColdstartError(f"{where(('rl', 'temperature'))}: must be positive, or auto")
     cur = cfg.handoff.curate
     if not 0.0 <= cur.pass_rate_above < cur.pass_rate_below <= 1.0:
         raise ColdstartError(f"{where(('handoff', 'curate', 'pass_rate_above'))}: need 0 <= pass_rate_above < "

@@ -73,9 +73,11 @@ def verdicts(base: dict[str, Any] | None, warmed: dict[str, Any], rollouts: dict
 
 
 def build_report(base_records: list[dict] | None, warmed_records: list[dict], rollouts: dict[str, Any],
-                 curation: dict[str, Any] | None = None, checkpoints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The report's figures; `curation` (`coldstart.curation.curation_summary`) and `checkpoints` (the candidates
-    the handoff chose among) when the handoff acted on them."""
+                 curation: dict[str, Any] | None = None, checkpoints: list[dict[str, Any]] | None = None,
+                 temperature: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report's figures; `curation` (`coldstart.curation.curation_summary`), `checkpoints` (the candidates
+    the handoff chose among) and `temperature` (`coldstart.temperature.calibrate`'s curve and choice) when the
+    handoff acted on them."""
     base = summarize(base_records) if base_records else None
     warmed = summarize(warmed_records)
     said = verdicts(base, warmed, rollouts)
@@ -90,11 +92,16 @@ def build_report(base_records: list[dict] | None, warmed_records: list[dict], ro
         picked = next(c for c in checkpoints if c["picked"])
         said.append(f"The warm-up checkpoint handed over is {picked['name']} (step {picked['step']}): pass@k "
                     f"{picked['pass@k']:.0%}, the highest of {len(checkpoints)} candidates.")
+    if temperature:
+        share = next(r["mixed_share"] for r in temperature["curve"] if r["temperature"] == temperature["chosen"])
+        said.append(f"GRPO samples at temperature {temperature['chosen']:g} ({temperature['reason']}): {share:.0%} "
+                    "of the calibration's groups were mixed there.")
     return {
         "demonstrations": {"base": base, "warmed": warmed},
         "rollouts": rollouts,
         "curation": curation,
         "checkpoints": checkpoints,
+        "temperature": temperature,
         "verdicts": said,
     }
 
@@ -134,6 +141,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| reason | prompts |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in c["by_reason"].items()]
         lines += ["", "Per prompt: `prompts.jsonl`; pass rates: `pass_rates.png`."]
+    if report.get("temperature"):
+        t = report["temperature"]
+        lines += ["", f"## Sampling temperature (rl.temperature: auto, target {t['target']:.0%} mixed groups)", "",
+                  "Mixed groups: neither all right nor all wrong (GRPO's learning signal); p(1-p): the mean Bernoulli "
+                  "variance of the groups' pass rates. Rolled out with another seed than the figures above.", "",
+                  "| temperature | mixed groups | p(1-p) | chosen |", "|---|---|---|---|"]
+        lines += [f"| {r['temperature']:g} | {r['mixed_share']:.3f} | {r['bernoulli_variance']:.3f} | "
+                  f"{'yes' if r['temperature'] == t['chosen'] else ''} |" for r in t["curve"]]
     if report.get("checkpoints"):
         lines += ["", "## Warm-up checkpoints (highest pass@k handed over)", "",
                   "| checkpoint | step | pass@1 | pass@k | zero-variance | handed over |", "|---|---|---|---|---|---|"]

@@ -30,6 +30,7 @@ from coldstart.models import has_adapters, resolve_model_path
 from coldstart.plots import mismatch_figure, pass_rate_histogram
 from coldstart.runs import RunDir, read_jsonl, tree_sha256, write_jsonl
 from coldstart.runtime import Runtime
+from coldstart.temperature import calibrate
 from coldstart.training import checkpoint_step, sealed_checkpoints
 
 
@@ -52,32 +53,55 @@ def export(cfg: Config, runtime: Runtime, final: Path, out: Path) -> dict[str, A
     return {"merged_lora": has_adapters(final), "added_stop_ids": added}
 
 
-def _rollouts(cfg: Config, runtime: Runtime, model, tokenizer, prompts,
-              seed: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Each prompt's group of GRPO-sampled completions, graded (each process rolls out its share of the prompts)."""
-    groups = runtime.map(lambda part: _rollout_groups(cfg, model, tokenizer, part, seed), prompts)
+def _rollouts(cfg: Config, runtime: Runtime, model, tokenizer, prompts, seed: int, temperature: float,
+              entropy: bool = True) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Each prompt's group of GRPO-sampled completions at `temperature`, graded (each process rolls out its share
+    of the prompts)."""
+    groups = runtime.map(lambda part: _rollout_groups(cfg, model, tokenizer, part, seed, temperature, entropy), prompts)
     records = [{"id": sample_id, **r} for sample_id, group in zip(prompts["id"], groups) for r in group]
     return [[{k: v for k, v in r.items() if k != "completion"} for r in group] for group in groups], records
 
 
-def _rollout_groups(cfg: Config, model, tokenizer, prompts, seed: int) -> list[list[dict[str, Any]]]:
+def _rollout_groups(cfg: Config, model, tokenizer, prompts, seed: int, temperature: float,
+                    entropy: bool) -> list[list[dict[str, Any]]]:
     rl = cfg.rl
     outputs = generate(
         model, tokenizer, prompts["prompt"], num_samples=rl.num_generations, max_new_tokens=rl.max_completion_length,
-        temperature=rl.temperature, top_p=rl.top_p, top_k=rl.trainer.get("top_k", 0), batch_size=cfg.handoff.batch_size,
+        temperature=temperature, top_p=rl.top_p, top_k=rl.trainer.get("top_k", 0), batch_size=cfg.handoff.batch_size,
         seed=seed,
     )
-    entropy = iter(mean_token_entropy(model, tokenizer, [
-        {"prompt": sample["prompt"],
-         "completion": [{"role": "assistant", "content": c.text}] if isinstance(sample["prompt"], list) else c.text}
-        for sample, completions in zip(prompts, outputs) for c in completions
-    ], batch_size=cfg.handoff.batch_size))
-    return [
+    groups = [
         [{"completion": c.text, "correct": is_correct(sample["answer"], c.text, rl.reward_timeout),
-          "boxed": has_boxed_answer(c.text), "finished": c.finished, "num_tokens": c.num_tokens,
-          "entropy": next(entropy)} for c in completions]
+          "boxed": has_boxed_answer(c.text), "finished": c.finished, "num_tokens": c.num_tokens} for c in completions]
         for sample, completions in zip(prompts, outputs)
     ]
+    if entropy:  # one more forward over every rollout
+        entropies = iter(mean_token_entropy(model, tokenizer, [
+            {"prompt": sample["prompt"],
+             "completion": [{"role": "assistant", "content": c.text}] if isinstance(sample["prompt"], list) else c.text}
+            for sample, completions in zip(prompts, outputs) for c in completions
+        ], batch_size=cfg.handoff.batch_size))
+        for group in groups:
+            for r in group:
+                r["entropy"] = next(entropies)
+    return groups
+
+
+def fixed_temperature(cfg: Config) -> float:
+    """The rollouts' temperature before the handoff calibrates one: rl.temperature, or 1 with auto (checkpoint
+    selection's, whose candidates are not yet the policy that is calibrated)."""
+    return 1.0 if cfg.rl.temperature == "auto" else cfg.rl.temperature
+
+
+def calibrate_temperature(cfg: Config, runtime: Runtime, model, tokenizer, prompts) -> dict[str, Any]:
+    """`rl.temperature: auto`: the warmed policy rolled out on `prompts` at each of `handoff.temperatures`, with
+    another seed than the report's (`selection_seed`: the report measures the choice on other samples), and the
+    temperature GRPO samples at (`coldstart.temperature.calibrate`)."""
+    def correct_at(temperature: float) -> list[int]:
+        groups, _ = _rollouts(cfg, runtime, model, tokenizer, prompts, selection_seed(cfg), temperature, entropy=False)
+        return rollout_stats(groups, cfg.rl.max_completion_length)["correct_per_prompt"]
+
+    return calibrate(correct_at, cfg.handoff.temperatures, cfg.rl.num_generations, cfg.handoff.target_mixed_share)
 
 
 def selection_seed(cfg: Config) -> int:
@@ -110,7 +134,7 @@ def select_checkpoint(cfg: Config, runtime: Runtime, warmup_dir: Path, final_ste
     for folder in folders:
         model = runtime.load_model(cfg.model, folder)
         tokenizer = runtime.load_tokenizer(folder, cfg.model.trust_remote_code)
-        groups, _ = _rollouts(cfg, runtime, model, tokenizer, prompts, selection_seed(cfg))
+        groups, _ = _rollouts(cfg, runtime, model, tokenizer, prompts, selection_seed(cfg), fixed_temperature(cfg))
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         step = final_step if folder.name == "final" else checkpoint_step(folder)
         table.append({"name": folder.name, "step": step, "pass@1": stats["pass@1"], "pass@k": stats[f"pass@{stats['k']}"],
@@ -121,8 +145,8 @@ def select_checkpoint(cfg: Config, runtime: Runtime, warmup_dir: Path, final_ste
     return folders[picked], table
 
 
-def curate_prompts(cfg: Config, runtime: Runtime, model, tokenizer, pool,
-                   seen: dict[str, int]) -> tuple[list[int], list[str]]:
+def curate_prompts(cfg: Config, runtime: Runtime, model, tokenizer, pool, seen: dict[str, int],
+                   temperature: float) -> tuple[list[int], list[str]]:
     """Roll out the pool prompts the report did not cover and choose the prompts GRPO trains on: each pool
     prompt's correct count and why it is kept or dropped (`write_curation` writes them)."""
     c, k = cfg.handoff.curate, cfg.rl.num_generations
@@ -130,7 +154,7 @@ def curate_prompts(cfg: Config, runtime: Runtime, model, tokenizer, pool,
     counts = dict(seen)
     if rest:
         more = pool.select(rest)
-        groups, _ = _rollouts(cfg, runtime, model, tokenizer, more, cfg.seed)
+        groups, _ = _rollouts(cfg, runtime, model, tokenizer, more, cfg.seed, temperature)
         counts.update(zip(more["id"], rollout_stats(groups, cfg.rl.max_completion_length)["correct_per_prompt"]))
     correct = [counts[i] for i in pool["id"]]
     return correct, curate(correct, k, c.pass_rate_above, c.pass_rate_below, c.keep_rest, cfg.seed)
@@ -188,13 +212,16 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         tokenizer = runtime.load_tokenizer(work / "model", cfg.model.trust_remote_code)
         model = runtime.load_model(cfg.model, work / "model")  # reloaded from the folder, as RL and users load it
         failures = check_checkpoint(tokenizer, model.config, model.generation_config, isinstance(prompts[0]["prompt"], list))
-        groups, rollouts = _rollouts(cfg, runtime, model, tokenizer, prompts, cfg.seed)
+        calibration = (calibrate_temperature(cfg, runtime, model, tokenizer, prompts)
+                       if cfg.rl.temperature == "auto" else None)
+        temperature = calibration["chosen"] if calibration else cfg.rl.temperature
+        groups, rollouts = _rollouts(cfg, runtime, model, tokenizer, prompts, cfg.seed, temperature)
         stats = rollout_stats(groups, cfg.rl.max_completion_length)
         chosen = pool = None  # each pool prompt's correct count and why it is kept or dropped
         if cfg.handoff.curate.enabled:
             pool = rl_pool(train, cfg.data, cfg.rl.num_prompts, cfg.seed)
             seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
-            chosen = curate_prompts(cfg, runtime, model, tokenizer, pool, seen)
+            chosen = curate_prompts(cfg, runtime, model, tokenizer, pool, seen, temperature)
         base, warmed = _demonstrations(cfg, runtime, run_dir, model, tokenizer, train)
         finished = 1 - stats["truncated"]
         if finished < cfg.handoff.min_finished:
@@ -206,7 +233,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             )
         if runtime.is_main:
             curated = write_curation(cfg, pool, *chosen, work) if chosen is not None else None
-            report = build_report(base, warmed, stats, curated, candidates)
+            report = build_report(base, warmed, stats, curated, candidates, calibration)
             (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
             (work / "mismatch.md").write_text(render_markdown(report))
             mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"],
@@ -216,7 +243,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
                         + [{"policy": "base", **r} for r in base])
             summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures,
                        "finished_rate": finished, "checkpoint": source.name, "checkpoints": candidates,
-                       "curation": curated}
+                       "curation": curated, "temperature": temperature, "calibration": calibration}
             (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:  # every process stops: none may wait for a stage the others left
             raise ColdstartError(f"handoff: {'; '.join(failures)} (report in {work})")

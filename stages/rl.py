@@ -7,6 +7,7 @@ format, plot the reward curves.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -249,8 +250,16 @@ def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
     }
 
 
+def sampling_temperature(cfg: Config, run_dir: RunDir) -> float:
+    """rl.temperature, or with auto the one the handoff calibrated for this warmed policy."""
+    if cfg.rl.temperature != "auto":
+        return cfg.rl.temperature
+    return run_dir.finished("handoff")["metrics"]["temperature"]
+
+
 def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     handoff_dir = run_dir.require("handoff", "rl")
+    cfg = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, temperature=sampling_temperature(cfg, run_dir)))
     model_dir = handoff_dir / "model"
 
     def body(work: Path) -> dict[str, Any]:
@@ -281,6 +290,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             **({"curve": curve, "curve_area": curve_area([p["step"] for p in curve], [p["accuracy"] for p in curve])}
                if curve else {}),
             "steps": trainer.state.global_step,
+            "temperature": cfg.rl.temperature,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "reward_first": first.get("reward"),
             "reward_last": last.get("reward"),

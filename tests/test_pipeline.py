@@ -44,7 +44,7 @@ def tiny_run_args(command, tmp_path, tokenizer, name, *extra):
 
 
 def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
-    args = tiny_run_args("run", tmp_path, tokenizer, "p")
+    args = tiny_run_args("run", tmp_path, tokenizer, "p", "rl.temperature=auto", "handoff.temperatures=[0.5, 1.5]")
     assert main(args) == 0
     printed = capsys.readouterr().out
 
@@ -59,6 +59,11 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
     assert {"pass@1", "pass@2", "all_correct", "all_wrong", "zero_variance", "truncated", "format", "mean_length"} <= set(report["rollouts"])
     assert report["verdicts"] and report["demonstrations"]["base"]["count"] == 8
     assert manifest["stages"]["rl"]["metrics"]["steps"] == 2
+    # rl.temperature: auto: the handoff's calibration curve and choice, and GRPO sampling at it
+    calibration = manifest["stages"]["handoff"]["metrics"]["calibration"]
+    assert [r["temperature"] for r in calibration["curve"]] == [0.5, 1.5]
+    assert manifest["stages"]["rl"]["metrics"]["temperature"] == calibration["chosen"] in (0.5, 1.5)
+    assert "## Sampling temperature (rl.temperature: auto, target 50% mixed groups)" in (run / "handoff" / "mismatch.md").read_text()
     results = json.loads((run / "eval" / "results.json").read_text())
     assert set(results["models"]) == {"base", "warmup", "rl"} and results["models"]["rl"]["problems"] == 4
     accuracy = {arm: m["accuracy"] for arm, m in results["models"].items()}
