@@ -364,10 +364,30 @@ class EvalSection:
 CLAIM_NAMES = ("cold-start RL (adjusted)", "cold-start RL", "generalization", "stability")
 
 
+# what a start of `coldstart compare` may add to its warm-up loss, as '<loss>-<variant>'
+START_VARIANTS = {
+    "rewrite": "cadft with delayed rewriting as warmup.rewrite sets it (a plain cadft start reweights only)",
+    "matched": "GRPO at the temperature the handoff calibrates for this start (rl.temperature: auto)",
+}
+
+
+def start_parts(start: str) -> tuple[str, set[str]] | None:
+    """A compare start's warm-up loss and variants (`START_VARIANTS`), or None where the name is not one."""
+    loss, *variants = start.split("-")
+    if (loss not in ("none", "sft", "dft", "cadft") or len(set(variants)) < len(variants)
+            or not set(variants) <= START_VARIANTS.keys() or ("rewrite" in variants and loss != "cadft")
+            or (loss == "none" and variants)):
+        return None
+    return loss, set(variants)
+
+
 @dataclass
 class CompareSection:
     starts: list[str] = option(
-        ["none", "sft", "dft", "cadft"], "Warm-ups compared (warmup.loss values; 'none' is the base model)."
+        ["none", "sft", "dft", "cadft"],
+        "Starts compared: a warmup.loss ('none' is the base model; cadft reweights only, rewriting off), optionally "
+        "with variants: " + "; ".join(f"'-{k}': {v}" for k, v in START_VARIANTS.items()) + " (e.g. cadft-rewrite, "
+        "dft-matched).",
     )
     seeds: list[int] = option([42], "Training seeds; the data stays fixed by data.seed (else the run's seed).")
     rl: bool = option(True, "Run GRPO from every start (warm-up only when false).")
@@ -705,8 +725,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
         if kept:
             _check_kept_checkpoints(w, kept, where)
     for i, start in enumerate(cfg.compare.starts):
-        if start not in ("none", "sft", "dft", "cadft"):
-            raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not one of none, sft, dft, cadft")
+        if start_parts(start) is None:
+            raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not a warm-up loss (none, sft, "
+                                 "dft, cadft) with the variants -rewrite (cadft only) or -matched")
+    if len(set(cfg.compare.starts)) < len(cfg.compare.starts):
+        raise ColdstartError(f"{where(('compare', 'starts'))}: a start is named twice")
     claim, _, other = (m.primary or "").rpartition(" vs ")
     if m.primary is not None and (claim not in CLAIM_NAMES or other not in [s for s in m.starts if s not in ("none", "cadft")]):
         raise ColdstartError(f"{where(('compare', 'primary'))}: {m.primary!r} is not '<claim> vs <start>' with a claim "

@@ -28,10 +28,12 @@ DEFAULT_TIMEOUT = 5.0
 
 @lru_cache(maxsize=65536)
 def parse_gold(answer: str) -> tuple:
-    """The parsed gold answer; raises ColdstartError when math-verify cannot read it."""
-    parsed = parse(f"\\boxed{{{answer}}}", extraction_config=[LatexExtractionConfig()])
+    """The parsed gold answer; raises ColdstartError when math-verify cannot read it. Gold answers are the data's,
+    not a model's: off the main thread, where math-verify's SIGALRM limit cannot run, they are parsed without it."""
+    limit = {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
+    parsed = parse(f"\\boxed{{{answer}}}", extraction_config=[LatexExtractionConfig()], **limit)
     if not parsed:
-        parsed = parse(answer, extraction_config=[ExprExtractionConfig()])
+        parsed = parse(answer, extraction_config=[ExprExtractionConfig()], **limit)
     if not parsed:
         raise ColdstartError(f"answer {answer!r}: math-verify cannot parse this gold answer")
     return tuple(parsed)

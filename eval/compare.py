@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from coldstart.config import Config, settings
+from coldstart.config import Config, settings, start_parts
 from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
 from coldstart.models import model_fingerprint
@@ -38,19 +38,25 @@ from coldstart.statistics import (
     seed_problem_interval,
 )
 
-ARM_NAMES = {"none": "base", "sft": "sft", "dft": "dft", "cadft": "cadft"}
+def arm_name(start: str) -> str:
+    """A start's name in the results: the start itself, 'base' for the base model ('none')."""
+    return "base" if start == "none" else start
 
 
 def start_config(cfg: Config, start: str, seed: int) -> Config:
-    """The config of one start: the shared config with its warm-up loss and training seed; data fixed by `data.seed`;
-    its eval grades its own models only."""
+    """The config of one start: the shared config with its warm-up loss (rewriting on only for a '-rewrite' start,
+    so that a plain cadft start measures reweighting alone), its GRPO temperature ('-matched': calibrated at the
+    handoff) and training seed; data fixed by `data.seed`; its eval grades its own models only."""
+    loss, variants = start_parts(start)
     data_seed = cfg.data.seed if cfg.data.seed is not None else cfg.seed
     return dataclasses.replace(
         cfg,
-        name=f"{cfg.name}/{ARM_NAMES[start]}-seed{seed}",
+        name=f"{cfg.name}/{arm_name(start)}-seed{seed}",
         seed=seed,
         data=dataclasses.replace(cfg.data, seed=data_seed),
-        warmup=dataclasses.replace(cfg.warmup, loss=start),
+        warmup=dataclasses.replace(cfg.warmup, loss=loss, rewrite=dataclasses.replace(
+            cfg.warmup.rewrite, enabled="rewrite" in variants)),
+        rl=dataclasses.replace(cfg.rl, temperature="auto") if "matched" in variants else cfg.rl,
         eval=dataclasses.replace(cfg.eval, base=False),  # the 'none' start is the base model
     )
 
@@ -71,20 +77,21 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], runtime, force: list[str]
             for stage in arm_stages(cfg):
                 forced = forced or stage in force
                 run_stage[stage](sub, run_dir, runtime, force=forced)
-            runs[f"{ARM_NAMES[start]}-seed{seed}"] = run_dir
+            runs[f"{arm_name(start)}-seed{seed}"] = run_dir
     return runs
 
 
 def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, tuple[int, Path]]:
     """The models `compare.mechanism` measures, by name (`<start>@step<N>-seed<S>`, the base start
     `base@step0-seed<S>`), each with its seed: each start's warm-up checkpoint at each fraction of its steps, on
-    every seed (the base model once per seed too: a seed draws its own demonstrations to measure on)."""
+    every seed (the base model once per seed too: a seed draws its own demonstrations to measure on). A '-matched'
+    start is left out: its warm-up is its loss's."""
     from coldstart.models import resolve_model_path
 
     out = {}
     for seed in cfg.compare.seeds:
-        for start in cfg.compare.starts:
-            run = runs[f"{ARM_NAMES[start]}-seed{seed}"]
+        for start in (s for s in cfg.compare.starts if "matched" not in start_parts(s)[1]):
+            run = runs[f"{arm_name(start)}-seed{seed}"]
             if start == "none":
                 out[f"base@step0-seed{seed}"] = seed, Path(resolve_model_path(cfg.model.name_or_path))
                 continue
@@ -96,7 +103,7 @@ def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, tuple[in
                     raise ColdstartError(f"compare.mechanism: {fraction:g} of the warm-up is step {step}, but {folder} "
                                          "was not kept; set warmup.keep_checkpoints: true and a warmup.save_steps that "
                                          "divides that step")
-                out[f"{ARM_NAMES[start]}@step{step}-seed{seed}"] = seed, folder
+                out[f"{arm_name(start)}@step{step}-seed{seed}"] = seed, folder
     return out
 
 
@@ -131,7 +138,7 @@ def run_mechanism(cfg: Config, runs: dict[str, RunDir], runtime) -> dict[str, Pa
 def study_of(cfg: Config) -> dict[str, Any]:
     """What the analysis needs to know of the study, saved with its results so that `coldstart report` can redo it
     from the runs' records: the starts (arm names), the seeds, whether GRPO ran, and the shared handoff settings."""
-    return {"starts": [ARM_NAMES[s] for s in cfg.compare.starts], "seeds": list(cfg.compare.seeds), "rl": cfg.compare.rl,
+    return {"starts": [arm_name(s) for s in cfg.compare.starts], "seeds": list(cfg.compare.seeds), "rl": cfg.compare.rl,
             "margin": cfg.compare.margin, "primary": cfg.compare.primary,
             "handoff": {"curate": cfg.handoff.curate.enabled, "select_checkpoint": cfg.handoff.select_checkpoint.enabled}}
 
@@ -233,10 +240,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
 
     rl_gain = {start: paired((start, "rl"), (start, "warmup")) for start in starts} if rl else {}
     comparisons = {}
-    target = "cadft" if "cadft" in starts else starts[-1]
-    for other in starts:
-        if other == target:
-            continue
+    pairs = compared(starts)
+    for target, other in pairs:
         for model in models:
             comparisons[f"{arm(target, model)} vs {arm(other, model)}"] = paired((target, model), (other, model))
         if rl:
@@ -251,7 +256,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
         def accuracies(start: str, model: str) -> list[float]:
             return [statistics.fmean(correct[(start, seed)][model]) for seed in seeds]
 
-        for other in (s for s in starts if s != target):
+        for target, other in pairs:
             a = adjusted_difference(accuracies(target, "rl"), accuracies(target, "warmup"),
                                     accuracies(other, "rl"), accuracies(other, "warmup"))
             if a:
@@ -270,8 +275,8 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
     if rl:
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
-    curves = learning_curves(runs, starts, seeds, target) if rl else {}
-    ood = _out_of_distribution(correct, starts, seeds, models, target, arm)
+    curves = learning_curves(runs, starts, seeds, pairs) if rl else {}
+    ood = _out_of_distribution(correct, starts, seeds, models, pairs, arm)
     stability = {f"{start}-seed{seed}": warmup_stability(runs[f"{start}-seed{seed}"])
                  for start in starts for seed in seeds if start != "base"}
     spread = {name: _spread([correct[(name.split("+")[0], seed)]["rl" if "+" in name else "warmup"] for seed in seeds])
@@ -282,7 +287,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
                **({"mechanism": _mechanism(mechanism)} if mechanism else {})}
     if mechanism:
         results["mechanism_policies"] = mechanism_policies(results["mechanism"])
-    results["claims"] = claims(results, target)
+    results["claims"] = claims(results)
     return {**results,
             "problems": len(next(iter(correct.values()))["warmup"]), "signal": signal, "diagnostics": diagnostics,
             "associations": associations, "handoff": study["handoff"],
@@ -291,11 +296,23 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
             **({"samples": samples} if samples else {})}
 
 
-def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int], target: str) -> dict[str, Any]:
+def compared(starts: list[str]) -> list[tuple[str, str]]:
+    """The pairs of starts compared, (the method's start, another): cadft (else the last start) against every other
+    start, except that a '-matched' start (GRPO at its calibrated temperature) is set against cadft-matched where
+    that runs, so that both explore alike."""
+    target = "cadft" if "cadft" in starts else starts[-1]
+    matched = f"{target}-matched"
+    return [(matched if other.endswith("-matched") and other != matched and matched in starts else target, other)
+            for other in starts if other != target]
+
+
+def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int],
+                    pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Each start's GRPO learning curve (`rl.curve_every`: greedy accuracy on fixed held-out problems, per step),
     its mean over seeds at each step, and its area (`statistics.curve_area`: the curve's mean height, higher for a
-    start that learns sooner) per seed and as a mean with a t interval over seeds; the target start's area minus
-    each other start's, paired by seed ("area of <target> vs <other>"). Empty where the runs drew no curve."""
+    start that learns sooner) per seed and as a mean with a t interval over seeds; for each of `pairs` (`compared`),
+    the first start's area minus the second's, paired by seed ("area of <a> vs <b>"). Empty where the runs drew
+    no curve."""
     per_run = {(start, seed): (runs[f"{start}-seed{seed}"].manifest()["stages"].get("rl", {}).get("metrics") or {})
                for start in starts for seed in seeds}
     if not any(m.get("curve") for m in per_run.values()):
@@ -312,7 +329,7 @@ def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int]
             "per_seed": {seed: per_run[(start, seed)].get("curve_area") for seed in seeds},
         }
     areas = {start: out["starts"][start]["per_seed"] for start in starts}
-    for other in (s for s in starts if s != target):
+    for target, other in pairs:
         diffs = [areas[target][seed] - areas[other][seed] for seed in seeds
                  if areas[target][seed] is not None and areas[other][seed] is not None]
         if len(diffs) > 1:
@@ -320,12 +337,12 @@ def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int]
     return out
 
 
-def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: list[str], target: str,
-                         arm) -> dict[str, Any] | None:
+def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: list[str],
+                         pairs: list[tuple[str, str]], arm) -> dict[str, Any] | None:
     """Accuracy per arm on each out-of-distribution set and on their average (the macro average of benchmark
-    tables: every set weighs the same), and the target start against each other one on the average and on each
-    set, all with the seed-and-problem intervals; the average's counts the problems' spread within each set only
-    (stratified, as the sets are fixed), not the differences between the sets' means."""
+    tables: every set weighs the same), and the first start of each of `pairs` against the second on the average
+    and on each set, all with the seed-and-problem intervals; the average's counts the problems' spread within
+    each set only (stratified, as the sets are fixed), not the differences between the sets' means."""
     sets = sorted({key.split("@", 1)[1] for scores in correct.values() for key in scores if "@" in key})
     if not sets:
         return None
@@ -354,7 +371,7 @@ def _out_of_distribution(correct, starts: list[str], seeds: list[int], models: l
                     [correct[(start, seed)][f"{model}@{name}"] for seed in seeds], "accuracy", 1.0)
             out["arms"][arm(start, model)] = _interval(
                 average(lambda seed, name: correct[(start, seed)][f"{model}@{name}"]), "accuracy", 1.0)
-    for other in [s for s in starts if s != target]:
+    for target, other in pairs:
         for model in models:
             def difference(seed: int, s: str) -> list[float]:
                 return [a - b for a, b in zip(correct[(target, seed)][f"{model}@{s}"],
@@ -546,7 +563,7 @@ def cv_difference(stability: dict[str, dict[str, Any]], target: str, other: str,
     return None
 
 
-def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any]]:
+def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per claim and other start (sft, dft): what was measured, the figure with its interval, the verdict
     (`_verdict`: supported or contradicted; for the accuracy claims, given the study's margin, equivalent within it
     or inconclusive; else no difference shown; with one seed, what the seed shows and no verdict) and its role:
@@ -557,13 +574,15 @@ def claims(results: dict[str, Any], target: str = "cadft") -> list[dict[str, Any
     primary = results["study"].get("primary")
     seeds = len(results["seeds"])
     rows = []
-    for other in [s for s in starts if s not in (target, "base")]:
+    for target, other in (pair for pair in compared(starts) if "base" not in pair):
         figures = {
             "stability": cv_difference(results["stability"], target, other, results["seeds"]),
             "generalization": results.get("ood", {}).get(f"{target} vs {other}"),
             "cold-start RL (adjusted)": (results.get("adjusted") or {}).get(f"{target} vs {other}"),
             "cold-start RL": results["comparisons"].get(f"RL gain of {target} vs {other}"),
         }
+        if other.endswith("-matched"):  # the warm-ups are the unmatched starts': their rows are there already
+            figures = {k: v for k, v in figures.items() if k.startswith("cold-start RL")}
         for claim, d in figures.items():
             if d is None:
                 verdict = ("not measured (needs two seeds or more)" if claim == "cold-start RL (adjusted)"

@@ -624,7 +624,7 @@ def test_the_learning_curves_over_seeds_by_hand():
     areas = {"cadft": (0.30, 0.40, 0.35), "sft": (0.25, 0.30, 0.35)}
     runs = {f"{start}-seed{seed}": Run([(0, 0.1 * i), (5, 0.2 * i)], area)
             for start, values in areas.items() for i, (seed, area) in enumerate(zip((1, 2, 3), values), start=1)}
-    curves = learning_curves(runs, ["sft", "cadft"], [1, 2, 3], "cadft")
+    curves = learning_curves(runs, ["sft", "cadft"], [1, 2, 3], [("cadft", "sft")])
     assert curves["starts"]["sft"]["steps"] == [0, 5]
     assert curves["starts"]["sft"]["mean"] == pytest.approx([0.2, 0.4])
     assert curves["starts"]["cadft"]["area"]["mean"] == pytest.approx(0.35)
@@ -632,4 +632,27 @@ def test_the_learning_curves_over_seeds_by_hand():
     assert curves["starts"]["cadft"]["area"]["interval"] == pytest.approx([0.35 - half, 0.35 + half])
     d = curves["comparisons"]["area of cadft vs sft"]
     assert d["difference"] == pytest.approx(0.05) and d["ci_low"] == pytest.approx(0.05 - half) and not d["significant"]
-    assert learning_curves({name: Run([], None) for name in runs}, ["sft", "cadft"], [1, 2, 3], "cadft") == {}
+    assert learning_curves({name: Run([], None) for name in runs}, ["sft", "cadft"], [1, 2, 3], [("cadft", "sft")]) == {}
+
+
+def test_start_variants_and_the_pairs_compared():
+    """'-rewrite' turns cadft's rewriting on (a plain cadft start reweights only); '-matched' samples GRPO at the
+    handoff's calibrated temperature; a matched start is compared with cadft-matched, so that both explore alike."""
+    from coldstart.config import load_config, start_parts
+    from coldstart.errors import ColdstartError
+    from coldstart.eval.compare import compared, start_config
+
+    assert start_parts("cadft-rewrite-matched") == ("cadft", {"rewrite", "matched"})
+    for bad in ("dft-rewrite", "none-matched", "cadft-matched-matched", "ppo", "cadft-fast"):
+        assert start_parts(bad) is None
+        with pytest.raises(ColdstartError, match="compare.starts"):
+            load_config(None, [f"compare.starts=[sft, {bad}]"])
+    cfg = load_config(None, ["compare.starts=[none, dft, cadft, cadft-rewrite, dft-matched, cadft-matched]"])
+    plain, rewrite, matched = (start_config(cfg, s, 7) for s in ("cadft", "cadft-rewrite", "dft-matched"))
+    assert (plain.warmup.loss, plain.warmup.rewrite.enabled, plain.rl.temperature) == ("cadft", False, 1.0)
+    assert (rewrite.warmup.loss, rewrite.warmup.rewrite.enabled) == ("cadft", True)
+    assert (matched.warmup.loss, matched.rl.temperature, matched.name) == ("dft", "auto", "quickstart/dft-matched-seed7")
+    assert compared(["base", "dft", "cadft", "cadft-rewrite", "dft-matched", "cadft-matched"]) == [
+        ("cadft", "base"), ("cadft", "dft"), ("cadft", "cadft-rewrite"), ("cadft-matched", "dft-matched"),
+        ("cadft", "cadft-matched")]
+    assert compared(["sft", "dft-matched"]) == [("dft-matched", "sft")]  # no cadft: the last start is the method's
