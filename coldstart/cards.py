@@ -87,9 +87,10 @@ def _training(cfg: Config, stage: str, stages: dict[str, Any]) -> list[str]:
     if stage == "rl":
         r = stages.get("rl", {}).get("metrics", {})
         rewards = ", ".join(f"{k} x {v:g}" for k, v in rl.rewards.items())
+        temperature = r.get("temperature", rl.temperature)  # what GRPO sampled at (rl.temperature: auto resolved)
         lines.append(f"- GRPO (TRL): rewards {rewards}; {r.get('steps', '?')} steps, learning rate "
                      f"{rl.learning_rate:g}, {rl.num_generations} completions per prompt of at most "
-                     f"{rl.max_completion_length} tokens, temperature {r.get('temperature', rl.temperature)}"
+                     f"{rl.max_completion_length} tokens, temperature {temperature if temperature == 'auto' else format(temperature, 'g')}"
                      + (f"; mean reward {r['reward_first']:.2f} at the first step, {r['reward_last']:.2f} at the last"
                         if r.get("reward_first") is not None else "") + ".")
     return lines + [""]

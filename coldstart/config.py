@@ -372,11 +372,11 @@ START_VARIANTS = {
 
 
 def start_parts(start: str) -> tuple[str, set[str]] | None:
-    """A compare start's warm-up loss and variants (`START_VARIANTS`), or None where the name is not one."""
+    """A compare start's warm-up loss and variants (`START_VARIANTS`, named in that order, so that one start has
+    one name), or None where the name is not one."""
     loss, *variants = start.split("-")
-    if (loss not in ("none", "sft", "dft", "cadft") or len(set(variants)) < len(variants)
-            or not set(variants) <= START_VARIANTS.keys() or ("rewrite" in variants and loss != "cadft")
-            or (loss == "none" and variants)):
+    if (loss not in ("none", "sft", "dft", "cadft") or variants != [v for v in START_VARIANTS if v in variants]
+            or ("rewrite" in variants and loss != "cadft") or (loss == "none" and variants)):
         return None
     return loss, set(variants)
 
@@ -673,8 +673,10 @@ def _check_values(cfg: Config, where: _Where) -> None:
     if rl.num_generations < 2:
         raise ColdstartError(f"{where(('rl', 'num_generations'))}: GRPO needs at least 2 completions per prompt for "
                              f"an advantage, got {rl.num_generations}")
-    if rl.curve_every < 0 or rl.curve_problems < 1:
-        raise ColdstartError(f"{where(('rl', 'curve_every'))}: curve_every >= 0 (0: no curve) and curve_problems >= 1")
+    if rl.curve_every < 0:
+        raise ColdstartError(f"{where(('rl', 'curve_every'))}: 0 (no curve) or a number of steps")
+    if rl.curve_problems < 1:
+        raise ColdstartError(f"{where(('rl', 'curve_problems'))}: at least 1")
     if rl.max_steps == 0 or rl.max_steps < -1:
         raise ColdstartError(f"{where(('rl', 'max_steps'))}: must be positive, or -1 to train by epochs")
     for section in ("rl", "eval"):
@@ -694,11 +696,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
         if problem:
             raise ColdstartError(f"{where(('warmup', 'rewrite', 'start'))}: {problem}")
     h = cfg.handoff
-    if not h.temperatures or any(t <= 0 for t in h.temperatures):
-        raise ColdstartError(f"{where(('handoff', 'temperatures'))}: give at least one positive temperature")
+    if not h.temperatures or not all(t > 0 for t in h.temperatures) or len(set(h.temperatures)) < len(h.temperatures):
+        raise ColdstartError(f"{where(('handoff', 'temperatures'))}: give one or more different positive temperatures")
     if not 0 < h.target_mixed_share <= 1:
         raise ColdstartError(f"{where(('handoff', 'target_mixed_share'))}: a share within (0, 1]")
-    if rl.temperature != "auto" and rl.temperature <= 0:
+    if rl.temperature != "auto" and not rl.temperature > 0:
         raise ColdstartError(f"{where(('rl', 'temperature'))}: must be positive, or auto")
     cur = cfg.handoff.curate
     if not 0.0 <= cur.pass_rate_above < cur.pass_rate_below <= 1.0:
@@ -730,10 +732,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
                                  "dft, cadft) with the variants -rewrite (cadft only) or -matched")
     if len(set(cfg.compare.starts)) < len(cfg.compare.starts):
         raise ColdstartError(f"{where(('compare', 'starts'))}: a start is named twice")
-    claim, _, other = (m.primary or "").rpartition(" vs ")
-    if m.primary is not None and (claim not in CLAIM_NAMES or other not in [s for s in m.starts if s not in ("none", "cadft")]):
-        raise ColdstartError(f"{where(('compare', 'primary'))}: {m.primary!r} is not '<claim> vs <start>' with a claim "
-                             f"of {', '.join(CLAIM_NAMES)} and a start of compare.starts other than none and cadft")
+    if m.primary is not None:
+        _check_primary(m, where)
+    if not m.rl and any("matched" in (start_parts(s) or ("", set()))[1] for s in m.starts):
+        raise ColdstartError(f"{where(('compare', 'starts'))}: a -matched start changes GRPO's temperature, and "
+                             "compare.rl is false")
     if not m.margin > 0:
         raise ColdstartError(f"{where(('compare', 'margin'))}: a positive number of accuracy points")
     if not cfg.compare.seeds:
@@ -743,6 +746,27 @@ def _check_values(cfg: Config, where: _Where) -> None:
         raise ColdstartError(f"{where(('data', 'arith', 'min_steps'))}: need 1 <= min_steps <= max_steps")
     if not 0.0 <= a.wrong_fraction <= 1.0:
         raise ColdstartError(f"{where(('data', 'arith', 'wrong_fraction'))}: must be within [0, 1]")
+
+
+def _check_primary(m: CompareSection, where) -> None:
+    """compare.primary names a row the claims table will have: a claim against a start of another warm-up loss than
+    the method's start (cadft, else the last start), GRPO's claims only where GRPO runs, and no warm-up claim
+    against a '-matched' start (its warm-up is its loss's)."""
+    claim, _, other = m.primary.rpartition(" vs ")
+    method = "cadft" if "cadft" in m.starts else m.starts[-1]
+    parts = start_parts(other) if other in m.starts else None
+    problem = None
+    if claim not in CLAIM_NAMES:
+        problem = f"the claim is one of {', '.join(CLAIM_NAMES)}"
+    elif parts is None or other == "none" or parts[0] == start_parts(method)[0]:
+        problem = f"the start is one of compare.starts with another warm-up loss than {method}'s (and not none)"
+    elif claim.startswith("cold-start RL") and not m.rl:
+        problem = "GRPO's claims need compare.rl: true"
+    elif not claim.startswith("cold-start RL") and "matched" in parts[1]:
+        problem = "a -matched start's warm-up is its loss's: compare the warm-up claims against that start"
+    if problem:
+        raise ColdstartError(f"{where(('compare', 'primary'))}: {m.primary!r} is not a row of the claims table "
+                             f"('<claim> vs <start>'): {problem}")
 
 
 def _check_kept_checkpoints(w: WarmupSection, fractions: list[float], where) -> None:

@@ -245,8 +245,10 @@ def adjusted_difference(after_a: list[float], before_a: list[float], after_b: li
     before + error, one slope for both groups, least squares), with its standard error, t interval on n - 3
     degrees of freedom and minimum detectable effect. A group that started high is not credited with what the
     slope predicts from its start, so a unit that starts low and regains ground (regression to the mean) does not
-    count as a gain. None where it cannot be estimated: fewer than four units, or `before` constant within
-    each group (the slope is then not told apart from the groups' difference)."""
+    count as a gain. The units are taken as independent: in a comparison the starts share their training seeds,
+    but the data are fixed apart from them (a seed sets the order and the sampling), and pairing them would halve
+    the degrees of freedom for a weak link. None where it cannot be estimated: fewer than four units, or
+    `before` constant within each group (the slope is then not told apart from the groups' difference)."""
     import numpy as np
     from scipy.stats import t
 

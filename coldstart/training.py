@@ -55,8 +55,9 @@ def trainer_kwargs(section: Any, output_dir: Path, seed: int, tracking: dict[str
 
 class TrainedPolicy:
     """The model as a trainer trains it, for work done between its steps (rewriting, held-out curves): unwrapped
-    from its wrappers (gathered under ZeRO-3) for each call, in eval mode (no dropout), under the training's
-    autocast, scored as the loss scores it and sampled on its device. Every process calls it together."""
+    from its wrappers (gathered under ZeRO-3) for each call, in eval mode (no dropout: as CADFT's prepass scores
+    the NLLs its weights are drawn from), under the training's autocast, on its device. Every process calls it
+    together."""
 
     def __init__(self, trainer):
         self._trainer = trainer

@@ -55,7 +55,7 @@ def start_config(cfg: Config, start: str, seed: int) -> Config:
         seed=seed,
         data=dataclasses.replace(cfg.data, seed=data_seed),
         warmup=dataclasses.replace(cfg.warmup, loss=loss, rewrite=dataclasses.replace(
-            cfg.warmup.rewrite, enabled="rewrite" in variants)),
+            cfg.warmup.rewrite, enabled="rewrite" in variants) if loss == "cadft" else cfg.warmup.rewrite),
         rl=dataclasses.replace(cfg.rl, temperature="auto") if "matched" in variants else cfg.rl,
         eval=dataclasses.replace(cfg.eval, base=False),  # the 'none' start is the base model
     )
@@ -90,7 +90,7 @@ def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, tuple[in
 
     out = {}
     for seed in cfg.compare.seeds:
-        for start in (s for s in cfg.compare.starts if "matched" not in start_parts(s)[1]):
+        for start in (s for s in cfg.compare.starts if not _is_matched(s)):
             run = runs[f"{arm_name(start)}-seed{seed}"]
             if start == "none":
                 out[f"base@step0-seed{seed}"] = seed, Path(resolve_model_path(cfg.model.name_or_path))
@@ -302,8 +302,16 @@ def compared(starts: list[str]) -> list[tuple[str, str]]:
     that runs, so that both explore alike."""
     target = "cadft" if "cadft" in starts else starts[-1]
     matched = f"{target}-matched"
-    return [(matched if other.endswith("-matched") and other != matched and matched in starts else target, other)
+    return [(matched if _is_matched(other) and other != matched and matched in starts else target, other)
             for other in starts if other != target]
+
+
+def _is_matched(arm: str) -> bool:
+    return arm != "base" and "matched" in start_parts(arm)[1]
+
+
+def _loss(arm: str) -> str:
+    return "none" if arm == "base" else start_parts(arm)[0]
 
 
 def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int],
@@ -326,12 +334,12 @@ def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int]
             "mean": [mean_present([next((p["accuracy"] for p in c if p["step"] == step), None) for c in curves])
                      for step in steps],
             "area": _over_seeds([per_run[(start, seed)].get("curve_area") for seed in seeds], None),
-            "per_seed": {seed: per_run[(start, seed)].get("curve_area") for seed in seeds},
+            "per_seed": {str(seed): per_run[(start, seed)].get("curve_area") for seed in seeds},
         }
     areas = {start: out["starts"][start]["per_seed"] for start in starts}
     for target, other in pairs:
-        diffs = [areas[target][seed] - areas[other][seed] for seed in seeds
-                 if areas[target][seed] is not None and areas[other][seed] is not None]
+        diffs = [areas[target][str(seed)] - areas[other][str(seed)] for seed in seeds
+                 if areas[target][str(seed)] is not None and areas[other][str(seed)] is not None]
         if len(diffs) > 1:
             out["comparisons"][f"area of {target} vs {other}"] = _interval([[d] for d in diffs], "difference", 1.0)
     return out
@@ -574,14 +582,16 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     primary = results["study"].get("primary")
     seeds = len(results["seeds"])
     rows = []
-    for target, other in (pair for pair in compared(starts) if "base" not in pair):
+    # the paper's claims set the method against another warm-up loss; cadft against cadft-rewrite or cadft-matched
+    # is an ablation (rewriting, the temperature), shown among the paired comparisons
+    for target, other in (pair for pair in compared(starts) if "base" not in pair and _loss(pair[0]) != _loss(pair[1])):
         figures = {
             "stability": cv_difference(results["stability"], target, other, results["seeds"]),
             "generalization": results.get("ood", {}).get(f"{target} vs {other}"),
             "cold-start RL (adjusted)": (results.get("adjusted") or {}).get(f"{target} vs {other}"),
             "cold-start RL": results["comparisons"].get(f"RL gain of {target} vs {other}"),
         }
-        if other.endswith("-matched"):  # the warm-ups are the unmatched starts': their rows are there already
+        if _is_matched(other):  # the warm-ups are the unmatched starts': their rows are there already
             figures = {k: v for k, v in figures.items() if k.startswith("cold-start RL")}
         for claim, d in figures.items():
             if d is None:

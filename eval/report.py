@@ -131,8 +131,9 @@ def _intervals_shown(results: dict[str, Any]) -> int:
     per_set = sum(len(d.get("sets") or {}) for d in ood)
     stability = [r for r in results.get("claims") or [] if r["claim"] == "stability" and r["figure"]
                  and r["figure"]["ci_low"] is not None]
+    curves = (results.get("curves") or {}).get("comparisons") or {}
     return (len(results["rl_gain"]) + len(results["comparisons"]) + len(results.get("adjusted") or {}) + len(ood)
-            + per_set + len(stability))
+            + per_set + len(stability) + len(curves))
 
 
 def claims_section(results: dict[str, Any]) -> list[str]:

@@ -258,7 +258,9 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         "warmup": run_dir.finished("warmup").get("outputs_sha256"),
         "score": tree_sha256(score_dir) if score_dir else None,
         "model": settings(cfg.model),
-        "handoff": settings(cfg.handoff),
+        # the calibration's settings matter only where it runs
+        "handoff": {k: v for k, v in settings(cfg.handoff).items()
+                    if cfg.rl.temperature == "auto" or k not in ("temperatures", "target_mixed_share")},
         "data": settings(cfg.data),
         "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p",
                                                          "num_prompts")}

@@ -17,6 +17,7 @@ import torch
 import trl
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
@@ -117,7 +118,7 @@ class HeldOutCurve(TrainerCallback):
     steps and after the last, a line per point in `path` (those past the step a resume starts from are dropped).
     Not TRL's eval loop (`eval_strategy`): that samples at the rollouts' temperature, which differs between starts
     under `rl.temperature: auto`, and computes the loss too; this grades as the eval stage does. Each process
-    grades its share of the problems."""
+    grades its share of the problems (all of them under ZeRO-3, where every forward is collective)."""
 
     def __init__(self, policy: TrainedPolicy, problems, runtime: Runtime, path: Path, every: int,
                  max_new_tokens: int, batch_size: int):
@@ -126,15 +127,19 @@ class HeldOutCurve(TrainerCallback):
 
     def _measure(self, step: int) -> None:
         generate = functools.partial(self.policy.generate, batch_size=self.batch_size)
-        records = self.runtime.map(lambda part: grade(generate, part, self.max_new_tokens), self.problems)
+        if is_deepspeed_zero3_enabled():  # each forward gathers the sharded weights: every process makes the same calls
+            records = grade(generate, self.problems, self.max_new_tokens)
+        else:
+            records = self.runtime.map(lambda part: grade(generate, part, self.max_new_tokens), self.problems)
         if self.runtime.is_main:
             accuracy = sum(r["correct"] for r in records) / len(records)
             logger.info("rl: step %d, greedy accuracy on %d held-out problems %.1f%%", step, len(records), 100 * accuracy)
             write_jsonl(self.path, read_jsonl(self.path) + [{"step": step, "accuracy": accuracy, "problems": len(records)}])
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.runtime.is_main:
-            write_jsonl(self.path, [p for p in read_jsonl(self.path) if p["step"] <= state.global_step])
+        if self.runtime.is_main:  # a fresh start (an attempt that crashed before its first checkpoint) starts over
+            kept = [p for p in read_jsonl(self.path) if p["step"] <= state.global_step] if state.global_step else []
+            write_jsonl(self.path, kept)
         if state.global_step == 0:
             self._measure(0)
 
@@ -242,11 +247,14 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer, runt
 
 
 def fingerprint(cfg: Config, run_dir: RunDir) -> dict[str, Any]:
+    e = cfg.eval
     return {
         "seed": cfg.seed,
         "handoff": run_dir.finished("handoff").get("outputs_sha256"),
         "data": settings(cfg.data),
         "rl": settings(cfg.rl),
+        # the learning curve grades the eval's first problems with its generation length
+        **({"curve": {"num_problems": e.num_problems, "max_new_tokens": e.max_new_tokens}} if cfg.rl.curve_every else {}),
     }
 
 
@@ -254,7 +262,11 @@ def sampling_temperature(cfg: Config, run_dir: RunDir) -> float:
     """rl.temperature, or with auto the one the handoff calibrated for this warmed policy."""
     if cfg.rl.temperature != "auto":
         return cfg.rl.temperature
-    return run_dir.finished("handoff")["metrics"]["temperature"]
+    calibration = run_dir.finished("handoff")["metrics"].get("calibration")
+    if not calibration:
+        raise ColdstartError("rl.temperature: auto, but the handoff calibrated no temperature; run it again with "
+                             "rl.temperature: auto (coldstart run CONFIG --force handoff)")
+    return calibration["chosen"]
 
 
 def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:

@@ -604,6 +604,15 @@ def test_the_primary_endpoint_is_checked_when_the_config_loads(tmp_path):
     with pytest.raises(ColdstartError, match="compare.primary"):  # dft is not compared here
         load_config(None, ["compare.starts=[sft, cadft]", "compare.primary=cold-start RL vs dft"])
     assert load_config(None).compare.primary is None  # none declared: every row exploratory
+    starts = "compare.starts=[none, sft, dft, cadft, cadft-rewrite, dft-matched, cadft-matched]"
+    assert load_config(None, [starts, "compare.primary=cold-start RL (adjusted) vs dft-matched"])
+    for bad, why in (("generalization vs dft-matched", "warm-up is its loss's"),
+                     ("cold-start RL vs cadft-rewrite", "another warm-up loss than cadft's"),
+                     ("cold-start RL vs none", "another warm-up loss")):
+        with pytest.raises(ColdstartError, match=why):
+            load_config(None, [starts, f"compare.primary={bad}"])
+    with pytest.raises(ColdstartError, match="compare.rl: true"):
+        load_config(None, ["compare.rl=false", "compare.primary=cold-start RL vs dft"])
 
 
 def test_the_learning_curves_over_seeds_by_hand():
@@ -643,7 +652,7 @@ def test_start_variants_and_the_pairs_compared():
     from coldstart.eval.compare import compared, start_config
 
     assert start_parts("cadft-rewrite-matched") == ("cadft", {"rewrite", "matched"})
-    for bad in ("dft-rewrite", "none-matched", "cadft-matched-matched", "ppo", "cadft-fast"):
+    for bad in ("dft-rewrite", "none-matched", "cadft-matched-matched", "cadft-matched-rewrite", "ppo", "cadft-fast"):
         assert start_parts(bad) is None
         with pytest.raises(ColdstartError, match="compare.starts"):
             load_config(None, [f"compare.starts=[sft, {bad}]"])
@@ -656,3 +665,5 @@ def test_start_variants_and_the_pairs_compared():
         ("cadft", "base"), ("cadft", "dft"), ("cadft", "cadft-rewrite"), ("cadft-matched", "dft-matched"),
         ("cadft", "cadft-matched")]
     assert compared(["sft", "dft-matched"]) == [("dft-matched", "sft")]  # no cadft: the last start is the method's
+    assert (start_config(cfg, "dft", 7).warmup.rewrite.enabled, start_config(cfg, "sft", 7).warmup.rewrite) == (
+        True, cfg.warmup.rewrite)  # other losses keep the section as set: their warm-ups' fingerprints do not move

@@ -109,6 +109,7 @@ def test_the_curve_in_two_processes_grades_each_share_and_writes_once(tmp_path, 
                            str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     curve = read_jsonl(tmp_path / "out" / "curve.jsonl")
-    assert [(p["step"], p["problems"]) for p in curve] == [(0, 6), (1, 6), (2, 6)]
+    log = done.stdout[-2000:] + done.stderr[-3000:]
+    assert [(p["step"], p["problems"]) for p in curve] == [(0, 6), (1, 6), (2, 6)], log
     for rank in (0, 1):
-        assert json.loads((tmp_path / "out" / f"shares{rank}.json").read_text()) == [3, 3, 3]
+        assert json.loads((tmp_path / "out" / f"shares{rank}.json").read_text()) == [3, 3, 3], log
