@@ -234,6 +234,15 @@ def load_set(cfg: Config, name: str, num_problems: int):
     return first_problems(problems, num_problems, f"problems of {name}")
 
 
+def held_out(cfg: Config):
+    """The held-out problems the eval stage grades: the first `eval.num_problems` of the test split (all with 0),
+    saying so when cut; and the split's load statistics."""
+    from coldstart.data import load_samples
+
+    test, stats = load_samples(cfg.data, "test", cfg.seed)
+    return first_problems(test, cfg.eval.num_problems, "held-out problems"), stats
+
+
 def first_problems(problems, num_problems: int, what: str):
     """The first `num_problems` of a `datasets.Dataset` (all with 0), saying so when that is a cut."""
     if num_problems and num_problems < len(problems):

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from coldstart import cards, tracking
-from coldstart.benchmarks import first_problems, load_set
+from coldstart.benchmarks import held_out, load_set
 from coldstart.config import Config, settings
-from coldstart.data import load_samples
 from coldstart.eval.evaluate import grade, summarize_records
 from coldstart.eval.report import results_table
 from coldstart.generation import VllmGenerator, generate
@@ -50,12 +49,6 @@ def run_models(cfg: Config, run_dir: RunDir) -> dict[str, tuple[str, Path]]:
     if run_dir.finished("rl"):
         models["rl"] = (run_dir.finished("rl")["outputs_sha256"], run_dir.stage_dir("rl") / "final")
     return models
-
-
-def held_out(cfg: Config):
-    """The held-out problems: the first `eval.num_problems` of the test split (all with 0), saying so when cut."""
-    test, stats = load_samples(cfg.data, "test", cfg.seed)
-    return first_problems(test, cfg.eval.num_problems, "held-out problems"), stats
 
 
 @contextmanager

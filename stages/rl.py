@@ -22,10 +22,10 @@ from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
 from coldstart import cards, tracking
-from coldstart.benchmarks import first_problems
+from coldstart.benchmarks import held_out
 from coldstart.compatibility import use_fused_head
 from coldstart.config import Config, settings
-from coldstart.data import load_samples, rl_prompts
+from coldstart.data import rl_prompts
 from coldstart.eval.evaluate import grade
 from coldstart.generation import clean_generation_config
 from coldstart.runtime import Runtime, num_processes
@@ -237,10 +237,9 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer, runt
         fused=use_fused_head(rl.logprobs), zero_variance=signal,
     )
     if rl.curve_every and runtime is not None:
-        test, _ = load_samples(cfg.data, "test", cfg.seed)
-        held_out = first_problems(test, cfg.eval.num_problems, "held-out problems")
+        problems, _ = held_out(cfg)  # the eval stage's, the curve's the first of them
         trainer.add_callback(HeldOutCurve(
-            TrainedPolicy(trainer), held_out.select(range(min(rl.curve_problems, len(held_out)))), runtime,
+            TrainedPolicy(trainer), problems.select(range(min(rl.curve_problems, len(problems)))), runtime,
             output_dir / "curve.jsonl", rl.curve_every, cfg.eval.max_new_tokens, cfg.eval.batch_size))
     readable_console(trainer, "rl", CONSOLE)
     return trainer

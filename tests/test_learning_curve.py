@@ -47,7 +47,7 @@ def test_the_curve_grades_the_policy_as_it_trains(tokenizer, tmp_path, monkeypat
     assert [p["accuracy"] for p in curve] == [sum(r["correct"] for r in g) / 6 for g in graded]
     model = trainer.model.eval()
     problems = [r["id"] for r in graded[-1]]
-    test, _ = rl.load_samples(cfg.data, "test", cfg.seed)
+    test, _ = rl.held_out(cfg)
     again = grade(lambda prompts, **kw: generate(model, tokenizer, prompts, **kw), test.select(range(6)), 12)
     assert [r["id"] for r in again] == problems
     assert [r["completion"] for r in again] == [r["completion"] for r in graded[-1]]
