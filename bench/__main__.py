@@ -54,7 +54,7 @@ def worker(module: str, *args: str) -> dict:
 
 
 def warmup() -> dict[str, float]:
-    runs = {v: worker("warmup_step", "--variant", v) for v in ("plain", "sft", "dft", "cadft", "naive")}
+    runs = {v: worker("warmup_step", "--variant", v) for v in ("plain", "sft", "dft", "cadft", "asft", "naive")}
     step = {v: r["step_s"] for v, r in runs.items()}
     mem = {v: r["peak_rss_mb"] for v, r in runs.items()}
     return {
@@ -62,8 +62,10 @@ def warmup() -> dict[str, float]:
         "cadft_over_sft_step_time": step["cadft"] / step["sft"],
         "dft_over_sft_step_time": step["dft"] / step["sft"],
         "naive_over_cadft_step_time": step["naive"] / step["cadft"],
+        "asft_over_dft_step_time": step["asft"] / step["dft"],
         "cadft_over_sft_peak_mem": mem["cadft"] / mem["sft"],
         "naive_over_cadft_peak_mem": mem["naive"] / mem["cadft"],
+        "asft_over_dft_peak_mem": mem["asft"] / mem["dft"],
         **{f"warmup_step_s_{v}": s for v, s in step.items()},
         **{f"warmup_peak_mem_mb_{v}": m for v, m in mem.items()},
     }

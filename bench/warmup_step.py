@@ -1,6 +1,7 @@
 """One warm-up variant on the embedded model, alone in its process: seconds per optimizer step and peak memory.
 
-Variants: coldstart's warm-up with `loss` sft, dft or cadft (rewriting off); `naive`, CADFT that takes its
+Variants: coldstart's warm-up with `loss` sft, dft, cadft (rewriting off) or asft (DFT plus the base model's
+forward for its anchor); `naive`, CADFT that takes its
 log-probs from a full `(batch, seq, vocab)` log-softmax; `plain`, a plain PyTorch loop (forward with labels,
 backward, AdamW step). Every variant trains on the same batch, the quickstart's first 8 demonstrations, once per
 step: identical work, so the fastest step after the first (allocations, optimizer state) is the measure, the one
@@ -26,7 +27,7 @@ from coldstart.models import load_model, load_tokenizer, resolve_model_path
 from coldstart.lengths import apply_length_policy
 from coldstart.stages.warmup import build_trainer
 
-VARIANTS = ("plain", "sft", "dft", "cadft", "naive")
+VARIANTS = ("plain", "sft", "dft", "cadft", "asft", "naive")
 BATCH = 8
 
 
@@ -58,7 +59,8 @@ def build(variant: str, steps: int, work: Path, compiled: bool = False):
     tokenizer = load_tokenizer(model_path, False)
     train, _ = load_samples(cfg.data, "train", cfg.seed)
     train, _ = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
-    trainer = build_trainer(cfg, work, train, load_model(cfg.model, model_path), tokenizer)
+    base_model = load_model(cfg.model, model_path) if loss == "asft" else None
+    trainer = build_trainer(cfg, work, train, load_model(cfg.model, model_path), tokenizer, base_model=base_model)
     if variant == "naive":
         trainer.token_logprobs = naive_logprobs
     return cfg, model_path, trainer
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (Trainer's torch_compile)")
     args = parser.parse_args()
     if args.compile and args.variant in ("plain", "naive"):
-        parser.error("--compile measures coldstart's warm-up: --variant sft, dft or cadft")
+        parser.error("--compile measures coldstart's warm-up: --variant sft, dft, cadft or asft")
     with tempfile.TemporaryDirectory() as tmp:
         if args.compile:
             fresh_compile_cache(str(Path(tmp) / "inductor"))

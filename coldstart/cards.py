@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 EXPORTS = {"warmup": "final", "handoff": "model", "rl": "final"}  # stage -> the folder it exports
 GRADED_AS = {"warmup": "warmup", "handoff": "warmup", "rl": "rl"}  # the eval arm that may grade each folder
 METHOD = {"sft": "SFT (plain NLL)", "dft": "DFT (each token's NLL weighted by its detached probability)",
-          "cadft": "CADFT (DFT with a per-demonstration compatibility weight)", "none": "no warm-up"}
+          "cadft": "CADFT (DFT with a per-demonstration compatibility weight)",
+          "asft": "ASFT (DFT with a KL anchor to the frozen base model)", "none": "no warm-up"}
 
 
 def base_model(cfg: Config) -> tuple[str | None, str | None]:
@@ -69,6 +70,8 @@ def _training(cfg: Config, stage: str, stages: dict[str, Any]) -> list[str]:
                      f"of {w.per_device_train_batch_size} x {w.gradient_accumulation_steps} demonstrations per device, "
                      f"at most {w.max_length} tokens, on `{cfg.data.source}`"
                      + (f" ({data['kept']} demonstrations)" if "kept" in data else "") + ".")
+    if w.loss == "asft":
+        lines.append(f"- ASFT: KL(base || policy) at each demonstration token, weight {w.asft.anchor:g}.")
     if w.loss == "cadft":
         c = w.cadft
         lines.append(f"- CADFT: weight exp(-{c.beta:g} max(0, z)) of the z-scored NLL ({c.stats} statistics), token "

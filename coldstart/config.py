@@ -118,6 +118,15 @@ class CadftSection:
 
 
 @dataclass
+class AsftSection:
+    anchor: float = option(
+        0.1,
+        "Weight of the KL anchor, KL(base || policy) over the vocabulary at each demonstration token, added to DFT's "
+        "term and divided by the same token count (the ASFT paper's 0.1); 0 gives DFT.",
+    )
+
+
+@dataclass
 class GateSection:
     min_compatibility: float | None = option(
         None, "Drop training samples whose base-model compatibility (from `coldstart score`) is below this."
@@ -158,10 +167,11 @@ class RewriteSection:
 
 @dataclass
 class WarmupSection:
-    loss: Literal["sft", "dft", "cadft", "none"] = option(
+    loss: Literal["sft", "dft", "cadft", "asft", "none"] = option(
         "cadft",
         "sft: plain NLL; dft: each token's NLL weighted by sg(p_t); cadft: DFT with a compatibility weight per "
-        "sample; none: no warm-up, the base model goes to the handoff as it is.",
+        "sample; asft: DFT with a KL anchor to the frozen base model (anchored SFT, warmup.asft); none: no warm-up, "
+        "the base model goes to the handoff as it is.",
     )
     logprobs: Literal["auto", "fused", "logits"] = option(
         "auto",
@@ -169,6 +179,7 @@ class WarmupSection:
         "or plain logits of the completion positions; auto: fused on CUDA, logits elsewhere (faster there).",
     )
     cadft: CadftSection = option(CadftSection(), "CADFT sample weights.")
+    asft: AsftSection = option(AsftSection(), "ASFT's KL anchor to the base model (loss asft).")
     gate: GateSection = option(GateSection(), "Drop samples before training, by base-model compatibility.")
     rewrite: RewriteSection = option(RewriteSection(), "Delayed rewriting of incompatible targets.")
     learning_rate: float = option(2e-5, "Peak learning rate (AdamW).", trl=True)
@@ -364,6 +375,8 @@ class EvalSection:
 CLAIM_NAMES = ("cold-start RL (adjusted)", "cold-start RL", "generalization", "stability")
 
 
+WARMUP_LOSSES = typing.get_args(typing.get_type_hints(WarmupSection)["loss"])
+
 # what a start of `coldstart compare` may add to its warm-up loss, as '<loss>-<variant>'
 START_VARIANTS = {
     "rewrite": "cadft with delayed rewriting as warmup.rewrite sets it (a plain cadft start reweights only)",
@@ -375,7 +388,7 @@ def start_parts(start: str) -> tuple[str, set[str]] | None:
     """A compare start's warm-up loss and variants (`START_VARIANTS`, named in that order, so that one start has
     one name), or None where the name is not one."""
     loss, *variants = start.split("-")
-    if (loss not in ("none", "sft", "dft", "cadft") or variants != [v for v in START_VARIANTS if v in variants]
+    if (loss not in WARMUP_LOSSES or variants != [v for v in START_VARIANTS if v in variants]
             or ("rewrite" in variants and loss != "cadft") or (loss == "none" and variants)):
         return None
     return loss, set(variants)
@@ -684,6 +697,11 @@ def _check_values(cfg: Config, where: _Where) -> None:
             raise ColdstartError(
                 f"{where((section, 'use_vllm'))}: vLLM is not installed; pip install 'coldstart[vllm]' (GPU only)"
             )
+    if w.asft.anchor < 0:
+        raise ColdstartError(f"{where(('warmup', 'asft', 'anchor'))}: must be >= 0")
+    if w.loss == "asft" and w.logprobs == "fused":
+        raise ColdstartError(f"{where(('warmup', 'logprobs'))}: asft's anchor needs the whole vocabulary's log-probs, "
+                             "which the fused head does not give; use auto or logits")
     for name in ("cadft", "rewrite"):
         problem = section_problem(getattr(cfg.warmup, name))
         if problem:
@@ -728,8 +746,8 @@ def _check_values(cfg: Config, where: _Where) -> None:
             _check_kept_checkpoints(w, kept, where)
     for i, start in enumerate(cfg.compare.starts):
         if start_parts(start) is None:
-            raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not a warm-up loss (none, sft, "
-                                 "dft, cadft) with the variants -rewrite (cadft only) or -matched")
+            raise ColdstartError(f"{where(('compare', 'starts', str(i)))}: {start!r} is not a warm-up loss "
+                                 f"({', '.join(WARMUP_LOSSES)}) with the variants -rewrite (cadft only) or -matched")
     if len(set(cfg.compare.starts)) < len(cfg.compare.starts):
         raise ColdstartError(f"{where(('compare', 'starts'))}: a start is named twice")
     if m.primary is not None:

@@ -5,6 +5,9 @@
 | sft     | -sum_t l_t                      |
 | dft     | -sum_t sg(p_t) l_t              |
 | cadft   | -w_i sum_t sg(p_t) l_t          |
+| asft    | sum_t (-sg(p_t) l_t + a KL_t)   |
+
+(`KL_t` = KL(base || policy) over the vocabulary at token t, `a` the anchor weight.)
 
 All divide by the number of completion tokens in the global batch (every process and accumulation step), as TRL
 does with `num_items_in_batch`, so `beta = 0` is exactly TRL's DFT; CADFT's `normalize: samples` instead divides
@@ -74,6 +77,20 @@ def token_loss(
     if sample_weights is not None:
         per_sample = per_sample * sample_weights.to(per_sample.dtype)
     return per_sample.sum() / torch.as_tensor(num_items, device=per_sample.device, dtype=per_sample.dtype).clamp(min=EPS)
+
+
+def anchor_kl(log_probs: torch.Tensor, base_log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(base || policy) at each position, from full-vocabulary log-probs (`(..., vocab)` each): ASFT's anchor,
+    `sum_v p_base(v) (log p_base(v) - log p(v))`, differentiable in the policy's log-probs only."""
+    base_log_probs = base_log_probs.detach()
+    return (base_log_probs.exp() * (base_log_probs - log_probs)).sum(-1)
+
+
+def asft_loss(log_probs: torch.Tensor, kl: torch.Tensor, num_items: torch.Tensor | int, anchor: float) -> torch.Tensor:
+    """`(-sum_t sg(p_t) l_t + anchor * sum_t KL_t) / num_items`, with one log-prob and one `anchor_kl` per
+    demonstration token: DFT's term (`token_loss`) plus ASFT's anchor, under the same count."""
+    count = torch.as_tensor(num_items, device=kl.device, dtype=kl.dtype).clamp(min=EPS)
+    return token_loss(log_probs, torch.ones_like(log_probs), num_items, "dft") + anchor * kl.sum() / count
 
 
 def effective_sample_fraction(weights: torch.Tensor) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 from trl import SFTConfig
 
 from coldstart import cards, tracking
+from coldstart.asft import ASFTTrainer
 from coldstart.cadft import CADFTConfig, CADFTTrainer
 from coldstart.checkpoint import training_eos
 from coldstart.compatibility import gate_keep, use_fused_head
@@ -35,15 +36,18 @@ from coldstart.warmup_trainer import WarmupTrainer
 logger = logging.getLogger(__name__)
 
 # what the console shows per logged step (CADFT's figures exist only for cadft)
-CONSOLE = {"loss": "loss", "nll": "nll", "weight_mean": "mean weight", "ess_fraction": "ESS", "grad_norm": "grad norm"}
+CONSOLE = {"loss": "loss", "nll": "nll", "weight_mean": "mean weight", "ess_fraction": "ESS",
+           "anchor_kl": "anchor KL", "grad_norm": "grad norm"}
 
-# coldstart's loss names -> TRL's `loss_type` (CADFTTrainer has its own loss)
-LOSS_TYPES = {"sft": "nll", "dft": "dft"}
+# coldstart's loss names -> TRL's `loss_type` (CADFTTrainer and ASFTTrainer have their own losses)
+LOSS_TYPES = {"sft": "nll", "dft": "dft", "asft": "dft"}
 
 
-def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer, ema_init=None) -> WarmupTrainer:
+def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer, ema_init=None,
+                  base_model=None) -> WarmupTrainer:
     """The warm-up trainer for `cfg.warmup.loss`, loss only on the completion: TRL's SFTTrainer with coldstart's
-    log-prob path for sft and dft, the public `CADFTTrainer` (with rewriting when enabled) for cadft."""
+    log-prob path for sft and dft, the public `CADFTTrainer` (with rewriting when enabled) for cadft, and
+    `ASFTTrainer` for asft (`base_model` is its frozen anchor; None under LoRA)."""
     w = cfg.warmup
     common = dict(
         **trainer_kwargs(w, output_dir, cfg.seed, tracking.trainer_args(cfg, "warmup"), cfg.runtime.timeout_minutes),
@@ -58,6 +62,11 @@ def build_trainer(cfg: Config, output_dir: Path, train_dataset, model, tokenizer
         )
         trainer = CADFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                                peft_config=lora_config(cfg.model), callbacks=callbacks, ema_init=ema_init)
+    elif w.loss == "asft":
+        trainer = ASFTTrainer(model=model, args=SFTConfig(**common, loss_type=LOSS_TYPES[w.loss]),
+                              train_dataset=train_dataset, processing_class=tokenizer,
+                              peft_config=lora_config(cfg.model), callbacks=callbacks, anchor=w.asft.anchor,
+                              base_model=base_model)
     else:
         trainer = WarmupTrainer(model=model, args=SFTConfig(**common, loss_type=LOSS_TYPES[w.loss]),
                                 train_dataset=train_dataset, processing_class=tokenizer,
@@ -141,8 +150,10 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         tokenizer = runtime.load_tokenizer(model_path, cfg.model.trust_remote_code)
         train, too_long = apply_length_policy(train, tokenizer, cfg.warmup.max_length, cfg.warmup.too_long)
         model = runtime.load_model(cfg.model, model_path, train=True)
+        anchored = cfg.warmup.loss == "asft" and not cfg.model.lora.enabled
+        base_model = runtime.load_model(cfg.model, model_path, train=True) if anchored else None
         with tracking.stage_env(cfg, "warmup"):
-            trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init)
+            trainer = build_trainer(cfg, work, train, model, tokenizer, ema_init, base_model)
             result = trainer.train(resume_from_checkpoint=resume_point(work))
         trainer.save_model(str(work / "final"))
         if not runtime.is_main:  # the report reads what the main process logged, and only its metrics are recorded

@@ -35,7 +35,7 @@ def test_unknown_section_suggests(tmp_path):
 def test_wrong_type_and_bad_literal(tmp_path):
     with pytest.raises(ColdstartError, match=r"c.yaml:2: warmup.max_steps: expected int, got 'ten'"):
         load_config(write(tmp_path, "warmup:\n  max_steps: ten\n"))
-    with pytest.raises(ColdstartError, match=r"warmup.loss: 'dtf' is not one of 'sft', 'dft', 'cadft', 'none'; did you mean 'dft'\?"):
+    with pytest.raises(ColdstartError, match=r"warmup.loss: 'dtf' is not one of 'sft', 'dft', 'cadft', 'asft', 'none'; did you mean 'dft'\?"):
         load_config(write(tmp_path, "warmup:\n  loss: dtf\n"))
 
 
