@@ -303,9 +303,57 @@ class RlSection:
         trl=True,
     )
     top_p: float = option(1.0, "Nucleus sampling of the rollouts.", trl=True)
+    # TRL's GRPO options by name, with TRL's defaults (trl.GRPOConfig documents each at length)
     beta: float = option(0.0, "KL coefficient against the reference model (0: no reference model is loaded).", trl=True)
-    loss_type: str = option("dapo", "GRPO loss normalisation (TRL's loss_type: grpo, dapo, dr_grpo, bnpo, ...).", trl=True)
-    scale_rewards: str = option("group", "Advantage scaling: group, batch or none.", trl=True)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = option(
+        "dapo",
+        "GRPO's loss: how token terms are aggregated (grpo: per sequence, length-biased; dapo: over the global "
+        "batch's tokens; dr_grpo: by a constant; bnpo: over the local batch's tokens) or another objective (cispo, "
+        "sapo, luspo, vespo).",
+        trl=True,
+    )
+    epsilon: float = option(0.2, "Lower clip range of the importance ratio (1 - epsilon).", trl=True)
+    epsilon_high: float | None = option(
+        None, "Upper clip range (1 + epsilon_high; DAPO's clip-higher recommends 0.28); null: epsilon.", trl=True
+    )
+    scale_rewards: Literal["group", "batch", "none"] = option(
+        "group", "Advantages divided by the reward's standard deviation in the group, the batch, or not at all.",
+        trl=True,
+    )
+    mask_truncated_completions: bool = option(
+        False, "Leave completions cut at max_completion_length out of the loss (DAPO's overlong filtering).", trl=True
+    )
+    top_entropy_quantile: float = option(
+        1.0, "Train only on the tokens in this top quantile of entropy (0.2 in 'Beyond the 80/20 rule'; 1: all).",
+        trl=True,
+    )
+    entropy_coef: float = option(
+        0.0, "Weight of an entropy bonus (mean entropy per token); with use_adaptive_entropy its starting value.",
+        trl=True,
+    )
+    use_adaptive_entropy: bool = option(
+        False,
+        "Skywork-OR1's adaptive entropy control: each step entropy_coef moves by entropy_coef_delta towards keeping "
+        "the entropy at entropy_target, within [entropy_coef_min, entropy_coef_max], applied only below the target.",
+        trl=True,
+    )
+    entropy_coef_min: float = option(0.0, "Lowest adaptive entropy coefficient.", trl=True)
+    entropy_coef_max: float = option(1.0, "Highest adaptive entropy coefficient.", trl=True)
+    entropy_coef_delta: float = option(0.005, "Step of the adaptive entropy coefficient per optimizer step.", trl=True)
+    entropy_target: float = option(
+        0.2, "Entropy per token (nats) adaptive control holds the policy at; set it near the entropy first logged.",
+        trl=True,
+    )
+    vllm_importance_sampling_correction: bool = option(
+        True, "With vLLM: reweight by the ratio of the trainer's to vLLM's log-probs (their precisions differ).",
+        trl=True,
+    )
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = option(
+        "sequence_mask", "How that ratio applies: per token or per sequence, clipped (truncate) or dropped (mask).",
+        trl=True,
+    )
+    vllm_importance_sampling_clip_min: float | None = option(None, "Lower bound of that ratio (null: none).", trl=True)
+    vllm_importance_sampling_clip_max: float | None = option(3.0, "Upper bound of that ratio (null: none).", trl=True)
     lr_scheduler_type: str = option("constant", "Learning-rate schedule (transformers name).", trl=True)
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", trl=True)
     logging_steps: float = option(1, "Log every this many steps.", trl=True)
@@ -658,6 +706,35 @@ def section_problem(section: CadftSection | RewriteSection) -> tuple[str, str] |
     return None
 
 
+def grpo_problem(rl: RlSection) -> tuple[str, str] | None:
+    """The first of rl's GRPO options out of range, or in a combination TRL refuses (when the RL stage starts, after
+    the warm-up), as (field, why); None when they hold."""
+    lo, hi = rl.vllm_importance_sampling_clip_min, rl.vllm_importance_sampling_clip_max
+    adaptive = rl.use_adaptive_entropy
+    problems = [
+        (rl.beta < 0, "beta", "must be >= 0"),
+        (rl.epsilon <= 0, "epsilon", "must be positive"),
+        (rl.epsilon_high is not None and rl.epsilon_high < rl.epsilon, "epsilon_high", "must be >= epsilon"),
+        (not 0.0 <= rl.top_entropy_quantile <= 1.0, "top_entropy_quantile", "must be within [0, 1]"),
+        (rl.entropy_coef < 0, "entropy_coef", "must be >= 0 (a bonus)"),
+        (adaptive and not rl.entropy_coef_min <= rl.entropy_coef <= rl.entropy_coef_max, "entropy_coef",
+         f"must lie within [entropy_coef_min, entropy_coef_max] = [{rl.entropy_coef_min:g}, {rl.entropy_coef_max:g}]"),
+        (adaptive and rl.entropy_coef_delta <= 0, "entropy_coef_delta", "must be positive"),
+        (adaptive and rl.entropy_target <= 0, "entropy_target", "must be positive"),
+        (lo is not None and hi is not None and lo >= hi, "vllm_importance_sampling_clip_min",
+         "must be below vllm_importance_sampling_clip_max (TRL refuses it)"),
+        (rl.vllm_importance_sampling_correction and rl.vllm_importance_sampling_mode.endswith("_truncate")
+         and lo is None and hi is None, "vllm_importance_sampling_mode",
+         "a *_truncate mode needs vllm_importance_sampling_clip_min or _clip_max (TRL refuses it)"),
+        (rl.loss_type == "vespo" and rl.use_vllm and rl.vllm_importance_sampling_correction
+         and not rl.vllm_importance_sampling_mode.startswith("token_"), "vllm_importance_sampling_mode",
+         "vespo with vLLM's correction needs token_truncate or token_mask (TRL refuses it)"),
+        (bool(rl.trainer.get("sync_ref_model")) and rl.beta == 0, "trainer.sync_ref_model",
+         "needs beta > 0: with beta 0 TRL loads no reference model to synchronise (TRL refuses it)"),
+    ]
+    return next(((field, why) for wrong, field, why in problems if wrong), None)
+
+
 def _check_values(cfg: Config, where: _Where) -> None:
     if not cfg.name or Path(cfg.name).is_absolute() or ".." in Path(cfg.name).parts:
         raise ColdstartError(f"{where(('name',))}: {cfg.name!r} must be a relative name inside output_dir, without '..'")
@@ -692,6 +769,9 @@ def _check_values(cfg: Config, where: _Where) -> None:
         raise ColdstartError(f"{where(('rl', 'curve_problems'))}: at least 1")
     if rl.max_steps == 0 or rl.max_steps < -1:
         raise ColdstartError(f"{where(('rl', 'max_steps'))}: must be positive, or -1 to train by epochs")
+    problem = grpo_problem(rl)
+    if problem:
+        raise ColdstartError(f"{where(('rl', *problem[0].split('.')))}: {problem[1]}")
     for section in ("rl", "eval"):
         if getattr(cfg, section).use_vllm and importlib.util.find_spec("vllm") is None:
             raise ColdstartError(
