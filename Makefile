@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install model demo test bench clean-runs
+.PHONY: install model demo test bench docs clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: model
 # Side-by-side measurements (ratios, ~40 minutes on 2 cores): prints a table, writes bench/results.json.
 bench: model
 	$(BIN)/python -m bench
+
+# The documentation site, in build/site; strict: a broken link or an unresolved API reference fails the build.
+# (NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2.0, printed on every build otherwise.)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean-runs:
 	rm -rf runs

@@ -17,7 +17,7 @@ from typing import Any
 
 from coldstart.config import Config
 from coldstart.runtime import is_main
-from coldstart.models import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_LICENCE
+from coldstart.models import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_LICENCE, EMBEDDED_QUANTISATION
 from coldstart.runs import RunDir, json_sha256
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,9 @@ def card(cfg: Config, run_dir: RunDir, stage: str):
     if base is None:  # TRL's card links the base model on the Hub: a local folder is named instead
         path = cfg.model.name_or_path
         made.text = made.text.replace(f"[{path}](https://huggingface.co/{path})", f"the local model folder `{path}`")
+    elif cfg.model.name_or_path == EMBEDDED:  # the weights trained were not the Hub model's own
+        link = f"[{base}](https://huggingface.co/{base})"
+        made.text = made.text.replace(link, f"{link} ({EMBEDDED_QUANTISATION})")
     sections = _training(cfg, stage, stages)
     evals = []
     results_file = run_dir.stage_dir("eval") / "results.json"

@@ -193,9 +193,12 @@ def _rerender(path: str, regrade: bool):
 
 
 def _prepare_model(args: argparse.Namespace) -> None:
-    from coldstart.models import embedded_model_dir
+    from coldstart.models import EMBEDDED_HUB_ID, EMBEDDED_QUANTISATION, embedded_model_dir
 
-    print(embedded_model_dir())
+    path = embedded_model_dir()
+    # what the model is on stderr, so that stdout stays the path alone for scripts
+    print(f"embedded model: {EMBEDDED_HUB_ID}, {EMBEDDED_QUANTISATION}", file=sys.stderr)
+    print(path)
 
 
 def _check(args: argparse.Namespace) -> None:

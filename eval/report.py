@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coldstart.eval.compare import BEFORE_RL, DURING_RL
+from coldstart.eval.compare import BEFORE_RL, DRIFT, DURING_RL
 from coldstart.statistics import mean_present
 
 
@@ -104,6 +104,7 @@ def findings(results: dict[str, Any]) -> list[str]:
                    else f"no difference shown ({_points(d)})"))
         lines.append(text + (f"; a difference is shown on {', '.join(shown)}." if shown else
                              "; no set on its own shows a difference."))
+    lines += drift_section(results)
     associations = results.get("associations") or {}
     if associations:
         tested = len(associations)
@@ -390,6 +391,22 @@ ARMS = {"base": "base model", "warmup": "after warm-up", "rl": "after warm-up + 
 GAINS = {"warmup_gain": "warm-up gain (after warm-up - base)", "rl_gain": "RL gain (after GRPO - after warm-up)"}
 
 
+def drift_section(results: dict[str, Any]) -> list[str]:
+    """Per start (means over seeds), how far the warm-up and GRPO moved the policy and its entropy after each, on
+    the policies' own samples of held-out prompts; nothing when no run measured it."""
+    diagnostics = results.get("diagnostics") or {}
+    if not any(d.get(key) is not None for d in diagnostics.values() for key in DRIFT):
+        return []
+    lines = ["", "## Drift and entropy", "",
+             "KL per token of each stage's policy from the one before, and its entropy per token, on its own samples "
+             "of the first held-out prompts (temperature 1; eval.drift_prompts), means over seeds.", "",
+             "| start | " + " | ".join(f"{label} (nats/token)" for label in DRIFT.values()) + " |",
+             "|---|" + "---|" * len(DRIFT)]
+    for start, d in diagnostics.items():
+        lines.append(f"| {start} | " + " | ".join(number(d.get(key), ".4f") for key in DRIFT) + " |")
+    return lines
+
+
 def results_table(results: dict[str, Any]) -> str:
     """A run's eval results as one Markdown table: accuracy per model with its 95% bootstrap interval, then each
     gain as a paired difference over the same problems (95% paired-bootstrap interval, McNemar's exact p)."""
@@ -408,6 +425,12 @@ def results_table(results: dict[str, Any]) -> str:
                 f"| {label} | {100 * g['difference']:+.1f} points | [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]"
                 f" (McNemar p = {g['mcnemar_p']:.3g}; {shown}) |"
             )
+    drift = (results.get("drift") or {}).get("rl")
+    if drift:
+        lines += ["", f"GRPO's drift from the warmed policy, on its own samples of {drift['completions']} held-out "
+                  f"prompts (temperature 1): KL {drift['kl_per_token']:.4f} nats per token "
+                  f"({drift['kl_per_completion']:.3f} per completion); entropy {drift['entropy_per_token']:.3f} nats "
+                  "per token."]
     for name, by_arm in (results.get("benchmarks") or {}).items():
         problems = next(iter(by_arm.values()))["problems"]
         lines += ["", f"{name}, {problems} problems (greedy):", "", "| | accuracy | 95% interval |",

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from coldstart import cards, tracking
 from coldstart.benchmarks import held_out, load_set
 from coldstart.config import Config, settings
+from coldstart.drift import sample_drift, summarize_drift
 from coldstart.eval.evaluate import grade, summarize_records
 from coldstart.eval.report import results_table
 from coldstart.generation import VllmGenerator, generate
@@ -112,6 +113,17 @@ def evaluate_cached(cfg: Config, model_dir: Path, problems, runtime: Runtime,
     return records, metrics
 
 
+def rl_drift(cfg: Config, runtime: Runtime, problems, warmed_dir: Path, rl_dir: Path) -> dict[str, Any]:
+    """How far GRPO moved the policy: KL(after GRPO || warmed) and the entropy per token, on the GRPO policy's
+    samples for the first `eval.drift_prompts` held-out problems (`coldstart.drift`), each process its share."""
+    e = cfg.eval
+    prompts = problems.select(range(min(e.drift_prompts, len(problems))))
+    tokenizer = runtime.load_tokenizer(rl_dir, cfg.model.trust_remote_code)
+    policy, reference = runtime.load_model(cfg.model, rl_dir), runtime.load_model(cfg.model, warmed_dir)
+    return summarize_drift(runtime.map(lambda part: sample_drift(
+        policy, reference, tokenizer, list(part["prompt"]), e.max_new_tokens, e.batch_size, cfg.seed), prompts))
+
+
 def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     models = run_models(cfg, run_dir)
     if "warmup" not in models:
@@ -133,6 +145,8 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
                 records, metrics = evaluate_cached(cfg, model_dir, benchmark, runtime, reuse=not force)
                 results["benchmarks"][name][arm] = metrics
                 lines += [{"model": arm, "set": name, **r} for r in records]
+        if "rl" in models and cfg.eval.drift_prompts:
+            results["drift"] = {"rl": rl_drift(cfg, runtime, problems, models["warmup"][1], models["rl"][1])}
         if not runtime.is_main:
             return {}
         write_jsonl(work / "records.jsonl", lines)

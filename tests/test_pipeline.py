@@ -64,7 +64,15 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
     assert [r["temperature"] for r in calibration["curve"]] == [0.5, 1.5]
     assert manifest["stages"]["rl"]["metrics"]["temperature"] == calibration["chosen"] in (0.5, 1.5)
     assert "## Sampling temperature (rl.temperature: auto, target 50% mixed groups)" in (run / "handoff" / "mismatch.md").read_text()
+    # drift: the warm-up's from the base in the handoff report, GRPO's from the warmed policy in the eval
+    warmed, base = report["drift"]["warmed"], report["drift"]["base"]
+    assert warmed["completions"] == base["completions"] == 4  # eval.drift_prompts, cut to the 4 held-out problems
+    assert warmed["kl_per_token"] > 0 and "kl_per_token" not in base and warmed["entropy_per_token"] > 0
+    assert "## Drift from the base" in (run / "handoff" / "mismatch.md").read_text()
     results = json.loads((run / "eval" / "results.json").read_text())
+    # (GRPO's groups here have no reward variance, so the policy may not move at all: KL >= 0, not > 0)
+    assert results["drift"]["rl"]["completions"] == 4 and results["drift"]["rl"]["kl_per_token"] >= 0
+    assert results["drift"]["rl"]["entropy_per_token"] > 0 and "GRPO's drift from the warmed policy" in printed
     assert set(results["models"]) == {"base", "warmup", "rl"} and results["models"]["rl"]["problems"] == 4
     accuracy = {arm: m["accuracy"] for arm, m in results["models"].items()}
     assert results["rl_gain"]["difference"] == accuracy["rl"] - accuracy["warmup"]
@@ -125,8 +133,11 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     report = (out / "report.md").read_text()
     assert "## RL gain" in report and "## Findings" in report and "- **cadft**: " in report
     assert results["curves"]["starts"]["cadft"]["steps"] == [0, 1, 2]  # before the first step, after each
+    drift = results["diagnostics"]
+    assert drift["base"]["kl_from_base"] is None and drift["sft"]["kl_from_base"] > 0  # the base start has no warm-up
+    assert all(drift[start]["kl_from_warmed"] >= 0 and drift[start]["rl_entropy"] > 0 for start in ("base", "sft", "cadft"))
     for section in ("## The paper's claims", "## Out of distribution", "## Stability during the warm-up", "## Learning curves",
-                    "## The mechanism at fixed policies"):
+                    "## The mechanism at fixed policies", "## Drift and entropy"):
         assert section in report, section
     # the base start skips the warm-up and hands the base model over as it is
     base_run = tmp_path / "c" / "base-seed42"
