@@ -48,7 +48,7 @@ CONFIG_CASES = {
     "wrong type": ("rl:\n  max_steps: many\n", "{cfg}:2: rl.max_steps: expected int, got 'many'"),
     "negative learning rate": ("warmup:\n  learning_rate: -1.0e-5\n", "{cfg}:2: warmup.learning_rate: must be positive, got -1e-05"),
     "zero steps": ("rl:\n  max_steps: 0\n", "{cfg}:2: rl.max_steps: must be positive, or -1 to train by epochs"),
-    "unknown loss": ("warmup:\n  loss: cadtf\n", "{cfg}:2: warmup.loss: 'cadtf' is not one of 'sft', 'dft', 'cadft', 'none'; did you mean 'cadft'?"),
+    "unknown loss": ("warmup:\n  loss: cadtf\n", "{cfg}:2: warmup.loss: 'cadtf' is not one of 'sft', 'dft', 'cadft', 'asft', 'none'; did you mean 'cadft'?"),
     "unknown reward": ("rl:\n  rewards:\n    acuracy: 1.0\n", "{cfg}:3: rl.rewards.acuracy: unknown reward; did you mean 'accuracy'?"),
     "missing model folder": ("model:\n  name_or_path: ./no/such/model\n", "model.name_or_path: folder ./no/such/model not found"),
     "vllm without vllm": ("rl:\n  use_vllm: true\n", "{cfg}:2: rl.use_vllm: vLLM is not installed; pip install 'coldstart[vllm]'"),
