@@ -62,3 +62,12 @@ def summarize_drift(records: list[dict[str, Any]]) -> dict[str, Any]:
         out["kl_per_token"] = sum(r["kl"] for r in records) / max(tokens, 1)
         out["kl_per_completion"] = sum(r["kl"] for r in records) / len(records)
     return out
+
+
+def held_out_drift(runtime, policy, reference, tokenizer, problems, eval_section, seed: int) -> dict[str, Any]:
+    """`summarize_drift` of `sample_drift` on the first `eval.drift_prompts` of the held-out `problems`, with the
+    eval's generation length and batch size, each process sampling its share (`runtime.map`)."""
+    e = eval_section
+    prompts = problems.select(range(min(e.drift_prompts, len(problems))))
+    return summarize_drift(runtime.map(lambda part: sample_drift(
+        policy, reference, tokenizer, list(part["prompt"]), e.max_new_tokens, e.batch_size, seed), prompts))

@@ -104,7 +104,6 @@ def findings(results: dict[str, Any]) -> list[str]:
                    else f"no difference shown ({_points(d)})"))
         lines.append(text + (f"; a difference is shown on {', '.join(shown)}." if shown else
                              "; no set on its own shows a difference."))
-    lines += drift_section(results)
     associations = results.get("associations") or {}
     if associations:
         tested = len(associations)
@@ -372,6 +371,7 @@ def render(results: dict[str, Any]) -> str:
             after = _pct(s["accuracy_rl"]) if "accuracy_rl" in s else "-"
             warm = _pct(s["accuracy_warmup"]) if "accuracy_warmup" in s else "-"
             lines.append(f"| {name} | {warm} | {after} | {_diagnostic_cells(s)} {kept} | {s.get('checkpoint') or '-'} |")
+    lines += drift_section(results)
     associations = results.get("associations") or {}
     if associations:
         lines += ["", "## Diagnostics and RL gain across runs", "",

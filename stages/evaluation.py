@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from coldstart import cards, tracking
 from coldstart.benchmarks import held_out, load_set
 from coldstart.config import Config, settings
-from coldstart.drift import sample_drift, summarize_drift
+from coldstart.drift import held_out_drift
 from coldstart.eval.evaluate import grade, summarize_records
 from coldstart.eval.report import results_table
 from coldstart.generation import VllmGenerator, generate
@@ -116,12 +116,9 @@ def evaluate_cached(cfg: Config, model_dir: Path, problems, runtime: Runtime,
 def rl_drift(cfg: Config, runtime: Runtime, problems, warmed_dir: Path, rl_dir: Path) -> dict[str, Any]:
     """How far GRPO moved the policy: KL(after GRPO || warmed) and the entropy per token, on the GRPO policy's
     samples for the first `eval.drift_prompts` held-out problems (`coldstart.drift`), each process its share."""
-    e = cfg.eval
-    prompts = problems.select(range(min(e.drift_prompts, len(problems))))
     tokenizer = runtime.load_tokenizer(rl_dir, cfg.model.trust_remote_code)
     policy, reference = runtime.load_model(cfg.model, rl_dir), runtime.load_model(cfg.model, warmed_dir)
-    return summarize_drift(runtime.map(lambda part: sample_drift(
-        policy, reference, tokenizer, list(part["prompt"]), e.max_new_tokens, e.batch_size, cfg.seed), prompts))
+    return held_out_drift(runtime, policy, reference, tokenizer, problems, cfg.eval, cfg.seed)
 
 
 def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:

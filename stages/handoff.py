@@ -11,6 +11,7 @@ mostly run to the length cap, stop the pipeline with what to change.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from coldstart.compatibility import mean_token_entropy, score_records, use_fused
 from coldstart.config import Config, settings
 from coldstart.curation import KEPT, curate, curation_summary, pick_checkpoint
 from coldstart.data import load_samples, rl_pool
-from coldstart.drift import sample_drift, summarize_drift
+from coldstart.drift import held_out_drift
 from coldstart.errors import ColdstartError
 from coldstart.generation import generate
 from coldstart.grading import has_boxed_answer, is_correct
@@ -173,9 +174,9 @@ def write_curation(cfg: Config, pool, correct: list[int], reasons: list[str], wo
     return curation_summary(correct, k, reasons)
 
 
-def _demonstrations(cfg: Config, runtime: Runtime, run_dir: RunDir, model, tokenizer, train):
-    """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now), for
-    the loaded training split `train`."""
+def _demonstrations(cfg: Config, runtime: Runtime, run_dir: RunDir, model, tokenizer, train, base_model):
+    """Demonstration scores under the warmed policy, and under the base (from `score` when it ran, else now, from
+    `base_model()`), for the loaded training split `train`."""
     # the demonstrations the warm-up trained on ('error' stopped the warm-up at any longer one)
     policy = "drop" if cfg.warmup.too_long == "error" else cfg.warmup.too_long
     train, _ = apply_length_policy(train, tokenizer, cfg.warmup.max_length, policy)
@@ -192,7 +193,7 @@ def _demonstrations(cfg: Config, runtime: Runtime, run_dir: RunDir, model, token
         base = [by_id[i] for i in train["id"] if i in by_id]
     else:
         path = resolve_model_path(cfg.model.name_or_path)
-        base = scores(runtime.load_model(cfg.model, path), runtime.load_tokenizer(path, cfg.model.trust_remote_code))
+        base = scores(base_model(), runtime.load_tokenizer(path, cfg.model.trust_remote_code))
     return base, warmed
 
 
@@ -200,20 +201,13 @@ def _drift_measured(cfg: Config) -> bool:
     return bool(cfg.eval.drift_prompts) and cfg.warmup.loss != "none"
 
 
-def _drift(cfg: Config, runtime: Runtime, model, tokenizer) -> dict[str, Any]:
+def _drift(cfg: Config, runtime: Runtime, model, tokenizer, base) -> dict[str, Any]:
     """How far the warm-up moved the policy: KL(warmed || base) and the entropy per token, on the warmed policy's
     samples for the first `eval.drift_prompts` held-out prompts, and the base model's entropy on its own samples
-    (`coldstart.drift`), each process sampling its share."""
+    (`coldstart.drift`)."""
     problems, _ = held_out(cfg)
-    prompts = problems.select(range(min(cfg.eval.drift_prompts, len(problems))))
-    base = runtime.load_model(cfg.model, resolve_model_path(cfg.model.name_or_path))
-    e = cfg.eval
-
-    def measure(policy, reference):
-        return summarize_drift(runtime.map(lambda part: sample_drift(
-            policy, reference, tokenizer, list(part["prompt"]), e.max_new_tokens, e.batch_size, cfg.seed), prompts))
-
-    return {"warmed": measure(model, base), "base": measure(base, None)}
+    return {"warmed": held_out_drift(runtime, model, base, tokenizer, problems, cfg.eval, cfg.seed),
+            "base": held_out_drift(runtime, base, None, tokenizer, problems, cfg.eval, cfg.seed)}
 
 
 def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> dict[str, Any]:
@@ -244,8 +238,10 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             pool = rl_pool(train, cfg.data, cfg.rl.num_prompts, cfg.seed)
             seen = dict(zip(prompts["id"], stats["correct_per_prompt"]))
             chosen = curate_prompts(cfg, runtime, model, tokenizer, pool, seen, temperature)
-        base, warmed = _demonstrations(cfg, runtime, run_dir, model, tokenizer, train)
-        drift = _drift(cfg, runtime, model, tokenizer) if _drift_measured(cfg) else None
+        # the base model, loaded once for what needs it (its demonstration scores without `score`, the drift)
+        base_model = functools.cache(lambda: runtime.load_model(cfg.model, resolve_model_path(cfg.model.name_or_path)))
+        base, warmed = _demonstrations(cfg, runtime, run_dir, model, tokenizer, train, base_model)
+        drift = _drift(cfg, runtime, model, tokenizer, base_model()) if _drift_measured(cfg) else None
         finished = 1 - stats["truncated"]
         if finished < cfg.handoff.min_finished:
             failures.append(
