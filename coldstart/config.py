@@ -267,6 +267,20 @@ class HandoffSection:
 
 
 @dataclass
+class DynamicSamplingSection:
+    enabled: bool = option(
+        False,
+        "DAPO's dynamic sampling: drop the GRPO groups whose rewards do not vary (no advantage) and refill the "
+        "batch with groups of new prompts, drawn in a seeded order of the RL prompts that a resume continues.",
+    )
+    max_rounds: int = option(
+        4,
+        "Generation rounds one batch may take, its first included; a batch still short after them is filled with "
+        "groups that did not vary (advantage 0), and the step logs it.",
+    )
+
+
+@dataclass
 class RlSection:
     rewards: dict[str, float] = option(
         {"accuracy": 1.0, "format": 0.2}, "Reward functions by name (accuracy, format, length) and their weights."
@@ -371,6 +385,9 @@ class RlSection:
         "the last (the learning curve and its area, rl/curve.jsonl); 0: no curve.",
     )
     curve_problems: int = option(40, "Held-out problems the curve grades: the first of the eval's, with its max_new_tokens.")
+    dynamic_sampling: DynamicSamplingSection = option(
+        DynamicSamplingSection(), "Refill the batch with groups whose rewards vary (DAPO's dynamic sampling)."
+    )
     trainer: dict[str, Any] = option({}, "Any other trl.GRPOConfig field, passed as it is.")
 
     def generation_round(self, processes: int) -> tuple[int, int]:
@@ -378,6 +395,14 @@ class RlSection:
         TRL's GRPOConfig derives them."""
         steps = self.steps_per_generation or self.gradient_accumulation_steps
         return self.trainer.get("generation_batch_size") or self.per_device_train_batch_size * processes * steps, steps
+
+
+# TRL's GRPO options that rl names, with TRL's defaults (a test compares them; the docs list them in a table)
+GRPO_OPTIONS = ("beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "mask_truncated_completions",
+                "top_entropy_quantile", "entropy_coef", "use_adaptive_entropy", "entropy_coef_min", "entropy_coef_max",
+                "entropy_coef_delta", "entropy_target", "vllm_importance_sampling_correction",
+                "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_min",
+                "vllm_importance_sampling_clip_max")
 
 
 @dataclass
@@ -717,6 +742,7 @@ def grpo_problem(rl: RlSection) -> tuple[str, str] | None:
     the warm-up), as (field, why); None when they hold."""
     lo, hi = rl.vllm_importance_sampling_clip_min, rl.vllm_importance_sampling_clip_max
     adaptive = rl.use_adaptive_entropy
+    local = rl.per_device_train_batch_size * rl.generation_round(1)[1]
     problems = [
         (rl.beta < 0, "beta", "must be >= 0"),
         (rl.epsilon <= 0, "epsilon", "must be positive"),
@@ -737,6 +763,10 @@ def grpo_problem(rl: RlSection) -> tuple[str, str] | None:
          "vespo with vLLM's correction needs token_truncate or token_mask (TRL refuses it)"),
         (bool(rl.trainer.get("sync_ref_model")) and rl.beta == 0, "trainer.sync_ref_model",
          "needs beta > 0: with beta 0 TRL loads no reference model to synchronise (TRL refuses it)"),
+        (rl.dynamic_sampling.max_rounds < 1, "dynamic_sampling.max_rounds", "must be at least 1"),
+        (rl.dynamic_sampling.enabled and local % rl.num_generations != 0, "dynamic_sampling.enabled",
+         f"each process's generation batch (per_device_train_batch_size x steps_per_generation = {local}) must hold "
+         f"whole groups of num_generations = {rl.num_generations} for groups to be dropped and refilled"),
     ]
     return next(((field, why) for wrong, field, why in problems if wrong), None)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_e
 from coldstart import cards, tracking
 from coldstart.benchmarks import held_out
 from coldstart.compatibility import use_fused_head
-from coldstart.config import Config, settings
+from coldstart.config import Config, DynamicSamplingSection, settings
 from coldstart.data import rl_prompts
+from coldstart.dynamic_sampling import PromptStream, constant_groups, groups_to_draw, join, pick
 from coldstart.eval.evaluate import grade
 from coldstart.generation import clean_generation_config
 from coldstart.runtime import Runtime, num_processes
@@ -45,7 +48,9 @@ logger = logging.getLogger(__name__)
 CONSOLE = {
     "reward": "reward", "rewards/accuracy/mean": "accuracy", "zero_variance_share": "zero-variance groups",
     "completions/mean_length": "length", "completions/clipped_ratio": "clipped",
+    "dynamic_sampling/rounds": "generation rounds",
 }
+REFILLS = "dynamic_sampling.json"  # in a checkpoint: how far the refill prompts were drawn
 
 
 class ZeroVarianceShare:
@@ -58,7 +63,7 @@ class ZeroVarianceShare:
     TRL's own `frac_reward_zero_std` tests the group std with `isclose(std, 0)` (absolute tolerance 1e-8), and a
     group whose rewards are all 1.2 in float32 (accuracy 1 + format 0.2) has a std of 1.3e-7, so it misses most
     such groups. Here the reward functions are wrapped to see each generation batch's rewards, and a group counts
-    when its weighted rewards differ by at most 1e-6. Groups are consecutive runs of `num_generations` completions
+    when its weighted rewards differ by at most 1e-6 (`coldstart.dynamic_sampling.constant_groups`). Groups are consecutive runs of `num_generations` completions
     (TRL's order); in several processes each scores a contiguous slice of the generation batch, so the slices are
     gathered, in process order, before groups are counted. A batch that does not hold whole groups is not counted.
     """
@@ -87,17 +92,12 @@ class ZeroVarianceShare:
             rows = gather_object(rows)
         if not rows or len(rows) % self.k:
             return
-        groups = [rows[i: i + self.k] for i in range(0, len(rows), self.k)]
-
-        def constant(values: list[float]) -> bool:
-            return max(values) - min(values) <= 1e-6
-
-        self.shares["zero_variance_share"].append(
-            sum(constant([sum(w * r for w, r in zip(self.weights, row)) for row in g]) for g in groups) / len(groups))
+        constant = constant_groups([sum(w * r for w, r in zip(self.weights, row)) for row in rows], self.k)
+        self.shares["zero_variance_share"].append(sum(constant) / len(constant))
         if "accuracy" in self.names:
             i = self.names.index("accuracy")
-            self.shares["zero_variance_accuracy_share"].append(
-                sum(constant([row[i] for row in g]) for g in groups) / len(groups))
+            constant = constant_groups([row[i] for row in rows], self.k)
+            self.shares["zero_variance_accuracy_share"].append(sum(constant) / len(constant))
 
     def pop(self, step: int) -> dict[str, float]:
         """The mean shares over the generation batches since the last call (none when there was none)."""
@@ -149,15 +149,87 @@ class HeldOutCurve(TrainerCallback):
 
 
 class GRPOTrainer(trl.GRPOTrainer):
-    """TRL's GRPOTrainer, with `fused=False`: the per-token log-probs and entropies of the completions come from the
-    model's logits at the completion positions (TRL's `selective_log_softmax_and_entropy`) instead of TRL's fused LM
-    head. Off CUDA that head projects every prompt position as well and recomputes the projection in backward tile
-    by tile; the plain logits give the same values (to float error, tests/test_rl_logprobs.py) in less time
-    (`make bench`). Multimodal inputs, MoE auxiliary losses and an fp32 LM head go to TRL's path."""
+    """TRL's GRPOTrainer, with two changes.
 
-    def __init__(self, *args, fused: bool = True, zero_variance: ZeroVarianceShare | None = None, **kwargs):
+    With `fused=False`, the per-token log-probs and entropies of the completions come from the model's logits at the
+    completion positions (TRL's `selective_log_softmax_and_entropy`) instead of TRL's fused LM head. Off CUDA that
+    head projects every prompt position as well and recomputes the projection in backward tile by tile; the plain
+    logits give the same values (to float error, tests/test_rl_logprobs.py) in less time (`make bench`). Multimodal
+    inputs, MoE auxiliary losses and an fp32 LM head go to TRL's path.
+
+    With `dynamic.enabled` (DAPO's dynamic sampling), each generation batch drops the groups whose weighted rewards
+    do not vary and draws groups of new prompts until every process holds as many varying groups as its batch has,
+    in at most `dynamic.max_rounds` rounds (then groups that did not vary fill it). Each round is TRL's own
+    generation and scoring, so advantages are TRL's, computed per round; every process takes part in every round,
+    drawing as many groups as the process furthest short needs. Refill prompts come from their own seeded order of
+    the RL prompts (`PromptStream`), whose position a checkpoint keeps."""
+
+    def __init__(self, *args, fused: bool = True, zero_variance: ZeroVarianceShare | None = None,
+                 dynamic: DynamicSamplingSection | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fused, self.zero_variance = fused, zero_variance
+        self.max_rounds = dynamic.max_rounds if dynamic and dynamic.enabled else 0
+        self.refills = PromptStream(len(self.train_dataset), self.args.seed + 1) if self.max_rounds else None
+        self._scored: torch.Tensor | None = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._scored = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._scored
+
+    def _constant_groups(self, rows: int) -> list[bool]:
+        """Whether each of this process's groups in the batch just scored got the same weighted reward throughout."""
+        start = self.accelerator.process_index * rows
+        scored = self._scored[start: start + rows]
+        rewards = (scored * self.reward_weights.to(scored.device)).nansum(dim=1)
+        rewards[torch.isnan(scored).all(dim=1)] = torch.nan
+        return constant_groups(rewards.cpu(), self.num_generations)
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.max_rounds or not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        k, rank, world = self.num_generations, self.accelerator.process_index, self.accelerator.num_processes
+        needed = len(inputs) // k
+        batches, groups, constant = [], [], []
+        while True:
+            batches.append(super()._generate_and_score_completions(inputs))
+            flags = self._constant_groups(len(inputs))
+            groups += [(len(batches) - 1, g) for g in range(len(flags))]
+            constant += flags
+            counts = self.accelerator.gather(torch.tensor(
+                [[max(needed - constant.count(False), 0), len(constant), constant.count(False)]],
+                device=self.accelerator.device)).view(-1, 3)
+            short, drawn, varying = counts[:, 0].max().item(), counts[:, 1].sum().item(), counts[:, 2].sum().item()
+            if not short or len(batches) == self.max_rounds:
+                break
+            draw = groups_to_draw(short, varying / drawn, needed)
+            ids = self.refills.take(draw * world)[rank * draw: (rank + 1) * draw]
+            inputs = [self.train_dataset[i] for i in ids for _ in range(k)]
+        kept = pick(constant, needed)
+        batch = join(batches, [(groups[g][0], groups[g][1] * k + i) for g in kept for i in range(k)],
+                     self._tokenizer.pad_token_id)
+        mask = batch["completion_mask"] * batch.get("tool_mask", 1)
+        batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        left = self.accelerator.gather(torch.tensor([sum(constant[g] for g in kept)], device=self.accelerator.device))
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/rounds"].append(len(batches))
+        metrics["dynamic_sampling/groups_drawn"].append(drawn)
+        metrics["dynamic_sampling/groups_dropped"].append(drawn - needed * world)
+        metrics["dynamic_sampling/zero_variance_share_after"].append(left.sum().item() / (needed * world))
+        return batch
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.max_rounds and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, REFILLS), "w") as f:
+                json.dump({"drawn": self.refills.drawn}, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """TRL's, and where the refill prompts' order stood (it is called with the checkpoint a resume starts from)."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.max_rounds and checkpoint is not None and os.path.exists(os.path.join(checkpoint, REFILLS)):
+            with open(os.path.join(checkpoint, REFILLS)) as f:
+                self.refills.drawn = json.load(f)["drawn"]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """TRL's logs with the zero-variance shares added before any callback (the console, metrics.jsonl, a
@@ -234,7 +306,7 @@ def build_trainer(cfg: Config, output_dir: Path, prompts, model, tokenizer, runt
         train_dataset=prompts.select_columns(["prompt", "answer", "id"]),
         processing_class=tokenizer,
         callbacks=[MetricsLog(output_dir / "metrics.jsonl"), NumericalGuard("rl"), CheckpointSeal()],
-        fused=use_fused_head(rl.logprobs), zero_variance=signal,
+        fused=use_fused_head(rl.logprobs), zero_variance=signal, dynamic=rl.dynamic_sampling,
     )
     if rl.curve_every and runtime is not None:
         problems, _ = held_out(cfg)  # the eval stage's, the curve's the first of them
@@ -307,12 +379,17 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
             "reward_last": last.get("reward"),
             "reward_mean": sum(m["reward"] for m in logged) / len(logged) if logged else None,
             # a log window without a whole generation batch has no share: it does not count as 0
+            # under dynamic sampling: over every group drawn, before the constant ones were dropped
             "zero_variance_share_mean": mean_present([m.get("zero_variance_share") for m in logged]),
             "zero_variance_accuracy_share_mean": mean_present([m.get("zero_variance_accuracy_share") for m in logged]),
             "clipped_ratio_mean": (
                 sum(m.get("completions/clipped_ratio", 0) for m in logged) / len(logged) if logged else None
             ),
             "prompts": stats.to_dict() | {"pool": pool, "used": len(prompts)},
+            **({"dynamic_sampling": {
+                name: mean_present([m.get(f"dynamic_sampling/{name}") for m in logged])
+                for name in ("rounds", "groups_drawn", "groups_dropped", "zero_variance_share_after")
+            }} if cfg.rl.dynamic_sampling.enabled else {}),
         }
 
     entry = run_dir.run_stage("rl", fingerprint(cfg, run_dir), body, force=force,

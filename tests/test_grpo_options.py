@@ -6,20 +6,14 @@ import dataclasses
 import pytest
 from trl import GRPOConfig
 
-from coldstart.config import RlSection, load_config
+from coldstart.config import GRPO_OPTIONS, RlSection, load_config
 from coldstart.errors import ColdstartError
 from coldstart.training import trainer_kwargs
-
-NAMED = ("beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "mask_truncated_completions",
-         "top_entropy_quantile", "entropy_coef", "use_adaptive_entropy", "entropy_coef_min", "entropy_coef_max",
-         "entropy_coef_delta", "entropy_target", "vllm_importance_sampling_correction",
-         "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_min", "vllm_importance_sampling_clip_max")
-
 
 def test_the_named_options_default_to_trls_defaults():
     ours = {f.name: f.default for f in dataclasses.fields(RlSection)}
     trl = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
-    for name in NAMED:
+    for name in GRPO_OPTIONS:
         assert ours[name] == trl[name], name
 
 

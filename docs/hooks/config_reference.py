@@ -2,7 +2,8 @@
 
 Every field of every section with its type, its help and its default as `coldstart config` prints it (the defaults
 are read back from that same YAML), so the page cannot drift from the code; `tests/test_docs.py` checks it against
-the command's output. The page `configuration.md` holds a marker that this hook replaces with the reference.
+the command's output. The page `configuration.md` holds a marker that this hook replaces with the reference, and
+`own-model-and-data.md` one it replaces with the table of TRL's GRPO options that `rl` names.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from coldstart.config import Config, _type_name, dump_config, load_config
+from coldstart.config import GRPO_OPTIONS, Config, _type_name, dump_config, load_config
 
 PAGE = "configuration.md"
 MARKER = "<!-- configuration reference -->"
+OPTIONS_PAGE, OPTIONS_MARKER = "own-model-and-data.md", "<!-- grpo options -->"
 # the TRL config each section's `trl` fields go to, as they are
 TRL_CONFIGS = {"warmup": "trl.SFTConfig", "rl": "trl.GRPOConfig"}
 
@@ -92,11 +94,23 @@ def parse_rows(text: str) -> dict[str, str]:
     return dict(field.findall(text))
 
 
+def grpo_options() -> str:
+    """The GRPO options `rl` names as a table: key, default (TRL's), help."""
+    rows = {r.key: r for s in sections() for r in s.rows}
+    out = ["| Option | Default (TRL's) | What it does |", "|---|---|---|"]
+    for name in GRPO_OPTIONS:
+        r = rows[f"rl.{name}"]
+        out.append(f"| `rl.{name}` | `{r.default}` | {_text(r.help).replace('|', '&#124;')} |")
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown_text: str, page, config, files) -> str:
-    if page.file.src_uri != PAGE:
+    page_name = page.file.src_uri
+    if page_name not in (PAGE, OPTIONS_PAGE):
         return markdown_text
-    if MARKER not in markdown_text:
+    marker, text = (MARKER, markdown) if page_name == PAGE else (OPTIONS_MARKER, grpo_options)
+    if marker not in markdown_text:
         from mkdocs.exceptions import PluginError
 
-        raise PluginError(f"{PAGE} lost its marker {MARKER}: the configuration reference has nowhere to go")
-    return markdown_text.replace(MARKER, markdown())
+        raise PluginError(f"{page_name} lost its marker {marker}: the generated text has nowhere to go")
+    return markdown_text.replace(marker, text())
