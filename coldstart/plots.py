@@ -168,6 +168,8 @@ def compare_figures(results: dict[str, Any], curves: dict[str, list[dict[str, An
         diagnostic_figures(results, diagnostics, out)
     if results.get("curves"):
         learning_curves_figure(results["curves"], out / "learning_curves.png")
+    if results.get("pass_at_k"):
+        pass_at_k_figure(results["pass_at_k"], out / "pass_at_k.png")
     if results.get("ood"):
         ood_figure(results, out / "ood.png")
     if results.get("mechanism_policies"):
@@ -186,6 +188,24 @@ def learning_curves_figure(curves: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("greedy held-out accuracy %")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Learning curves during GRPO (mean over seeds)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def pass_at_k_figure(coverage: dict[str, Any], path: Path) -> None:
+    """pass@k against k per start, after the warm-up (dashed) and after GRPO (solid), the mean over seeds."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours: dict[str, Any] = {}
+    for name, points in coverage["arms"].items():
+        start, after_rl = name.removesuffix("+grpo"), name.endswith("+grpo")
+        line = ax.plot(coverage["k"], [100 * p["accuracy"] for p in points], marker="o", color=colours.get(start),
+                       linestyle="-" if after_rl else "--", label=name)[0]
+        colours.setdefault(start, line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(coverage["k"], [str(k) for k in coverage["k"]])
+    ax.set_xlabel("k (sampled completions per problem)")
+    ax.set_ylabel("pass@k % on held-out problems")
+    ax.set_title("Coverage before (dashed) and after (solid) GRPO, mean over seeds")
     ax.legend(fontsize=8)
     _save(fig, path)
 

@@ -34,6 +34,7 @@ from coldstart.statistics import (
     mean_present,
     minimum_detectable_effect,
     paired_difference,
+    pass_at_k,
     rank_associations,
     seed_problem_interval,
 )
@@ -279,6 +280,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
         associations = rank_associations({key: [s[key] for s in signal.values()] for key in BEFORE_RL},
                                          [s["rl_gain"] for s in signal.values()])
     curves = learning_curves(runs, starts, seeds, pairs) if rl else {}
+    coverage = pass_at_k_curves(correct, starts, seeds, models, samples, arm) if samples else {}
     ood = _out_of_distribution(correct, starts, seeds, models, pairs, arm)
     stability = {f"{start}-seed{seed}": warmup_stability(runs[f"{start}-seed{seed}"])
                  for start in starts for seed in seeds if start != "base"}
@@ -286,6 +288,7 @@ def analyse(study: dict[str, Any], runs: dict[str, RunDir], regrade: bool = Fals
               for name in accuracy}
     results = {"study": study, "arms": accuracy, "rl_gain": rl_gain, "comparisons": comparisons, "seeds": seeds,
                "adjusted": adjusted, **({"curves": curves} if curves else {}),
+               **({"pass_at_k": coverage} if coverage else {}),
                "stability": stability, "seed_spread": spread, **({"ood": ood} if ood else {}),
                **({"mechanism": _mechanism(mechanism)} if mechanism else {})}
     if mechanism:
@@ -315,6 +318,28 @@ def _is_matched(arm: str) -> bool:
 
 def _loss(arm: str) -> str:
     return "none" if arm == "base" else start_parts(arm)[0]
+
+
+def pass_at_k_curves(correct: dict[tuple[str, int], dict[str, list[float]]], starts: list[str], seeds: list[int],
+                     models: list[str], samples: int, arm) -> dict[str, Any]:
+    """Coverage, from the eval's `samples` sampled completions per held-out problem: each arm's pass@k for k = 1, 2,
+    4, ... up to `samples` (unbiased per problem, then `_interval` over problems and seeds), and per start what GRPO
+    changed at the largest k, paired by problem: a negative change is GRPO narrowing what the policy can solve."""
+    ks = [2 ** i for i in range(samples.bit_length()) if 2 ** i <= samples]
+
+    def per_problem(start: str, seed: int, model: str, k: int) -> list[float]:
+        return [pass_at_k(samples, round(score * samples), k) for score in correct[(start, seed)][model]]
+
+    out: dict[str, Any] = {"k": ks, "arms": {}, "rl_change": {}}
+    for start in starts:
+        for model in models:
+            out["arms"][arm(start, model)] = [
+                _interval([per_problem(start, seed, model, k) for seed in seeds], "accuracy", 1.0) for k in ks]
+        if "rl" in models:
+            out["rl_change"][start] = _interval(
+                [[a - b for a, b in zip(per_problem(start, seed, "rl", ks[-1]), per_problem(start, seed, "warmup", ks[-1]))]
+                 for seed in seeds], "difference", 1.0)
+    return out
 
 
 def learning_curves(runs: dict[str, RunDir], starts: list[str], seeds: list[int],

@@ -296,6 +296,27 @@ def curves_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def coverage_section(results: dict[str, Any]) -> list[str]:
+    """Per arm, pass@k at each k the eval's samples allow; per start, what GRPO changed at the largest k."""
+    coverage = results.get("pass_at_k")
+    if not coverage:
+        return []
+    ks, top = coverage["k"], coverage["k"][-1]
+    lines = ["", "## Coverage: pass@k before and after GRPO", "",
+             f"pass@k % on the held-out problems from eval.num_samples = {results['samples']} sampled completions per "
+             "problem (unbiased estimator), means over seeds with 95% intervals over problems and seeds. Whether GRPO "
+             "narrows what a policy can solve shows at the largest k. `pass_at_k.png` draws them.", "",
+             "| arm | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for name, points in coverage["arms"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{_pct(p['accuracy'])} {_ci(p)}" for p in points) + " |")
+    if coverage["rl_change"]:
+        lines += ["", f"| start | pass@{top} after GRPO - before (points) | 95% CI | MDE (points) | shown |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {start} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {100 * d['mde']:.1f} | "
+                  f"{'yes' if d['significant'] else 'no'} |" for start, d in coverage["rl_change"].items()]
+    return lines
+
+
 def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:
     p = (f"{d['mcnemar_p']:.3f} | " if "mcnemar_p" in d else "- | ") if mcnemar else ""
     return f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {p}{'yes' if d['significant'] else 'no'} |"
@@ -331,6 +352,7 @@ def render(results: dict[str, Any]) -> str:
                   "|---|---|---|---|" + ("---|" if mcnemar else "")]
         lines += [_difference_row(start, g, bool(mcnemar)) for start, g in results["rl_gain"].items()]
     lines += curves_section(results)
+    lines += coverage_section(results)
     if results.get("adjusted"):
         lines += ["", "## After GRPO at equal accuracy after warm-up", "",
                   "Analysis of covariance over seeds: accuracy after GRPO = the start's level + one slope x accuracy "

@@ -261,6 +261,36 @@ def test_comparison_intervals_count_seeds_and_problems(tmp_path):
     assert results["comparisons"]["RL gain of cadft vs sft"]["difference"] == pytest.approx(1 / 8 - 2 / 8)
 
 
+def test_pass_at_k_curves_per_arm_and_what_grpo_changed_at_the_largest_k(tmp_path):
+    """Sampled records (4 samples per problem) of one start and seed: pass@1, @2, @4 per arm from the unbiased
+    estimator by hand, and GRPO's change at k = 4 paired by problem; in the report and its figure."""
+    from coldstart.config import load_config
+    from coldstart.eval.compare import analyse, study_of
+    from coldstart.eval.report import render
+    from coldstart.plots import pass_at_k_figure
+    from coldstart.runs import RunDir, write_jsonl
+
+    samples_correct = {"warmup": [1, 0, 4, 2], "rl": [3, 0, 4, 0]}  # GRPO sharpened p0, lost p3
+    run = RunDir(tmp_path / "cadft-seed1")
+    (run.root / "eval").mkdir(parents=True)
+    write_jsonl(run.root / "eval" / "records.jsonl", [
+        {"model": m, "id": f"p{i}", "correct": c > 2, "samples_correct": c, "num_samples": 4}
+        for m, counts in samples_correct.items() for i, c in enumerate(counts)])
+    cfg = load_config(None, ["compare.starts=[cadft]", "compare.seeds=[1]", "eval.num_samples=4"])
+    coverage = analyse(study_of(cfg), {"cadft-seed1": run})["pass_at_k"]
+    assert coverage["k"] == [1, 2, 4]
+    # pass@2 of c correct in 4: 1 - C(4-c, 2)/6 -> c=1: 1/2, c=2: 5/6, c=3: 1, c=4: 1
+    warm, after = coverage["arms"]["cadft"], coverage["arms"]["cadft+grpo"]
+    assert [p["accuracy"] for p in warm] == pytest.approx([7 / 16, (0.5 + 1 + 5 / 6) / 4, 3 / 4])
+    assert [p["accuracy"] for p in after] == pytest.approx([7 / 16, 2 / 4, 2 / 4])
+    assert coverage["rl_change"]["cadft"]["difference"] == pytest.approx(-1 / 4)
+    results = analyse(study_of(cfg), {"cadft-seed1": run})
+    text = render(results)
+    assert "## Coverage: pass@k before and after GRPO" in text and "| cadft | -25.0 |" in text
+    pass_at_k_figure(coverage, tmp_path / "pass_at_k.png")
+    assert (tmp_path / "pass_at_k.png").stat().st_size > 0
+
+
 def test_a_model_graded_before_on_the_same_problems_is_read_back(tiny_cfg, tiny_dir, tmp_path, runtime, monkeypatch):
     """Two runs side by side (as `compare` puts the base start's seeds) grade the same model folder once; another
     problem set, other settings, another way of loading the model (its dtype) or another folder content grade
