@@ -764,6 +764,11 @@ def grpo_problem(rl: RlSection) -> tuple[str, str] | None:
         (bool(rl.trainer.get("sync_ref_model")) and rl.beta == 0, "trainer.sync_ref_model",
          "needs beta > 0: with beta 0 TRL loads no reference model to synchronise (TRL refuses it)"),
         (rl.dynamic_sampling.max_rounds < 1, "dynamic_sampling.max_rounds", "must be at least 1"),
+        (rl.dynamic_sampling.enabled and rl.scale_rewards == "batch", "dynamic_sampling.enabled",
+         "needs scale_rewards group or none: each round's batch-wide std would count the groups it drops"),
+        (rl.dynamic_sampling.enabled and rl.trainer.get("multi_objective_aggregation") == "normalize_then_sum",
+         "dynamic_sampling.enabled", "needs multi_objective_aggregation sum_then_normalize: groups are dropped on "
+         "their weighted reward"),
         (rl.dynamic_sampling.enabled and local % rl.num_generations != 0, "dynamic_sampling.enabled",
          f"each process's generation batch (per_device_train_batch_size x steps_per_generation = {local}) must hold "
          f"whole groups of num_generations = {rl.num_generations} for groups to be dropped and refilled"),

@@ -47,10 +47,13 @@ def pick(constant: list[bool], needed: int) -> list[int]:
     return sorted((varying + rest)[:needed]) if len(varying) < needed else varying[:needed]
 
 
-def join(batches: list[dict], rows: list[tuple[int, int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+def join(batches: list[dict], rows: list[tuple[int, int]], pad_token_id: int,
+         pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
     """One batch from rows (batch index, row index) of TRL's scored generation batches, re-padded to a common width
-    (prompts on the left, completions on the right). `num_items_in_batch` is left to the caller: it counts the
-    loss tokens over every process."""
+    (prompts on the left, completions on the right, as TRL pads) and the prompts' left padding that every row
+    shares cut. A row from a narrower batch gains left padding, which shifts its positions; with rotary positions
+    that changes its log-probs only by float rounding, so the old log-probs computed with its round still hold.
+    `num_items_in_batch` is left to the caller: it counts the loss tokens over every process."""
     out = {}
     for key, value in batches[0].items():
         if key == "num_items_in_batch":
@@ -62,7 +65,11 @@ def join(batches: list[dict], rows: list[tuple[int, int]], pad_token_id: int) ->
         if key not in PADDING:
             raise ValueError(f"dynamic sampling joins text batches only; it cannot join {key!r}")
         side, fill = PADDING[key]
-        out[key] = pad(picked, padding_value=pad_token_id if fill is None else fill, padding_side=side)
+        out[key] = pad(picked, padding_value=pad_token_id if fill is None else fill, padding_side=side,
+                       pad_to_multiple_of=pad_to_multiple_of)
+    if "prompt_mask" in out and not pad_to_multiple_of:
+        shared = int((out["prompt_mask"].cumsum(dim=1) == 0).all(dim=0).sum())
+        out["prompt_ids"], out["prompt_mask"] = out["prompt_ids"][:, shared:], out["prompt_mask"][:, shared:]
     return out
 
 

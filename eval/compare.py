@@ -323,9 +323,9 @@ def _loss(arm: str) -> str:
 def pass_at_k_curves(correct: dict[tuple[str, int], dict[str, list[float]]], starts: list[str], seeds: list[int],
                      models: list[str], samples: int, arm) -> dict[str, Any]:
     """Coverage, from the eval's `samples` sampled completions per held-out problem: each arm's pass@k for k = 1, 2,
-    4, ... up to `samples` (unbiased per problem, then `_interval` over problems and seeds), and per start what GRPO
+    4, ... and `samples` (unbiased per problem, then `_interval` over problems and seeds), and per start what GRPO
     changed at the largest k, paired by problem: a negative change is GRPO narrowing what the policy can solve."""
-    ks = [2 ** i for i in range(samples.bit_length()) if 2 ** i <= samples]
+    ks = sorted({2 ** i for i in range(samples.bit_length())} | {samples})
 
     def per_problem(start: str, seed: int, model: str, k: int) -> list[float]:
         return [pass_at_k(samples, round(score * samples), k) for score in correct[(start, seed)][model]]

@@ -72,7 +72,7 @@ class ZeroVarianceShare:
         self.names, self.weights, self.k, self.threshold = [f.__name__ for f in funcs], weights, num_generations, threshold
         self.funcs = [self._recording(f) for f in funcs]
         self.pending: dict[str, list[float]] = {}
-        self.shares: dict[str, list[float]] = {"zero_variance_share": [], "zero_variance_accuracy_share": []}
+        self.counts: dict[str, list[int]] = {}  # share -> [constant groups, groups] since the last pop
 
     def _recording(self, func):
         def recorded(*args, **kwargs):
@@ -87,23 +87,29 @@ class ZeroVarianceShare:
         return recorded
 
     def _count(self, per_func: list[list[float]]) -> None:
-        rows = [[r if r is not None else 0.0 for r in row] for row in zip(*per_func)]
+        rows = [list(row) for row in zip(*per_func)]
         if num_processes() > 1:
             rows = gather_object(rows)
         if not rows or len(rows) % self.k:
             return
-        constant = constant_groups([sum(w * r for w, r in zip(self.weights, row)) for row in rows], self.k)
-        self.shares["zero_variance_share"].append(sum(constant) / len(constant))
+        nan = float("nan")
+        # as TRL weighs them: a reward function's None is left out, a completion none of them scored is NaN
+        weighted = [sum(w * r for w, r in zip(self.weights, row) if r is not None)
+                    if any(r is not None for r in row) else nan for row in rows]
+        self._add("zero_variance_share", constant_groups(weighted, self.k))
         if "accuracy" in self.names:
             i = self.names.index("accuracy")
-            constant = constant_groups([row[i] for row in rows], self.k)
-            self.shares["zero_variance_accuracy_share"].append(sum(constant) / len(constant))
+            self._add("zero_variance_accuracy_share", constant_groups([nan if r[i] is None else r[i] for r in rows], self.k))
+
+    def _add(self, name: str, constant: list[bool]) -> None:
+        counts = self.counts.setdefault(name, [0, 0])
+        counts[0] += sum(constant)
+        counts[1] += len(constant)
 
     def pop(self, step: int) -> dict[str, float]:
-        """The mean shares over the generation batches since the last call (none when there was none)."""
-        out = {name: sum(v) / len(v) for name, v in self.shares.items() if v}
-        for v in self.shares.values():
-            v.clear()
+        """The shares over every group of the generation batches since the last call (none when there was none)."""
+        out = {name: constant / total for name, (constant, total) in self.counts.items()}
+        self.counts = {}
         share = out.get("zero_variance_share")
         if share is not None and share >= self.threshold:
             logger.warning(
@@ -169,6 +175,11 @@ class GRPOTrainer(trl.GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.fused, self.zero_variance = fused, zero_variance
         self.max_rounds = dynamic.max_rounds if dynamic and dynamic.enabled else 0
+        local = self.args.generation_batch_size // self.accelerator.num_processes
+        if self.max_rounds and local % self.num_generations:
+            raise ColdstartError(
+                f"rl.dynamic_sampling: each process's generation batch ({local} completions) must hold whole groups "
+                f"of num_generations = {self.num_generations} for groups to be dropped and refilled")
         self.refills = PromptStream(len(self.train_dataset), self.args.seed + 1) if self.max_rounds else None
         self._scored: torch.Tensor | None = None
 
@@ -189,8 +200,10 @@ class GRPOTrainer(trl.GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         k, rank, world = self.num_generations, self.accelerator.process_index, self.accelerator.num_processes
         needed = len(inputs) // k
-        batches, groups, constant = [], [], []
+        batches, groups, constant, rows = [], [], [], []
+        logged = {name: len(values) for name, values in self._metrics["train"].items()}
         while True:
+            rows.append(len(inputs))
             batches.append(super()._generate_and_score_completions(inputs))
             flags = self._constant_groups(len(inputs))
             groups += [(len(batches) - 1, g) for g in range(len(flags))]
@@ -204,9 +217,10 @@ class GRPOTrainer(trl.GRPOTrainer):
             draw = groups_to_draw(short, varying / drawn, needed)
             ids = self.refills.take(draw * world)[rank * draw: (rank + 1) * draw]
             inputs = [self.train_dataset[i] for i in ids for _ in range(k)]
+        self._merge_rounds(logged, rows)
         kept = pick(constant, needed)
         batch = join(batches, [(groups[g][0], groups[g][1] * k + i) for g in kept for i in range(k)],
-                     self._tokenizer.pad_token_id)
+                     self._tokenizer.pad_token_id, self.pad_to_multiple_of)
         mask = batch["completion_mask"] * batch.get("tool_mask", 1)
         batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
         left = self.accelerator.gather(torch.tensor([sum(constant[g] for g in kept)], device=self.accelerator.device))
@@ -216,6 +230,15 @@ class GRPOTrainer(trl.GRPOTrainer):
         metrics["dynamic_sampling/groups_dropped"].append(drawn - needed * world)
         metrics["dynamic_sampling/zero_variance_share_after"].append(left.sum().item() / (needed * world))
         return batch
+
+    def _merge_rounds(self, logged: dict[str, int], rows: list[int]) -> None:
+        """TRL logs its figures (reward, lengths, ...) once per call; a step's refill rounds are smaller than its
+        first, so each figure logged once per round becomes one mean over the rounds weighted by their rows."""
+        for name, values in self._metrics["train"].items():
+            new = values[logged.get(name, 0):]
+            if len(new) == len(rows) > 1:
+                del values[logged.get(name, 0):]
+                values.append(sum(v * n for v, n in zip(new, rows)) / sum(rows))
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -81,6 +81,16 @@ def test_picking_and_drawing_by_hand():
     assert groups_to_draw(1, 0.4, 4) == 3
 
 
+def test_figures_logged_once_per_round_become_one_mean_weighted_by_rows():
+    from types import SimpleNamespace
+
+    metrics = {"train": {"reward": [0.9, 0.5, 1.0], "step_time": [3.0], "completions/mean_length": [10.0, 20.0]}}
+    GRPOTrainer._merge_rounds(SimpleNamespace(_metrics=metrics), {"reward": 1, "step_time": 1}, rows=[8, 2])
+    assert metrics["train"]["reward"] == [0.9, pytest.approx((0.5 * 8 + 1.0 * 2) / 10)]
+    assert metrics["train"]["step_time"] == [3.0]  # not logged by the rounds
+    assert metrics["train"]["completions/mean_length"] == [pytest.approx(12.0)]
+
+
 def test_the_refill_order_is_seeded_passes_and_resumes():
     stream = PromptStream(5, seed=3)
     first = stream.take(7)
@@ -98,7 +108,8 @@ def test_join_repads_prompts_left_and_completions_right():
          "completion_ids": torch.tensor([[9, 9, 9]]), "completion_mask": torch.tensor([[1, 1, 1]]),
          "advantages": torch.tensor([-1.0]), "num_items_in_batch": torch.tensor(3)}
     out = join([a, b], [(1, 0), (0, 0)], pad_token_id=2)
-    assert out["prompt_ids"].tolist() == [[2, 2, 8], [0, 5, 6]] and out["prompt_mask"].tolist() == [[0, 0, 1], [0, 1, 1]]
+    # both rows' first prompt column is padding: it is cut
+    assert out["prompt_ids"].tolist() == [[2, 8], [5, 6]] and out["prompt_mask"].tolist() == [[0, 1], [1, 1]]
     assert out["completion_ids"].tolist() == [[9, 9, 9], [7, 0, 2]]
     assert out["completion_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert out["advantages"].tolist() == [-1.0, 0.5] and "num_items_in_batch" not in out

@@ -34,6 +34,12 @@ def test_the_named_options_default_to_trls_defaults():
     (["rl.vllm_importance_sampling_mode=sequence_truncate", "rl.vllm_importance_sampling_clip_max=null"],
      "rl.vllm_importance_sampling_mode"),
     (["rl.trainer={sync_ref_model: true}"], "rl.trainer.sync_ref_model"),
+    # dynamic sampling drops groups on their weighted reward, with advantages normalised within each group
+    (["rl.dynamic_sampling.max_rounds=0"], "rl.dynamic_sampling.max_rounds"),
+    (["rl.dynamic_sampling.enabled=true", "rl.per_device_train_batch_size=6"], "rl.dynamic_sampling.enabled"),
+    (["rl.dynamic_sampling.enabled=true", "rl.scale_rewards=batch"], "rl.dynamic_sampling.enabled"),
+    (["rl.dynamic_sampling.enabled=true", "rl.trainer={multi_objective_aggregation: normalize_then_sum}"],
+     "rl.dynamic_sampling.enabled"),
 ])
 def test_a_bad_option_is_refused_by_name(sets, field):
     with pytest.raises(ColdstartError, match=field.replace(".", r"\.") + ":"):
