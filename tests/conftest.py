@@ -1,6 +1,13 @@
-"""Shared fixtures: the embedded model's real tokenizer and tiny random models built from a config."""
+"""Shared fixtures: the embedded model's real tokenizer, tiny random models built from a config, and a launch of
+two processes."""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +152,17 @@ def tiny_cfg(tmp_path):
             "warmup.save_steps=1",
         ],
     )
+
+
+def launch_two(script, *args, cwd, timeout: int = 600):
+    """`accelerate launch --num_processes 2` of `script` with `args`, on CPU (gloo, the DDP config) and a free port;
+    the finished process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(root / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+                           "--main_process_port", str(port), str(script), *map(str, args)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

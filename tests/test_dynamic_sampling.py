@@ -5,11 +5,7 @@ processes each fill their own share."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -21,7 +17,7 @@ from trl import GRPOConfig
 from coldstart.config import DynamicSamplingSection
 from coldstart.dynamic_sampling import PromptStream, constant_groups, groups_to_draw, join, pick
 from coldstart.stages.rl import GRPOTrainer
-from tests.conftest import make_tiny_model
+from tests.conftest import launch_two, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = 16
@@ -183,15 +179,7 @@ def test_two_processes_each_fill_their_share(tmp_path, tokenizer):
     make_tiny_model(tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     (tmp_path / "worker.py").write_text(WORKER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-                           "--main_process_port", str(port), str(tmp_path / "worker.py"), str(model_dir),
-                           str(tmp_path / "out"), str(ROOT)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = launch_two(tmp_path / "worker.py", model_dir, tmp_path / "out", ROOT, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank in ranks:

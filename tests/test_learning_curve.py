@@ -10,7 +10,7 @@ from coldstart.config import load_config
 from coldstart.data import rl_prompts
 from coldstart.runs import read_jsonl
 from coldstart.runtime import Runtime
-from tests.conftest import make_tiny_model
+from tests.conftest import launch_two, make_tiny_model
 
 
 def test_the_curve_area_by_hand():
@@ -88,25 +88,11 @@ rl.build_trainer(cfg, out, prompts, model, tokenizer, runtime).train()
 def test_the_curve_in_two_processes_grades_each_share_and_writes_once(tmp_path, tokenizer):
     """Under `accelerate launch --num_processes 2` each process grades half of the problems at every point, and
     the main process writes each point once, counting all of them."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
     model_dir = tmp_path / "model"
     make_tiny_model(tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     (tmp_path / "worker.py").write_text(CURVE_WORKER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(root / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-                           "--main_process_port", str(port), str(tmp_path / "worker.py"), str(model_dir),
-                           str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = launch_two(tmp_path / "worker.py", model_dir, tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     curve = read_jsonl(tmp_path / "out" / "curve.jsonl")
     log = done.stdout[-2000:] + done.stderr[-3000:]
