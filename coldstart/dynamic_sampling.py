@@ -21,6 +21,15 @@ PADDING = {
 TOLERANCE = 1e-6  # a group whose rewards differ by at most this is constant (float32 sums such as 1 + 0.2 differ by ~1e-7)
 
 
+def weighted_rewards(rewards, weights) -> torch.Tensor:
+    """Each completion's reward as TRL weighs it, from its reward functions' values `(completions, functions)`: the
+    weighted sum, a function's NaN (it did not score the completion) left out, NaN where none scored it."""
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    total = (rewards * torch.as_tensor(weights, dtype=torch.float64, device=rewards.device)).nansum(dim=1)
+    total[torch.isnan(rewards).all(dim=1)] = torch.nan
+    return total
+
+
 def constant_groups(rewards: list[float] | torch.Tensor, k: int) -> list[bool]:
     """For consecutive groups of `k` rewards (TRL's order), whether each is constant: its rewards differ by at most
     `TOLERANCE`, NaNs (unscorable completions) left out; a group with none scorable is constant."""
@@ -44,7 +53,7 @@ def pick(constant: list[bool], needed: int) -> list[int]:
     varied, the first constant ones after them to fill it (their advantage is 0)."""
     varying = [i for i, c in enumerate(constant) if not c]
     rest = [i for i, c in enumerate(constant) if c]
-    return sorted((varying + rest)[:needed]) if len(varying) < needed else varying[:needed]
+    return sorted((varying + rest)[:needed])
 
 
 def join(batches: list[dict], rows: list[tuple[int, int]], pad_token_id: int,

@@ -291,8 +291,7 @@ def curves_section(results: dict[str, Any]) -> list[str]:
                                                           for s in steps) + " |")
     if curves["comparisons"]:
         lines += ["", "| comparison | difference (points) | 95% CI | MDE (points) | shown |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {100 * d['mde']:.1f} | "
-                  f"{'yes' if d['significant'] else 'no'} |" for name, d in curves["comparisons"].items()]
+        lines += [_mde_row(name, d) for name, d in curves["comparisons"].items()]
     return lines
 
 
@@ -312,9 +311,14 @@ def coverage_section(results: dict[str, Any]) -> list[str]:
     if coverage["rl_change"]:
         lines += ["", f"| start | pass@{top} after GRPO - before (points) | 95% CI | MDE (points) | shown |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {start} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {100 * d['mde']:.1f} | "
-                  f"{'yes' if d['significant'] else 'no'} |" for start, d in coverage["rl_change"].items()]
+        lines += [_mde_row(start, d) for start, d in coverage["rl_change"].items()]
     return lines
+
+
+def _mde_row(name: str, d: dict[str, Any]) -> str:
+    """A difference over seeds as a row: points, 95% CI, minimum detectable effect, shown."""
+    return (f"| {name} | {100 * d['difference']:+.1f} | {_ci(d, '+.1f')} | {100 * d['mde']:.1f} | "
+            f"{'yes' if d['significant'] else 'no'} |")
 
 
 def _difference_row(name: str, d: dict[str, Any], mcnemar: bool) -> str:

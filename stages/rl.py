@@ -28,7 +28,7 @@ from coldstart.benchmarks import held_out
 from coldstart.compatibility import use_fused_head
 from coldstart.config import Config, DynamicSamplingSection, settings
 from coldstart.data import rl_prompts
-from coldstart.dynamic_sampling import PromptStream, constant_groups, groups_to_draw, join, pick
+from coldstart.dynamic_sampling import PromptStream, constant_groups, groups_to_draw, join, pick, weighted_rewards
 from coldstart.eval.evaluate import grade
 from coldstart.generation import clean_generation_config
 from coldstart.runtime import Runtime, num_processes
@@ -63,9 +63,10 @@ class ZeroVarianceShare:
     TRL's own `frac_reward_zero_std` tests the group std with `isclose(std, 0)` (absolute tolerance 1e-8), and a
     group whose rewards are all 1.2 in float32 (accuracy 1 + format 0.2) has a std of 1.3e-7, so it misses most
     such groups. Here the reward functions are wrapped to see each generation batch's rewards, and a group counts
-    when its weighted rewards differ by at most 1e-6 (`coldstart.dynamic_sampling.constant_groups`). Groups are consecutive runs of `num_generations` completions
-    (TRL's order); in several processes each scores a contiguous slice of the generation batch, so the slices are
-    gathered, in process order, before groups are counted. A batch that does not hold whole groups is not counted.
+    when its weighted rewards differ by at most 1e-6 (`coldstart.dynamic_sampling.constant_groups`). Groups are
+    consecutive runs of `num_generations` completions (TRL's order); in several processes each scores a contiguous
+    slice of the generation batch, so the slices are gathered, in process order, before groups are counted. A batch
+    that does not hold whole groups is not counted.
     """
 
     def __init__(self, funcs: list, weights: list[float], num_generations: int, threshold: float):
@@ -87,19 +88,16 @@ class ZeroVarianceShare:
         return recorded
 
     def _count(self, per_func: list[list[float]]) -> None:
-        rows = [list(row) for row in zip(*per_func)]
+        # a reward function's None (it did not score the completion) is NaN, as TRL has it
+        rows = [[float("nan") if r is None else r for r in row] for row in zip(*per_func)]
         if num_processes() > 1:
             rows = gather_object(rows)
         if not rows or len(rows) % self.k:
             return
-        nan = float("nan")
-        # as TRL weighs them: a reward function's None is left out, a completion none of them scored is NaN
-        weighted = [sum(w * r for w, r in zip(self.weights, row) if r is not None)
-                    if any(r is not None for r in row) else nan for row in rows]
-        self._add("zero_variance_share", constant_groups(weighted, self.k))
+        rewards = torch.tensor(rows, dtype=torch.float64)
+        self._add("zero_variance_share", constant_groups(weighted_rewards(rewards, self.weights), self.k))
         if "accuracy" in self.names:
-            i = self.names.index("accuracy")
-            self._add("zero_variance_accuracy_share", constant_groups([nan if r[i] is None else r[i] for r in rows], self.k))
+            self._add("zero_variance_accuracy_share", constant_groups(rewards[:, self.names.index("accuracy")], self.k))
 
     def _add(self, name: str, constant: list[bool]) -> None:
         counts = self.counts.setdefault(name, [0, 0])
@@ -190,10 +188,8 @@ class GRPOTrainer(trl.GRPOTrainer):
     def _constant_groups(self, rows: int) -> list[bool]:
         """Whether each of this process's groups in the batch just scored got the same weighted reward throughout."""
         start = self.accelerator.process_index * rows
-        scored = self._scored[start: start + rows]
-        rewards = (scored * self.reward_weights.to(scored.device)).nansum(dim=1)
-        rewards[torch.isnan(scored).all(dim=1)] = torch.nan
-        return constant_groups(rewards.cpu(), self.num_generations)
+        scored = self._scored[start: start + rows].cpu()
+        return constant_groups(weighted_rewards(scored, self.reward_weights.cpu()), self.num_generations)
 
     def _generate_and_score_completions(self, inputs):
         if not self.max_rounds or not self.model.training:

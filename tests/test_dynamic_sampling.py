@@ -15,7 +15,7 @@ from datasets import Dataset
 from trl import GRPOConfig
 
 from coldstart.config import DynamicSamplingSection
-from coldstart.dynamic_sampling import PromptStream, constant_groups, groups_to_draw, join, pick
+from coldstart.dynamic_sampling import PromptStream, constant_groups, groups_to_draw, join, pick, weighted_rewards
 from coldstart.stages.rl import GRPOTrainer
 from tests.conftest import launch_two, make_tiny_model
 
@@ -68,6 +68,12 @@ def test_constant_groups_by_hand():
     assert constant_groups([1.2, 1.2, 0.0, 1.0, 0.5, 0.5 + 1e-7], 2) == [True, False, True]
     assert constant_groups([float("nan"), 1.0, float("nan"), float("nan")], 2) == [True, True]
     assert constant_groups(torch.tensor([float("nan"), 0.0, 1.0, 0.0]), 2) == [True, False]
+
+
+def test_weighted_rewards_leave_out_what_a_function_did_not_score():
+    nan = float("nan")
+    out = weighted_rewards([[1.0, 1.0], [nan, 1.0], [nan, nan]], [1.0, 0.2])
+    assert out[:2].tolist() == pytest.approx([1.2, 0.2]) and torch.isnan(out[2])
 
 
 def test_picking_and_drawing_by_hand():
