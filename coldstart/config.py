@@ -524,7 +524,8 @@ class RuntimeSection:
         "auto",
         "What the run computes in (coldstart.precision): a half precision trains under autocast around fp32 master "
         "weights and runs scoring, rollouts and evaluation on weights loaded in it. auto: bf16 on CUDA devices that "
-        "support it and on CPUs that multiply bf16 at least 2x as fast as fp32 (measured once, cached), else fp32.",
+        "support it, else fp32 (on a CPU bf16 is opt-in: it moved the quickstart's results; auto says when this CPU "
+        "multiplies bf16 at least 2x as fast as fp32).",
     )
 
 

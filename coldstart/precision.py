@@ -5,15 +5,18 @@ A half precision means two things, one per kind of work:
   `fp16`; a stage's own `bf16` setting overrides the run's);
 - work that only runs the model (scoring, handoff rollouts, evaluation) loads the weights in it.
 
-`auto` picks bf16 on a CUDA device that supports it, and on a CPU whose bf16 matrix multiply runs at least
-`CPU_BF16_SPEEDUP` times as fast as its fp32 one (AMX or avx512_bf16; measured once per CPU, thread count and torch
-version, and cached under COLDSTART_HOME); fp32 elsewhere. fp16 is never picked by `auto` (its range needs loss
-scaling, which TRL applies on CUDA only).
+`auto` picks bf16 on a CUDA device that supports it (as GPU recipes train) and fp32 elsewhere. On a CPU bf16 is
+opt-in: side by side on the quickstart, its accuracy after GRPO left fp32's interval on one seed of two
+(docs/performance.md, "Precision"), so a CPU result stays fp32's unless asked. Where the CPU's bf16 matrix multiply
+runs at least `CPU_BF16_SPEEDUP` times as fast as its fp32 one (AMX or avx512_bf16; measured once per CPU, thread
+count and torch version, and cached under COLDSTART_HOME), `auto` says that `bf16` would be faster. fp16 is never
+picked by `auto` (its range needs loss scaling, which TRL applies on CUDA only).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from typing import Literal
@@ -21,6 +24,8 @@ from typing import Literal
 import torch
 
 from coldstart.errors import ColdstartError
+
+logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,8 +89,10 @@ def resolve(setting: str, device: torch.device) -> Precision:
         return setting  # type: ignore[return-value]
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_bf16_speedup() >= CPU_BF16_SPEEDUP else "fp32"
+    if device.type == "cpu" and (speedup := cpu_bf16_speedup()) >= CPU_BF16_SPEEDUP:
+        logger.info("runtime.precision: auto is fp32 on a CPU; this one multiplies bf16 %.1fx as fast as fp32, so "
+                    "runtime.precision: bf16 would train faster, with results not shown equal to fp32's "
+                    "(docs/performance.md, Precision)", speedup)
     return "fp32"
 
 

@@ -16,11 +16,16 @@ from conftest import make_tiny_model
 MEASURED_SPEEDUP = precision.cpu_bf16_speedup  # the conftest replaces it in every test with an fp32 machine's
 
 
-def test_auto_picks_bf16_where_the_hardware_multiplies_it_fast(monkeypatch):
+def test_auto_picks_bf16_on_cuda_and_names_a_fast_cpus_bf16_without_picking_it(monkeypatch, caplog):
     cpu = torch.device("cpu")
-    for speedup, picked in [(6.1, "bf16"), (2.0, "bf16"), (1.9, "fp32"), (0.4, "fp32")]:
+    for speedup, hinted in [(6.1, True), (2.0, True), (1.9, False), (0.4, False)]:
         monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda s=speedup: s)
-        assert precision.resolve("auto", cpu) == picked
+        caplog.clear()
+        with caplog.at_level("INFO", logger="coldstart.precision"):
+            assert precision.resolve("auto", cpu) == "fp32"
+        assert ("bf16 would train faster" in caplog.text) == hinted
+        if hinted:
+            assert f"{speedup:.1f}x as fast" in caplog.text
     assert precision.resolve("fp32", cpu) == "fp32" and precision.resolve("bf16", cpu) == "bf16"
     with pytest.raises(ColdstartError, match="runtime.precision: fp16 .* needs a CUDA device"):
         precision.resolve("fp16", cpu)
