@@ -213,8 +213,11 @@ class WarmupSection:
     activation_checkpointing: bool | None = option(
         None, "Recompute activations in backward; null means on for CUDA and off on CPU.", trl=True
     )
-    keep_checkpoints: bool = option(
-        False, "Keep the resumable Trainer checkpoints once the stage has finished (optimizer state: ~3x the model)."
+    keep_checkpoints: bool | Literal["weights"] = option(
+        False,
+        "Keep the Trainer checkpoints once the stage has finished: true as they are, resumable (optimizer state: ~3x "
+        "the model); weights: their weights alone (what handoff.select_checkpoint and compare.mechanism read), "
+        "hard-linked to the final model's where they are the same.",
     )
     trainer: dict[str, Any] = option({}, "Any other trl.SFTConfig field, passed as it is.")
 

@@ -65,6 +65,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def link_if_identical(path: Path, original: Path) -> bool:
+    """Replace the file `path` by a hard link to `original` when their bytes are the same (a model saved unchanged
+    need not take its size on disk twice); whether it did. Where no link can be made (another file system), the
+    copy stays."""
+    if not (original.is_file() and path.stat().st_size == original.stat().st_size
+            and file_sha256(path) == file_sha256(original)):
+        return False
+    link = path.with_name(f".{path.name}.link")
+    try:
+        os.link(original, link)
+    except OSError:
+        return False
+    os.replace(link, path)
+    return True
+
+
 def tree_sha256(root: Path, skip: Callable[[Path], bool] = lambda p: False) -> str:
     """One hash of every file's relative path and content under `root` (or of `root` itself when it is a file)."""
     root = Path(root)
@@ -187,6 +203,23 @@ class RunDir:
         if entry and entry.get("status") == "done" and self.stage_dir(stage).is_dir():
             return entry
         return None
+
+    def adopt(self, stage: str, source: "RunDir") -> bool:
+        """Take `source`'s finished `stage` as this run's, its files hard-linked (no copy on disk), when this run has
+        none: for a run whose stage would compute the same thing. The stage's fingerprint travels with its folder,
+        so the stage still runs again, or refuses, if this run's config asks for something else. Whether adopted."""
+        entry = source.finished(stage)
+        if entry is None or self.stage_dir(stage).exists():
+            return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        work = self.partial_dir(stage)
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(source.stage_dir(stage), work, copy_function=os.link)
+        os.replace(work, self.stage_dir(stage))
+        self.update_stage(stage, **{**entry, "seconds": 0.0, "adopted_from": str(source.root), "ended": _now()})
+        logger.info("%s: the same as %s's, adopted (hard links)", stage, source.root)
+        return True
 
     def require(self, stage: str, by: str) -> Path:
         """The folder of a finished earlier stage that `by` reads; a clear error when it is not there."""

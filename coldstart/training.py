@@ -17,7 +17,7 @@ from trl.models import unwrap_model_for_generation
 from coldstart import compatibility, faults, generation, precision, runtime
 from coldstart.config import trl_kwargs
 from coldstart.errors import ColdstartError
-from coldstart.runs import is_checkpoint
+from coldstart.runs import is_checkpoint, link_if_identical
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,21 @@ class TrainedPolicy:
             return generation.generate(model, self._trainer.processing_class, prompts, **sampling)
 
 
-def stage_keep(keep_checkpoints: bool):
+RESUME_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt")
+
+
+def trim_checkpoints(output_dir: Path, final: Path) -> None:
+    """Checkpoints kept for their weights alone (`keep_checkpoints: weights`): what only a resume reads (optimizer,
+    scheduler and RNG state, ~3x the model) removed, and weights the same as `final`'s linked to them."""
+    for checkpoint in _checkpoints(output_dir):
+        for pattern in RESUME_STATE:
+            for path in checkpoint.glob(pattern):
+                path.unlink()
+        for weights in checkpoint.glob("*.safetensors"):
+            link_if_identical(weights, final / weights.name)
+
+
+def stage_keep(keep_checkpoints: bool | str):
     """What a training stage keeps of its folder when it finishes: not TRL's own model card beside the exported
     model (the exported folder gets coldstart's, `coldstart.cards`), and the checkpoints only when asked."""
     return lambda rel: rel.as_posix() != "README.md" and (keep_checkpoints or not is_checkpoint(rel))

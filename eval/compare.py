@@ -74,6 +74,10 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], runtime, force: list[str]
         for start in cfg.compare.starts:
             sub = start_config(cfg, start, seed)
             run_dir = RunDir(sub.run_dir)
+            if _is_matched(start) and "warmup" not in force:  # a '-matched' start's warm-up is its sibling's
+                if runtime.is_main:
+                    run_dir.adopt("warmup", RunDir(start_config(cfg, start.replace("-matched", ""), seed).run_dir))
+                runtime.wait()
             forced = False
             for stage in arm_stages(cfg):
                 forced = forced or stage in force

@@ -31,7 +31,7 @@ from coldstart.lengths import apply_length_policy
 from coldstart.mismatch import build_report, render_markdown, rollout_stats
 from coldstart.models import has_adapters, resolve_model_path
 from coldstart.plots import mismatch_figure, pass_rate_histogram
-from coldstart.runs import RunDir, read_jsonl, tree_sha256, write_jsonl
+from coldstart.runs import RunDir, link_if_identical, read_jsonl, tree_sha256, write_jsonl
 from coldstart.runtime import Runtime
 from coldstart.temperature import calibrate
 from coldstart.training import checkpoint_step, sealed_checkpoints
@@ -53,6 +53,8 @@ def export(cfg: Config, runtime: Runtime, final: Path, out: Path) -> dict[str, A
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    for weights in out.glob("*.safetensors"):  # unchanged weights (no LoRA merged): linked, not stored twice
+        link_if_identical(weights, final / weights.name)
     return {"merged_lora": has_adapters(final), "added_stop_ids": added}
 
 

@@ -30,6 +30,7 @@ from coldstart.plots import weights_over_training
 from coldstart.runs import RunDir, read_jsonl, tree_sha256
 from coldstart.training import (
     CheckpointSeal, MetricsLog, NumericalGuard, readable_console, resume_point, stage_keep, trainer_kwargs,
+    trim_checkpoints,
 )
 from coldstart.warmup_trainer import WarmupTrainer
 
@@ -158,6 +159,8 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         trainer.save_model(str(work / "final"))
         if not runtime.is_main:  # the report reads what the main process logged, and only its metrics are recorded
             return {}
+        if cfg.warmup.keep_checkpoints == "weights":
+            trim_checkpoints(work, work / "final")
         metrics = read_jsonl(work / "metrics.jsonl")
         losses = [m["loss"] for m in metrics if "loss" in m]
         out = {

@@ -697,3 +697,38 @@ def test_start_variants_and_the_pairs_compared():
     assert compared(["sft", "dft-matched"]) == [("dft-matched", "sft")]  # no cadft: the last start is the method's
     assert (start_config(cfg, "dft", 7).warmup.rewrite.enabled, start_config(cfg, "sft", 7).warmup.rewrite) == (
         True, cfg.warmup.rewrite)  # other losses keep the section as set: their warm-ups' fingerprints do not move
+
+
+def test_a_matched_start_adopts_its_siblings_warm_up_without_copying_it(tmp_path, runtime):
+    """A '-matched' start trains the same warm-up as its loss's start (only GRPO's temperature differs), so the
+    comparison hard-links that warm-up instead of training it again; --force warmup trains it anyway."""
+    from coldstart.config import load_config
+    from coldstart.eval.compare import run_matrix
+
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=study", "compare.starts=[dft, cadft, dft-matched]",
+                             "compare.seeds=[3]"])
+    trained = []
+
+    def warmup(sub, run_dir, runtime, force):
+        def body(work):
+            trained.append(sub.name)
+            (work / "final").mkdir()
+            (work / "final" / "model.safetensors").write_text(sub.warmup.loss)
+            return {"steps": 16}
+        fingerprint = {"seed": sub.seed, "warmup": sub.warmup.loss, "rewrite": sub.warmup.rewrite.enabled}
+        run_dir.run_stage("warmup", fingerprint, body, force=force)
+
+    stages = {"warmup": warmup, **{s: (lambda *a, **k: None) for s in ("handoff", "rl", "eval")}}
+    runs = run_matrix(cfg, stages, runtime, force=[])
+    assert trained == ["study/dft-seed3", "study/cadft-seed3"]
+    mine, sibling = (runs[f"{s}-seed3"].stage_dir("warmup") / "final" / "model.safetensors" for s in ("dft-matched", "dft"))
+    assert mine.read_text() == "dft" and mine.stat().st_ino == sibling.stat().st_ino
+    entry = runs["dft-matched-seed3"].finished("warmup")
+    assert entry["adopted_from"] == str(runs["dft-seed3"].root) and entry["seconds"] == 0.0
+    assert entry["metrics"] == {"steps": 16}
+
+    run_matrix(cfg, stages, runtime, force=[])  # finished: nothing trains, nothing is adopted again
+    assert len(trained) == 2
+    run_matrix(cfg, stages, runtime, force=["warmup"])
+    assert trained[2:] == ["study/dft-seed3", "study/cadft-seed3", "study/dft-matched-seed3"]
+    assert sibling.read_text() == "dft"  # forcing the matched start's warm-up left its sibling's files alone

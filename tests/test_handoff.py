@@ -1,4 +1,5 @@
 import copy
+import json
 
 import pytest
 import torch
@@ -73,6 +74,17 @@ def test_lora_merge_gives_the_adapter_models_logits(tmp_path, tokenizer, tiny_mo
         got = merged(input_ids=ids).logits
     assert not (tmp_path / "out" / "adapter_config.json").exists()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unchanged_model_is_exported_as_links_to_the_warmed_weights(tmp_path, tokenizer, tiny_model, runtime):
+    final = tmp_path / "final"
+    tiny_model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    cfg = load_config(None, [f"model.name_or_path={final}"])
+    export(cfg, runtime, final, tmp_path / "out")
+    weights = tmp_path / "out" / "model.safetensors"
+    assert weights.stat().st_ino == (final / "model.safetensors").stat().st_ino
+    assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["use_cache"]  # its own, not linked
 
 
 def test_rollout_stats_by_hand():

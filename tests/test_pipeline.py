@@ -103,7 +103,7 @@ def test_run_chains_every_stage(tmp_path, tokenizer, capsys):
 
 def test_compare_matrix_and_report(tmp_path, tokenizer):
     args = tiny_run_args("compare", tmp_path, tokenizer, "c", "handoff.report_demos=4", "compare.starts=[none, sft, cadft]",
-                         "eval.benchmarks=[arith-ood]", "warmup.keep_checkpoints=true", "compare.mechanism=[0.5, 1.0]",
+                         "eval.benchmarks=[arith-ood]", "warmup.keep_checkpoints=weights", "compare.mechanism=[0.5, 1.0]",
                          "compare.mechanism_minibatches=2", "rl.curve_every=1", "rl.curve_problems=4")
     assert main(args) == 0
     out = tmp_path / "c" / "compare"
@@ -114,6 +114,8 @@ def test_compare_matrix_and_report(tmp_path, tokenizer):
     assert (tmp_path / "c" / "mechanism" / "cadft-step1-seed42" / "gradients.png").is_file()
     checkpoint = json.loads((tmp_path / "c" / "mechanism" / "cadft-step1-seed42" / "results.json").read_text())
     assert checkpoint["model"] == "cadft-seed42/warmup/checkpoint-1"
+    warmup = tmp_path / "c" / "cadft-seed42" / "warmup"  # kept for its weights alone, which the mechanism read
+    assert not list(warmup.glob("checkpoint-*/optimizer.pt")) and (warmup / "checkpoint-1" / "model.safetensors").is_file()
     deciles = results["mechanism"]["cadft@step2-seed42"]["deciles"]
     assert set(deciles) == {"sft", "dft", "cadft"} and sum(d["samples"] for d in deciles["dft"]) == 8  # 2 minibatches of 4
     assert [r["claim"] for r in results["claims"]][:5] == ["stability (mechanism)", "stability", "generalization",

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from coldstart.errors import ColdstartError
-from coldstart.runs import RunDir, tree_sha256
+from coldstart.runs import RunDir, link_if_identical, tree_sha256
 
 
 def body_writing(text, calls):
@@ -91,3 +91,50 @@ def test_renamed_stage_with_interrupted_manifest_write_is_recognised(tmp_path):
     calls = []
     entry = run.run_stage("warmup", {"lr": 1}, body_writing("b", calls))
     assert entry["status"] == "done" and calls == []
+
+
+def test_an_adopted_stage_is_hard_linked_and_skipped_only_for_the_same_fingerprint(tmp_path):
+    source, run = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    assert not run.adopt("warmup", source)  # nothing finished to adopt
+    source.run_stage("warmup", {"lr": 1}, body_writing("a", []))
+    assert run.adopt("warmup", source)
+    assert (run.stage_dir("warmup") / "out.txt").stat().st_ino == (source.stage_dir("warmup") / "out.txt").stat().st_ino
+    assert not run.adopt("warmup", source)  # it has its own now
+    calls = []
+    run.run_stage("warmup", {"lr": 1}, body_writing("b", calls))
+    assert calls == []
+    with pytest.raises(ColdstartError, match=r"finished with another config \(lr: 1 -> 2\)"):
+        run.run_stage("warmup", {"lr": 2}, body_writing("b", calls))
+    run.run_stage("warmup", {"lr": 2}, body_writing("b", calls), force=True)
+    assert (run.stage_dir("warmup") / "out.txt").read_text() == "b"
+    assert (source.stage_dir("warmup") / "out.txt").read_text() == "a"
+
+
+def test_a_file_is_linked_to_its_original_only_when_their_bytes_are_the_same(tmp_path):
+    original, same, other = tmp_path / "o", tmp_path / "s", tmp_path / "d"
+    original.write_bytes(b"weights")
+    same.write_bytes(b"weights")
+    other.write_bytes(b"weighty")  # the same size, other bytes
+    assert link_if_identical(same, original) and same.stat().st_ino == original.stat().st_ino
+    assert not link_if_identical(other, original) and other.read_bytes() == b"weighty"
+    assert not link_if_identical(other, tmp_path / "missing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "o", "s"]
+
+
+def test_checkpoints_kept_for_their_weights_lose_their_resume_state_and_share_the_final_weights(tmp_path):
+    from coldstart.training import trim_checkpoints
+
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "model.safetensors").write_bytes(b"step 16")
+    for step, weights in ((8, b"step 8"), (16, b"step 16")):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(weights)
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "rng_state_1.pth", "config.json"):
+            (folder / name).write_text("x")
+    trim_checkpoints(tmp_path, final)
+    for step in (8, 16):
+        assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").iterdir()) == ["config.json", "model.safetensors"]
+    assert (tmp_path / "checkpoint-16" / "model.safetensors").stat().st_ino == (final / "model.safetensors").stat().st_ino
+    assert (tmp_path / "checkpoint-8" / "model.safetensors").read_bytes() == b"step 8"
