@@ -240,7 +240,7 @@ class SelectSection:
         False,
         "Hand over the warm-up checkpoint with the highest pass@k on a sample of RL prompts (k = rl.num_generations; "
         "ties: the lower zero-variance share, then the later step) instead of the last one. Needs "
-        "warmup.keep_checkpoints: true.",
+        "warmup.keep_checkpoints: true (or weights).",
     )
     candidates: int = option(0, "The last this many saved warm-up checkpoints, and the final model (0: all of them).")
     prompts: int = option(16, "RL prompts each candidate is rolled out on, rl.num_generations times each.")
@@ -855,7 +855,7 @@ def _check_values(cfg: Config, where: _Where) -> None:
         raise ColdstartError(f"{where(('handoff', 'curate', 'keep_rest'))}: must be within [0, 1]")
     if cfg.handoff.select_checkpoint.enabled and not cfg.warmup.keep_checkpoints:
         raise ColdstartError(f"{where(('handoff', 'select_checkpoint', 'enabled'))}: the warm-up deletes its "
-                             "checkpoints when it ends; set warmup.keep_checkpoints: true")
+                             "checkpoints when it ends; set warmup.keep_checkpoints: true (or weights)")
     if not 0.0 <= cfg.warmup.gate.drop_fraction < 1.0:
         raise ColdstartError(f"{where(('warmup', 'gate', 'drop_fraction'))}: must be within [0, 1)")
     m = cfg.compare
@@ -868,7 +868,7 @@ def _check_values(cfg: Config, where: _Where) -> None:
         kept = [f for f in m.mechanism if f < 1]
         if kept and not w.keep_checkpoints:
             raise ColdstartError(f"{where(('compare', 'mechanism'))}: checkpoints before the end are measured after the "
-                                 "warm-up, which deletes them; set warmup.keep_checkpoints: true")
+                                 "warm-up, which deletes them; set warmup.keep_checkpoints: true (or weights)")
         if kept:
             _check_kept_checkpoints(w, kept, where)
     for i, start in enumerate(cfg.compare.starts):

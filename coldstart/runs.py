@@ -69,10 +69,13 @@ def link_if_identical(path: Path, original: Path) -> bool:
     """Replace the file `path` by a hard link to `original` when their bytes are the same (a model saved unchanged
     need not take its size on disk twice); whether it did. Where no link can be made (another file system), the
     copy stays."""
+    if original.is_file() and path.samefile(original):
+        return True
     if not (original.is_file() and path.stat().st_size == original.stat().st_size
             and file_sha256(path) == file_sha256(original)):
         return False
     link = path.with_name(f".{path.name}.link")
+    link.unlink(missing_ok=True)  # left by a crash between the two steps below
     try:
         os.link(original, link)
     except OSError:
@@ -164,6 +167,15 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {' -> '.join(shown)}"]
 
 
+def _link_large(source: str, target: str) -> None:
+    """A hard link for a large file (weights: never written in place), a copy for a small one (a model card or a
+    config, which later stages rewrite in place, would otherwise change in both runs)."""
+    if os.path.getsize(source) >= 1 << 20:
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
 class RunDir:
     """One run's folder: `config.yaml`, `manifest.json` and a folder per stage."""
 
@@ -205,17 +217,17 @@ class RunDir:
         return None
 
     def adopt(self, stage: str, source: "RunDir") -> bool:
-        """Take `source`'s finished `stage` as this run's, its files hard-linked (no copy on disk), when this run has
-        none: for a run whose stage would compute the same thing. The stage's fingerprint travels with its folder,
+        """Take `source`'s finished `stage` as this run's, its large files hard-linked (no second copy on disk), when
+        this run has none: for a run whose stage would compute the same thing. The stage's fingerprint travels with its folder,
         so the stage still runs again, or refuses, if this run's config asks for something else. Whether adopted."""
         entry = source.finished(stage)
         if entry is None or self.stage_dir(stage).exists():
             return False
         self.root.mkdir(parents=True, exist_ok=True)
-        work = self.partial_dir(stage)
+        work = self.root / f".{stage}.adopting"  # not the partial folder a resumed attempt would train on from
         if work.exists():
             shutil.rmtree(work)
-        shutil.copytree(source.stage_dir(stage), work, copy_function=os.link)
+        shutil.copytree(source.stage_dir(stage), work, copy_function=_link_large)
         os.replace(work, self.stage_dir(stage))
         self.update_stage(stage, **{**entry, "seconds": 0.0, "adopted_from": str(source.root), "ended": _now()})
         logger.info("%s: the same as %s's, adopted (hard links)", stage, source.root)

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from coldstart.config import Config, settings, start_parts
+from coldstart.config import Config, dump_config, settings, start_parts
 from coldstart.errors import ColdstartError
 from coldstart.grading import is_correct
 from coldstart.models import model_fingerprint
@@ -75,8 +75,9 @@ def run_matrix(cfg: Config, run_stage: dict[str, Any], runtime, force: list[str]
             sub = start_config(cfg, start, seed)
             run_dir = RunDir(sub.run_dir)
             if _is_matched(start) and "warmup" not in force:  # a '-matched' start's warm-up is its sibling's
-                if runtime.is_main:
-                    run_dir.adopt("warmup", RunDir(start_config(cfg, start.replace("-matched", ""), seed).run_dir))
+                sibling = RunDir(start_config(cfg, start.replace("-matched", ""), seed).run_dir)
+                if runtime.is_main and run_dir.adopt("warmup", sibling):
+                    run_dir.write_config(dump_config(sub))
                 runtime.wait()
             forced = False
             for stage in arm_stages(cfg):
@@ -106,7 +107,7 @@ def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, tuple[in
                 folder = run.stage_dir("warmup") / ("final" if step >= steps else f"checkpoint-{step}")
                 if not folder.is_dir():
                     raise ColdstartError(f"compare.mechanism: {fraction:g} of the warm-up is step {step}, but {folder} "
-                                         "was not kept; set warmup.keep_checkpoints: true and a warmup.save_steps that "
+                                         "was not kept; set warmup.keep_checkpoints: true (or weights) and a warmup.save_steps that "
                                          "divides that step")
                 out[f"{arm_name(start)}@step{step}-seed{seed}"] = seed, folder
     return out

@@ -51,10 +51,13 @@ def export(cfg: Config, runtime: Runtime, final: Path, out: Path) -> dict[str, A
         model.generation_config.eos_token_id = listed + added
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    for linked in out.glob("*.safetensors"):  # a resumed attempt's links: saving writes files in place
+        linked.unlink()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    for weights in out.glob("*.safetensors"):  # unchanged weights (no LoRA merged): linked, not stored twice
-        link_if_identical(weights, final / weights.name)
+    if cfg.warmup.loss != "none":  # unchanged warmed weights (no LoRA merged): linked, not stored twice; never
+        for weights in out.glob("*.safetensors"):  # into a base model's folder, which its owner may re-save in place
+            link_if_identical(weights, final / weights.name)
     return {"merged_lora": has_adapters(final), "added_stop_ids": added}
 
 

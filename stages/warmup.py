@@ -159,8 +159,6 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         trainer.save_model(str(work / "final"))
         if not runtime.is_main:  # the report reads what the main process logged, and only its metrics are recorded
             return {}
-        if cfg.warmup.keep_checkpoints == "weights":
-            trim_checkpoints(work, work / "final")
         metrics = read_jsonl(work / "metrics.jsonl")
         losses = [m["loss"] for m in metrics if "loss" in m]
         out = {
@@ -187,5 +185,7 @@ def run(cfg: Config, run_dir: RunDir, runtime: Runtime, force: bool = False) -> 
         "warmup", fingerprint(cfg, model_path, score_dir), body, force=force, config_text=dump_config(cfg),
         keep=stage_keep(cfg.warmup.keep_checkpoints),
     )
+    if cfg.warmup.keep_checkpoints == "weights" and runtime.is_main:  # once in place: a resume needs what it drops
+        trim_checkpoints(run_dir.stage_dir("warmup"), run_dir.stage_dir("warmup") / "final")
     cards.refresh(cfg, run_dir, ("warmup",))
     return entry

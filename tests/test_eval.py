@@ -713,7 +713,7 @@ def test_a_matched_start_adopts_its_siblings_warm_up_without_copying_it(tmp_path
         def body(work):
             trained.append(sub.name)
             (work / "final").mkdir()
-            (work / "final" / "model.safetensors").write_text(sub.warmup.loss)
+            (work / "final" / "model.safetensors").write_text(sub.warmup.loss + " " * (1 << 20))
             return {"steps": 16}
         fingerprint = {"seed": sub.seed, "warmup": sub.warmup.loss, "rewrite": sub.warmup.rewrite.enabled}
         run_dir.run_stage("warmup", fingerprint, body, force=force)
@@ -722,13 +722,14 @@ def test_a_matched_start_adopts_its_siblings_warm_up_without_copying_it(tmp_path
     runs = run_matrix(cfg, stages, runtime, force=[])
     assert trained == ["study/dft-seed3", "study/cadft-seed3"]
     mine, sibling = (runs[f"{s}-seed3"].stage_dir("warmup") / "final" / "model.safetensors" for s in ("dft-matched", "dft"))
-    assert mine.read_text() == "dft" and mine.stat().st_ino == sibling.stat().st_ino
+    assert mine.read_text().strip() == "dft" and mine.stat().st_ino == sibling.stat().st_ino
     entry = runs["dft-matched-seed3"].finished("warmup")
     assert entry["adopted_from"] == str(runs["dft-seed3"].root) and entry["seconds"] == 0.0
     assert entry["metrics"] == {"steps": 16}
+    assert "temperature: auto" in (runs["dft-matched-seed3"].root / "config.yaml").read_text()  # its own config
 
     run_matrix(cfg, stages, runtime, force=[])  # finished: nothing trains, nothing is adopted again
     assert len(trained) == 2
     run_matrix(cfg, stages, runtime, force=["warmup"])
     assert trained[2:] == ["study/dft-seed3", "study/cadft-seed3", "study/dft-matched-seed3"]
-    assert sibling.read_text() == "dft"  # forcing the matched start's warm-up left its sibling's files alone
+    assert sibling.read_text().strip() == "dft"  # forcing the matched start's warm-up left its sibling's files alone

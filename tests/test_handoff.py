@@ -85,6 +85,10 @@ def test_an_unchanged_model_is_exported_as_links_to_the_warmed_weights(tmp_path,
     weights = tmp_path / "out" / "model.safetensors"
     assert weights.stat().st_ino == (final / "model.safetensors").stat().st_ino
     assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["use_cache"]  # its own, not linked
+    before = (final / "model.safetensors").read_bytes()
+    export(cfg, runtime, final, tmp_path / "out")  # a resumed attempt saves again: through a new file, not the link
+    assert (final / "model.safetensors").read_bytes() == before
+    assert weights.stat().st_ino == (final / "model.safetensors").stat().st_ino
 
 
 def test_rollout_stats_by_hand():

@@ -96,9 +96,17 @@ def test_renamed_stage_with_interrupted_manifest_write_is_recognised(tmp_path):
 def test_an_adopted_stage_is_hard_linked_and_skipped_only_for_the_same_fingerprint(tmp_path):
     source, run = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
     assert not run.adopt("warmup", source)  # nothing finished to adopt
-    source.run_stage("warmup", {"lr": 1}, body_writing("a", []))
+    def body(work):
+        body_writing("a", [])(work)
+        (work / "model.safetensors").write_bytes(bytes(1 << 20))
+        return {}
+
+    source.run_stage("warmup", {"lr": 1}, body)
     assert run.adopt("warmup", source)
-    assert (run.stage_dir("warmup") / "out.txt").stat().st_ino == (source.stage_dir("warmup") / "out.txt").stat().st_ino
+    mine, theirs = run.stage_dir("warmup"), source.stage_dir("warmup")
+    assert (mine / "model.safetensors").stat().st_ino == (theirs / "model.safetensors").stat().st_ino
+    assert (mine / "out.txt").stat().st_ino != (theirs / "out.txt").stat().st_ino  # small files, rewritten in place: copied
+    assert (mine / "out.txt").read_text() == "a"
     assert not run.adopt("warmup", source)  # it has its own now
     calls = []
     run.run_stage("warmup", {"lr": 1}, body_writing("b", calls))
