@@ -218,8 +218,9 @@ class RunDir:
 
     def adopt(self, stage: str, source: "RunDir") -> bool:
         """Take `source`'s finished `stage` as this run's, its large files hard-linked (no second copy on disk), when
-        this run has none: for a run whose stage would compute the same thing. The stage's fingerprint travels with its folder,
-        so the stage still runs again, or refuses, if this run's config asks for something else. Whether adopted."""
+        this run has none: for a run whose stage would compute the same thing. The stage's fingerprint travels with
+        its folder, so the stage still runs again, or refuses, if this run's config asks for something else.
+        Whether adopted."""
         entry = source.finished(stage)
         if entry is None or self.stage_dir(stage).exists():
             return False

@@ -107,8 +107,8 @@ def mechanism_models(cfg: Config, runs: dict[str, RunDir]) -> dict[str, tuple[in
                 folder = run.stage_dir("warmup") / ("final" if step >= steps else f"checkpoint-{step}")
                 if not folder.is_dir():
                     raise ColdstartError(f"compare.mechanism: {fraction:g} of the warm-up is step {step}, but {folder} "
-                                         "was not kept; set warmup.keep_checkpoints: true (or weights) and a warmup.save_steps that "
-                                         "divides that step")
+                                         "was not kept; set warmup.keep_checkpoints: true (or weights) and a "
+                                         "warmup.save_steps that divides that step")
                 out[f"{arm_name(start)}@step{step}-seed{seed}"] = seed, folder
     return out
 
