@@ -88,13 +88,16 @@ RESUME_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt")
 
 def trim_checkpoints(output_dir: Path, final: Path) -> None:
     """Checkpoints kept for their weights alone (`keep_checkpoints: weights`): what only a resume reads (optimizer,
-    scheduler and RNG state, ~3x the model) removed, and weights the same as `final`'s linked to them."""
+    scheduler and RNG state, ~3x the model) removed, and weights the same as `final`'s linked to them. A checkpoint
+    with no resume state left was trimmed before: not hashed again each time a finished warm-up is skipped."""
     for checkpoint in _checkpoints(output_dir):
-        for pattern in RESUME_STATE:
-            for path in checkpoint.glob(pattern):
-                path.unlink()
+        state = [path for pattern in RESUME_STATE for path in checkpoint.glob(pattern)]
+        if not state:
+            continue
         for weights in checkpoint.glob("*.safetensors"):
             link_if_identical(weights, final / weights.name)
+        for path in state:  # last: a crash before it leaves the checkpoint to be trimmed on the next run
+            path.unlink()
 
 
 def stage_keep(keep_checkpoints: bool | str):

@@ -12,6 +12,7 @@ standard error over problems are printed, with each model's accuracy and standar
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -25,9 +26,7 @@ def scores(folder: Path) -> dict[str, tuple[float, float]]:
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
 def main(folders: list[str]) -> None:

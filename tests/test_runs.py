@@ -129,7 +129,7 @@ def test_a_file_is_linked_to_its_original_only_when_their_bytes_are_the_same(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "o", "s"]
 
 
-def test_checkpoints_kept_for_their_weights_lose_their_resume_state_and_share_the_final_weights(tmp_path):
+def test_checkpoints_kept_for_their_weights_lose_their_resume_state_and_share_the_final_weights(tmp_path, monkeypatch):
     from coldstart.training import trim_checkpoints
 
     final = tmp_path / "final"
@@ -146,3 +146,9 @@ def test_checkpoints_kept_for_their_weights_lose_their_resume_state_and_share_th
         assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").iterdir()) == ["config.json", "model.safetensors"]
     assert (tmp_path / "checkpoint-16" / "model.safetensors").stat().st_ino == (final / "model.safetensors").stat().st_ino
     assert (tmp_path / "checkpoint-8" / "model.safetensors").read_bytes() == b"step 8"
+    import coldstart.training
+
+    hashed = []
+    monkeypatch.setattr(coldstart.training, "link_if_identical", lambda *a: hashed.append(a))
+    trim_checkpoints(tmp_path, final)  # a skipped warm-up trims again: nothing left to trim, nothing hashed
+    assert hashed == []
