@@ -18,6 +18,7 @@ import atexit
 import datetime
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -113,6 +114,21 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def _leave(state: PartialState) -> None:
+    """Take the process group down as the process exits. A process that leaves it alive can abort in gloo's threads
+    at interpreter shutdown ("terminate called without an active exception"), and so can one that takes it down
+    while a peer still talks to it: on a clean exit the gloo ranks first meet in a barrier that gives up after a
+    minute. After an uncaught exception no rank waits for the others, so the launcher sees the failure at once."""
+    if not torch.distributed.is_initialized():
+        return
+    if torch.distributed.get_backend() == "gloo" and getattr(sys, "last_value", None) is None:
+        try:
+            torch.distributed.monitored_barrier(timeout=datetime.timedelta(minutes=1))
+        except RuntimeError:
+            pass  # a peer that failed or left: the group goes down all the same
+    state.destroy_process_group()
+
+
 class Runtime:
     """This process's place in the run: its device and rank, read from the process group it creates (`start`);
     the group's timeout is `process_group_timeout()`."""
@@ -123,9 +139,7 @@ class Runtime:
         computing in `precision` (`runtime.precision`)."""
         state = _state(datetime.timedelta(minutes=timeout_minutes))
         if torch.distributed.is_initialized():
-            # a process that exits with the group alive can abort in gloo's threads at interpreter shutdown
-            # ("terminate called without an active exception"), failing a run that finished
-            atexit.register(state.destroy_process_group)
+            atexit.register(_leave, state)
         set_precision(precision)
         return cls()
 

@@ -58,6 +58,35 @@ def test_the_process_group_waits_as_configured_and_work_is_split_and_gathered_in
     assert ranks[0]["mine_of"] == ["a", "c"] and ranks[1]["mine_of"] == ["b"]
 
 
+@pytest.mark.parametrize("backend, failed, barrier_fails, expected", [
+    ("gloo", False, False, ["barrier", "destroy"]),  # a clean exit meets the other ranks first
+    ("gloo", False, True, ["barrier", "destroy"]),   # a peer gone: the group goes down all the same
+    ("gloo", True, False, ["destroy"]),              # an uncaught exception: no rank waits for the others
+    ("nccl", False, False, ["destroy"]),
+])
+def test_the_process_group_goes_down_at_exit(monkeypatch, backend, failed, barrier_fails, expected):
+    from types import SimpleNamespace
+
+    from coldstart.runtime import _leave
+
+    calls = []
+
+    def barrier(timeout):
+        calls.append("barrier")
+        if barrier_fails:
+            raise RuntimeError("Rank 1 failed to pass monitoredBarrier")
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: backend)
+    monkeypatch.setattr(torch.distributed, "monitored_barrier", barrier)
+    if failed:
+        monkeypatch.setattr(sys, "last_value", ValueError("a rank's error"), raising=False)
+    else:
+        monkeypatch.delattr(sys, "last_value", raising=False)
+    _leave(SimpleNamespace(destroy_process_group=lambda: calls.append("destroy")))
+    assert calls == expected
+
+
 LOADERS = {"load_model", "load_tokenizer"}
 CONFIG_ONLY = {"GenerationConfig", "AutoConfig"}  # configs, not models or tokenizers
 
