@@ -107,8 +107,8 @@ def test_fingerprint_settings_hold_only_what_differs_from_the_defaults():
 ])
 def test_the_mechanisms_checkpoints_are_checked_at_load(overrides, message):
     """A checkpoint compare.mechanism measures must be saved and still there when the warm-up ends: a config that
-    would lose one fails at load, not after the study's runs."""
-    args = ["configs/compare_cpu.yaml", overrides]
+    would lose one fails at load, not after the study's runs (the study's config with its mechanism on)."""
+    args = ["configs/compare_cpu.yaml", ["compare.mechanism=[0.5, 1.0]", *overrides]]
     if message is None:
         load_config(*args)
     else:
