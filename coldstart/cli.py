@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
-from coldstart.runtime import is_main
+from coldstart.runtime import is_main, leave_failed
 from coldstart.errors import ColdstartError
 
 STAGE_HELP = {
@@ -301,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     except ColdstartError as e:
         if getattr(args, "debug", False):
             raise
+        leave_failed()
         print(f"coldstart: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        leave_failed()
         print("coldstart: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     return 0

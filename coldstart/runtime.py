@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 _LOADED: list[str] = []  # the devices of the models loaded since `take_loads` was last asked
 _PRECISION: list[precisions.Precision] = []  # the run's, once resolved
+_FAILED: list[bool] = []  # set by leave_failed: this process exits after an error
+_EXIT_WAIT = datetime.timedelta(minutes=1)  # how long a clean exit waits for the other ranks
 
 
 def _state(timeout: datetime.timedelta | None = None) -> PartialState:
@@ -114,16 +116,23 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _leave(state: PartialState) -> None:
+def leave_failed() -> None:
+    """This process is leaving after an error it reported (the CLI's one-line errors, an interrupt): at exit it does
+    not wait for the other ranks (`_leave`), so the launcher sees the failure at once."""
+    _FAILED[:] = [True]
+
+
+def _leave(state: PartialState, group) -> None:
     """Take the process group down as the process exits. A process that leaves it alive can abort in gloo's threads
     at interpreter shutdown ("terminate called without an active exception"), and so can one that takes it down
-    while a peer still talks to it: on a clean exit the gloo ranks first meet in a barrier that gives up after a
-    minute. After an uncaught exception no rank waits for the others, so the launcher sees the failure at once."""
+    while a peer still talks to it: on a clean exit the gloo ranks first meet in a barrier on `group`, whose own
+    timeout (`_EXIT_WAIT`) bounds every rank's wait. A process leaving after an error (`leave_failed`, or an uncaught
+    exception) does not wait."""
     if not torch.distributed.is_initialized():
         return
-    if torch.distributed.get_backend() == "gloo" and getattr(sys, "last_value", None) is None:
+    if group is not None and not _FAILED and getattr(sys, "last_value", None) is None:
         try:
-            torch.distributed.monitored_barrier(timeout=datetime.timedelta(minutes=1))
+            torch.distributed.monitored_barrier(group=group, timeout=_EXIT_WAIT)
         except RuntimeError:
             pass  # a peer that failed or left: the group goes down all the same
     state.destroy_process_group()
@@ -139,7 +148,10 @@ class Runtime:
         computing in `precision` (`runtime.precision`)."""
         state = _state(datetime.timedelta(minutes=timeout_minutes))
         if torch.distributed.is_initialized():
-            atexit.register(_leave, state)
+            gloo = torch.distributed.get_backend() == "gloo"
+            # the exit barrier's own group: the default group's timeout (hours) would bound a rank other than 0
+            group = torch.distributed.new_group(backend="gloo", timeout=_EXIT_WAIT) if gloo else None
+            atexit.register(_leave, state, group)
         set_precision(precision)
         return cls()
 

@@ -58,33 +58,47 @@ def test_the_process_group_waits_as_configured_and_work_is_split_and_gathered_in
     assert ranks[0]["mine_of"] == ["a", "c"] and ranks[1]["mine_of"] == ["b"]
 
 
-@pytest.mark.parametrize("backend, failed, barrier_fails, expected", [
-    ("gloo", False, False, ["barrier", "destroy"]),  # a clean exit meets the other ranks first
-    ("gloo", False, True, ["barrier", "destroy"]),   # a peer gone: the group goes down all the same
-    ("gloo", True, False, ["destroy"]),              # an uncaught exception: no rank waits for the others
-    ("nccl", False, False, ["destroy"]),
+@pytest.mark.parametrize("gloo, failed, barrier_fails, expected", [
+    (True, None, False, ["barrier", "destroy"]),  # a clean exit meets the other ranks first
+    (True, None, True, ["barrier", "destroy"]),   # a peer gone: the group goes down all the same
+    (True, "uncaught", False, ["destroy"]),       # after an error no rank waits for the others
+    (True, "reported", False, ["destroy"]),
+    (False, None, False, ["destroy"]),            # NCCL: no exit group, no barrier
 ])
-def test_the_process_group_goes_down_at_exit(monkeypatch, backend, failed, barrier_fails, expected):
+def test_the_process_group_goes_down_at_exit(monkeypatch, gloo, failed, barrier_fails, expected):
     from types import SimpleNamespace
 
-    from coldstart.runtime import _leave
+    import coldstart.runtime as runtime
 
-    calls = []
+    calls, exit_group = [], object()
 
-    def barrier(timeout):
+    def barrier(group, timeout):
+        assert group is exit_group and timeout == runtime._EXIT_WAIT
         calls.append("barrier")
         if barrier_fails:
             raise RuntimeError("Rank 1 failed to pass monitoredBarrier")
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_backend", lambda: backend)
     monkeypatch.setattr(torch.distributed, "monitored_barrier", barrier)
-    if failed:
+    monkeypatch.setattr(runtime, "_FAILED", [])
+    monkeypatch.delattr(sys, "last_value", raising=False)
+    if failed == "uncaught":
         monkeypatch.setattr(sys, "last_value", ValueError("a rank's error"), raising=False)
-    else:
-        monkeypatch.delattr(sys, "last_value", raising=False)
-    _leave(SimpleNamespace(destroy_process_group=lambda: calls.append("destroy")))
+    elif failed == "reported":
+        runtime.leave_failed()
+    runtime._leave(SimpleNamespace(destroy_process_group=lambda: calls.append("destroy")), exit_group if gloo else None)
     assert calls == expected
+
+
+def test_a_reported_error_leaves_without_waiting(monkeypatch, tmp_path):
+    """The CLI's one-line error exits with 2 and marks the process as failed, so its exit does not wait for ranks
+    that may never come."""
+    import coldstart.runtime as runtime
+    from coldstart.cli import main
+
+    monkeypatch.setattr(runtime, "_FAILED", [])
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert runtime._FAILED == [True]
 
 
 LOADERS = {"load_model", "load_tokenizer"}
